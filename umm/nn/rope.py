@@ -1,0 +1,37 @@
+"""Rotary position embedding (Su et al. 2021) over 1, 2 or 3 position axes.
+
+Positions are a (B, T, A) integer tensor: A = 1 is plain 1D RoPE; A = 2 / 3 split the head dimension into
+A equal sections, each rotated by one coordinate (row, column; or time, row, column), as in Qwen2-VL's
+M-RoPE. Text tokens carry the same value on every axis, so a multi-axis model still reads text exactly
+like a 1D one, while image/video patches know their place on the grid.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RotaryEmbedding(nn.Module):
+    def __init__(self, head_dim: int, axes: int = 1, theta: float = 10000.0):
+        super().__init__()
+        assert head_dim % (2 * axes) == 0, f"head_dim {head_dim} must be divisible by 2 * axes ({2 * axes})"
+        self.axes = axes
+        section = head_dim // (2 * axes)  # rotation pairs per axis
+        inv_freq = 1.0 / theta ** (torch.arange(section, dtype=torch.float32) / section)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (B, T, A) -> cos, sin each (B, 1, T, head_dim / 2), float32."""
+        assert positions.shape[-1] == self.axes, f"positions have {positions.shape[-1]} axes, RoPE expects {self.axes}"
+        # (B, T, A, 1) * (S,) -> (B, T, A, S) -> (B, T, A*S): axis a owns pairs [a*S, (a+1)*S)
+        angles = positions.float()[..., None] * self.inv_freq
+        angles = angles.flatten(-2)[:, None]
+        return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, Dh) by the angles in cos/sin (B, 1, T, Dh/2); pairs are (i, i + Dh/2)."""
+    first, second = x.float().chunk(2, dim=-1)
+    rotated = torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
+    return rotated.to(x.dtype)
