@@ -21,11 +21,13 @@ import torch
 
 @dataclass(frozen=True)
 class Span:
-    """A run of ``length`` tokens. ``grid`` is (H, W) for an image or (T, H, W) for a video, raster order."""
+    """A run of ``length`` tokens. ``grid`` is (H, W) for an image or (T, H, W) for a video, raster order,
+    after ``prefix`` leading tokens that are not on the grid (MonoFormer's time token, EMU3's size prefix)."""
 
     length: int
     bidirectional: bool = False
     grid: tuple[int, ...] | None = None
+    prefix: int = 0
 
 
 def text_span(length: int) -> Span:
@@ -59,6 +61,11 @@ class Layout:
 
 def _span_positions(span: Span, start: int, axes: int) -> tuple[torch.Tensor, int]:
     """RoPE coordinates (L, A) of one span starting at 1D position ``start``, and the next free position."""
+    if span.prefix:
+        head = torch.arange(start, start + span.prefix)[:, None].expand(-1, axes)
+        rest = Span(span.length - span.prefix, span.bidirectional, span.grid)
+        tail, end = _span_positions(rest, start + span.prefix, axes)
+        return torch.cat([head, tail]), end
     if span.grid is None or axes == 1:
         pos = torch.arange(start, start + span.length)[:, None].expand(-1, axes)
         return pos, start + span.length
@@ -104,6 +111,21 @@ def build_layout(samples: list[list[Span]], axes: int = 1, length: int | None = 
             slot = end
         next_position[i] = position
     return Layout(block, positions, valid, next_position)
+
+
+def continue_layout(next_position: torch.Tensor, span: Span, block_id: int = -1) -> Layout:
+    """Layout of a chunk appended after a cached prefix whose next free position is ``next_position`` (B, A).
+
+    Used while decoding: one text token (``Span(1)``) or one whole image span (``block_id`` must differ from
+    the ids of cached spans so that the new span does not merge with an earlier one).
+    """
+    b, axes = next_position.shape
+    relative, end = _span_positions(span, 0, axes)  # (L, A)
+    start = next_position[:, :1]  # text and finished spans leave every axis at the same value
+    positions = start[:, None, :] + relative[None].to(next_position.device)
+    block = torch.full((b, span.length), block_id if span.bidirectional else -1, dtype=torch.long, device=next_position.device)
+    valid = torch.ones((b, span.length), dtype=torch.bool, device=next_position.device)
+    return Layout(block, positions, valid, (start + end).expand(-1, axes).clone())
 
 
 def attention_mask(

@@ -1,0 +1,116 @@
+"""Samplers for Gaussian paths: DDPM, DDIM, Euler and Heun.
+
+Samplers keep no state between calls. Each ``step`` takes ``denoise(x, t) -> network output`` (already
+guided, if CFG is used), the current sample ``x`` at time ``t`` and the next time ``t_next``, and returns the
+sample at ``t_next``. The loop lives in the pipeline, in plain sight::
+
+    times = path.sampling_times(steps)
+    for t, t_next in zip(times[:-1], times[1:]):
+        x = sampler.step(denoise, x, t, t_next, generator)
+
+``clip`` bounds the predicted x_0 (images live in [-1, 1]); DDPM's "clip_denoised" does the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from umm.paths.gaussian import GaussianPath
+
+Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _time(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    return torch.full((x.shape[0],), float(t), device=x.device)
+
+
+@dataclass(frozen=True)
+class DDIMSampler:
+    """DDIM (Song et al. 2021): x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z, c = eta * DDPM std.
+
+    ``eta=0`` is deterministic (for the flow path it is exactly Euler on the velocity); ``eta=1`` is DDPM.
+    """
+
+    path: GaussianPath
+    eta: float = 0.0
+    clip: float | None = 1.0
+
+    def predict(self, denoise: Denoise, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t_vec = _time(t, x)
+        x0, eps = self.path.to_x0_eps(denoise(x, t_vec), x, t_vec)
+        if self.clip is not None:
+            x0 = x0.clamp(-self.clip, self.clip)
+            alpha, sigma = self.path.alpha_sigma(t_vec)
+            shape = (-1,) + (1,) * (x.ndim - 1)
+            eps = (x - alpha.view(shape) * x0) / sigma.view(shape).clamp_min(1e-8)
+        return x0, eps
+
+    def step(self, denoise: Denoise, x: torch.Tensor, t, t_next, generator: torch.Generator | None = None) -> torch.Tensor:
+        x0, eps = self.predict(denoise, x, t)
+        return self.update(x0, eps, x, t, t_next, generator)
+
+    def update(self, x0, eps, x, t, t_next, generator=None) -> torch.Tensor:
+        if float(t_next) <= 0:
+            return x0
+        (alpha_t, sigma_t), (alpha_s, sigma_s) = (self.path.alpha_sigma(torch.tensor(float(v))) for v in (t, t_next))
+        c = torch.zeros(())
+        if self.eta > 0:
+            # std of the DDPM posterior q(x_s | x_t, x_0)
+            alpha_ts = alpha_t / alpha_s
+            var = (sigma_t**2 - alpha_ts**2 * sigma_s**2) * sigma_s**2 / sigma_t**2
+            c = self.eta * var.clamp_min(0).sqrt()
+        out = alpha_s * x0 + (sigma_s**2 - c**2).clamp_min(0).sqrt() * eps
+        if self.eta > 0:
+            out = out + c * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return out
+
+
+def DDPMSampler(path: GaussianPath, clip: float | None = 1.0) -> DDIMSampler:
+    """Ancestral DDPM sampling (Ho et al. 2020) = DDIM with eta = 1."""
+    return DDIMSampler(path, eta=1.0, clip=clip)
+
+
+@dataclass(frozen=True)
+class EulerSampler:
+    """First-order ODE step on the straight (flow) path: x_s = x_t + (s - t) * u."""
+
+    path: GaussianPath
+    clip: float | None = None
+
+    def __post_init__(self):
+        assert self.path.schedule == "flow", "Euler/Heun integrate the flow path; use DDIM for cosine/linear"
+
+    def velocity(self, denoise: Denoise, x: torch.Tensor, t) -> torch.Tensor:
+        t_vec = _time(t, x)
+        x0, eps = self.path.to_x0_eps(denoise(x, t_vec), x, t_vec)
+        if self.clip is not None:
+            x0 = x0.clamp(-self.clip, self.clip)
+            eps = (x - (1 - float(t)) * x0) / max(float(t), 1e-8)
+        return eps - x0
+
+    def step(self, denoise: Denoise, x: torch.Tensor, t, t_next, generator: torch.Generator | None = None) -> torch.Tensor:
+        return x + (float(t_next) - float(t)) * self.velocity(denoise, x, t)
+
+
+@dataclass(frozen=True)
+class HeunSampler(EulerSampler):
+    """Second-order Heun step (Karras et al. 2022): average the velocity at t and at the Euler guess at s.
+
+    Two network evaluations per step except the last (to t = 0), which is a plain Euler step.
+    """
+
+    def step(self, denoise: Denoise, x: torch.Tensor, t, t_next, generator: torch.Generator | None = None) -> torch.Tensor:
+        dt = float(t_next) - float(t)
+        u = self.velocity(denoise, x, t)
+        guess = x + dt * u
+        if float(t_next) <= 0:
+            return guess
+        return x + dt * 0.5 * (u + self.velocity(denoise, guess, t_next))
+
+
+def network_evaluations(sampler, steps: int) -> int:
+    """Network calls for ``steps`` steps (before CFG doubling): what "NFE" means in speed tables."""
+    return 2 * steps - 1 if isinstance(sampler, HeunSampler) else steps
