@@ -6,6 +6,8 @@ and the judge can never disagree about what "orange" or "top left" means.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "star", "diamond")
@@ -74,6 +76,7 @@ def heldout_combinations() -> tuple[tuple[str, str], ...]:
     return HELDOUT_COMBINATIONS
 
 
+@functools.lru_cache(maxsize=None)
 def seen_combinations() -> tuple[tuple[str, str], ...]:
     """(colour, shape) pairs that train/val/test draw from."""
     held = set(HELDOUT_COMBINATIONS)

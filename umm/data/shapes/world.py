@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -61,6 +60,34 @@ class ShapesWorld(torch.utils.data.Dataset):
         self.split, self.canvas, self.seed, self.max_objects = split, canvas, int(seed), max_objects
         self.size = 1_000_000 if size is None else int(size)
         self.modalities, self.frames, self.caption_style = modalities, frames, caption_style
+
+    @classmethod
+    def from_config(cls, config, split: str) -> "ShapesWorld":
+        """Build from a recipe's ``DataConfig`` (canvas, seed, max_objects, video_frames, modalities)."""
+        return cls(
+            split=split,
+            canvas=config.canvas,
+            seed=config.seed,
+            max_objects=config.max_objects,
+            modalities=config.modalities,
+            frames=config.video_frames,
+        )
+
+    def text_corpus(self, n: int) -> Iterator[str]:
+        """Text of the first ``n`` samples for tokenizer training: a caption in each style, every QA
+        question and answer, and (every 4th sample) a video caption; nothing is rendered or spoken."""
+        for index in range(min(n, self.size)):
+            objects = self.scene(index)
+            yield language.caption(objects, sample_rng(self.split, self.seed, index, "caption"), "mixed")
+            yield language.caption(objects, sample_rng(self.split, self.seed, index, "corpus"), "full")
+            for qa in language.questions(objects, sample_rng(self.split, self.seed, index, "qa")):
+                yield qa["question"]
+                yield qa["answer"]
+            if index % 4:
+                continue  # video captions use few words: every 4th sample covers them
+            rng = sample_rng(self.split, self.seed, index, "video")
+            movers = video.sample_motion(rng, self.split, self.canvas, self.frames)
+            yield language.video_caption(video.movers_as_objects(movers, self.canvas), [m["direction"] for m in movers], rng)
 
     def __len__(self) -> int:
         return self.size
