@@ -36,15 +36,17 @@ PITCH_RANGE = (35, 65)  # espeak pitch 0..100
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _ESPEAK_RATE, _ESPEAK_PITCH = 1, 3
 _POS_CHARACTER, _CHARS_AUTO = 1, 0
+_RAND_SEED = 1234
 
 
 class _Engine:
     """espeak-ng for this process: its callback, a lock, and a fresh library load per utterance.
 
     espeak-ng keeps static state between utterances (e.g. its pitch-flutter phase), so the same text
-    comes out a few samples different depending on what was said before. Loading the library afresh
-    for every utterance (dlopen, initialise, speak, terminate, dlclose: ~3 ms extra) resets that
-    state, which makes ``world[i]["audio"]`` a deterministic function of i like every other key.
+    comes out a few samples different depending on what was said before, and it seeds the noise of
+    breathy voices from the clock. Loading the library afresh for every utterance (dlopen, initialise,
+    speak, terminate, dlclose: ~3 ms extra) and fixing the noise seed make ``world[i]["audio"]`` a
+    deterministic function of i like every other key.
     """
 
     def __init__(self) -> None:
@@ -78,6 +80,9 @@ class _Engine:
         if rate <= 0:
             raise RuntimeError(f"espeak-ng failed to initialise (returned {rate})")
         self.rate = int(rate)
+        # espeak-ng seeds its noise generator (breathy voices) from the clock at initialisation
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_ng_SetRandSeed(_RAND_SEED)
         lib.espeak_SetSynthCallback(self._callback)
         return lib
 
