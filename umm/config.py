@@ -47,7 +47,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown config key {where}{key!r}{hint}; allowed: {', '.join(names)}")
+            raise ConfigError(f"unknown config key {where + key!r}{hint}; allowed: {', '.join(names)}")
     kwargs = {key: _coerce(hints[key], value, f"{where}{key}") for key, value in data.items()}
     return cls(**kwargs)
 

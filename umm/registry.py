@@ -10,6 +10,15 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from umm import UmmError
+
+
+class UnknownNameError(UmmError, KeyError):
+    """A name that is not registered; the message lists the closest registered names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
 
 class Registry:
     """Maps a name to an object (a class or a factory function)."""
@@ -34,7 +43,7 @@ class Registry:
         if name not in self._entries:
             close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise KeyError(f"unknown {self.kind} {name!r}{hint} (see `umm ls`)")
+            raise UnknownNameError(f"unknown {self.kind} {name!r}{hint} (see `umm ls`)")
         return self._entries[name]
 
     def names(self, prefix: str = "") -> list[str]:

@@ -1,1 +1,7 @@
+"""Every system of umm, one file per family; importing this package registers them all."""
 
+from umm.models import transfusion  # noqa: F401
+from umm.models.factory import create_model, from_pretrained, save_pretrained
+from umm.models.system import load_system, save_system
+
+__all__ = ["create_model", "from_pretrained", "load_system", "save_pretrained", "save_system"]

@@ -1,0 +1,97 @@
+"""The training loop on a tiny real model and real ShapesWorld data: learning, exact resume, save/load,
+clear failures."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from umm import UmmError
+from umm.config import ConfigError
+from umm.models.system import load_system
+from umm.train.loop import train
+from umm.train.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "configs" / "test_transfusion.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _peak_cache(tmp_path_factory, monkeypatch):
+    # the MFU peak is measured once per machine; keep the tests' measurement out of the user's cache
+    monkeypatch.setenv("UMM_CACHE", str(tmp_path_factory.getbasetemp() / "umm-cache"))
+
+
+def recipe(*overrides: str):
+    return load_recipe(RECIPE, list(overrides))
+
+
+def test_loss_falls_in_a_few_dozen_steps(tmp_path):
+    result = train(recipe("train.steps=40"), tmp_path / "run", show_progress=False)
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+    assert (tmp_path / "run" / "train.csv").is_file()
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    assert result.flops_per_step > 0 and result.mfu > 0
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = train(recipe("train.steps=12"), tmp_path / "straight", show_progress=False)
+    first = train(recipe("train.steps=12"), tmp_path / "cut", show_progress=False, stop_after=5)
+    assert first.stopped == "stop_after" and first.step == 5
+    resumed = train(recipe("train.steps=12"), tmp_path / "cut", resume=True, show_progress=False)
+    assert resumed.step == 12
+    assert first.losses + resumed.losses == pytest.approx(straight.losses, rel=0, abs=0), "resume must be exact"
+
+
+def test_saved_system_reloads_identically(tmp_path):
+    train(recipe("train.steps=3"), tmp_path / "run", show_progress=False)
+    model_a, system_a = load_system(tmp_path / "run" / "model")
+    model_b, system_b = load_system(tmp_path / "run" / "model")
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()):
+        assert torch.equal(a, b)
+    images = torch.rand(2, 3, 16, 16)
+    assert system_a.caption(model_a, images, precision="fp32") == system_b.caption(model_b, images, precision="fp32")
+    assert system_a.tokenizer.encode("a red circle") == system_b.tokenizer.encode("a red circle")
+
+
+def test_divergence_stops_with_a_clear_message(tmp_path):
+    with pytest.raises(UmmError, match="became (nan|inf)"):
+        train(recipe("train.steps=30", "train.lr=1.0e+6", "train.warmup_steps=1", "train.grad_clip=1.0e+12"),
+              tmp_path / "run", show_progress=False)
+
+
+def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
+    train(recipe("train.steps=2"), tmp_path / "run", show_progress=False)
+    with pytest.raises(UmmError, match="--resume"):
+        train(recipe("train.steps=2"), tmp_path / "run", show_progress=False)
+
+
+def test_bad_config_names_the_key_and_allowed_values():
+    with pytest.raises(ConfigError, match="'train.stepz'.*did you mean 'steps'"):
+        recipe("train.stepz=3")
+    with pytest.raises(ConfigError, match="precision.*'bf16', 'fp32'"):
+        recipe("train.precision=fp8")
+    with pytest.raises(ConfigError, match="system_args.schedul"):
+        train(recipe("system_args.schedul=flow"), None, show_progress=False)
+
+
+def test_sigterm_checkpoints_then_exits(tmp_path):
+    env = {**os.environ, "UMM_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "umm.cli", "train", str(RECIPE), "train.steps=100000", "train.log_every=1",
+           "--out", str(tmp_path / "run"), "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "run" / "train.csv").is_file():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped at step" in out
+    assert (tmp_path / "run" / "checkpoints" / "latest").is_file()

@@ -1,0 +1,124 @@
+"""Build mixed-modal sequences and collate them into padded batches.
+
+Every single-model system (Transfusion, MonoFormer, MMAR, Chameleon, Show-o, ...) writes a sample as one
+sequence of *slots*. A slot holds a text token, a continuous image patch, or a special embedding (a
+diffusion time token); spans of slots form the :class:`~umm.nn.layout.Layout` that decides attention.
+The builder records which slots carry a text loss and which image spans carry an image loss, so the
+system's ``losses`` never re-derives the layout::
+
+    seq = Sequence()
+    seq.text([bos] + caption_ids + [boi], loss=True)
+    seq.image(patches, grid=(8, 8), loss=True)      # bidirectional span
+    seq.text([eoi, eos], loss=True)
+    batch = collate([seq, ...], length=96, patch_dim=48)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from umm.nn.layout import Span, build_layout
+from umm.objectives.next_token import shift_targets
+
+TEXT, PATCH, SPECIAL = 0, 1, 2  # slot kinds
+
+
+@dataclass
+class Sequence:
+    tokens: list[int] = field(default_factory=list)  # token id per slot (pad id on image slots)
+    kinds: list[int] = field(default_factory=list)  # TEXT | PATCH | SPECIAL per slot
+    text_loss: list[bool] = field(default_factory=list)  # this slot's token is a prediction target
+    image_loss: list[bool] = field(default_factory=list)  # this slot's patch is a denoising target
+    spans: list[Span] = field(default_factory=list)
+    patches: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (first slot, (N, P) patches)
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def text(self, ids: list[int], loss: bool) -> Sequence:
+        """Causal text slots; ``loss`` makes each of these tokens a next-token target."""
+        if not ids:
+            return self
+        self.tokens += list(ids)
+        self.kinds += [TEXT] * len(ids)
+        self.text_loss += [loss] * len(ids)
+        self.image_loss += [False] * len(ids)
+        if self.spans and not self.spans[-1].bidirectional:
+            self.spans[-1] = Span(self.spans[-1].length + len(ids))
+        else:
+            self.spans.append(Span(len(ids)))
+        return self
+
+    def image(self, patches: torch.Tensor | None, grid: tuple[int, ...], loss: bool, prefix: list[int] = (),
+              token_ids: list[int] | None = None, bidirectional: bool = True) -> Sequence:
+        """One image (or video) span: optional SPECIAL ``prefix`` slots (e.g. a time token) then the grid.
+
+        ``patches`` (N, P) are continuous tokens; for discrete systems pass ``patches=None`` and the codes as
+        ``token_ids`` (they then are TEXT-kind slots in one vocabulary, and ``loss`` marks them as targets).
+        """
+        n = 1
+        for g in grid:
+            n *= g
+        start = len(self.tokens)
+        for special in prefix:
+            self.tokens.append(special)
+            self.kinds.append(SPECIAL)
+            self.text_loss.append(False)
+            self.image_loss.append(False)
+        if patches is not None:
+            assert patches.shape[0] == n, f"{patches.shape[0]} patches for a grid of {n}"
+            self.patches.append((len(self.tokens), patches))
+            self.tokens += [self.pad_id] * n
+            self.kinds += [PATCH] * n
+            self.text_loss += [False] * n
+            self.image_loss += [loss] * n
+        else:
+            assert token_ids is not None and len(token_ids) == n, f"need {n} image token ids"
+            self.tokens += list(token_ids)
+            self.kinds += [TEXT] * n
+            self.text_loss += [loss] * n
+            self.image_loss += [False] * n
+        length = len(self.tokens) - start
+        # the prefix belongs to the span: a time token sees, and is seen by, the whole image
+        self.spans.append(Span(length, bidirectional, tuple(grid), prefix=len(prefix)))
+        return self
+
+
+def collate(seqs: list[Sequence], length: int | None = None, patch_dim: int = 0, rope_axes: int = 1,
+            pad_left: bool = False, pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Pad ``seqs`` to ``length`` and stack.
+
+    Returns tensors (B = len(seqs), T = length):
+        tokens (B, T) long, kinds (B, T) long, patches (B, T, P) float (zeros off image slots),
+        text_targets (B, T) long (shifted: position t predicts slot t + 1; IGNORE where no loss),
+        image_loss (B, T) bool, and the layout: block (B, T), positions (B, T, A), valid (B, T),
+        next_position (B, A).
+    """
+    longest = max(len(s) for s in seqs)
+    total = length or longest
+    if longest > total:
+        raise ValueError(f"a sequence of {longest} slots does not fit the collate length {total}")
+    b = len(seqs)
+    tokens = torch.full((b, total), pad_id, dtype=torch.long)
+    kinds = torch.zeros((b, total), dtype=torch.long)
+    text_loss = torch.zeros((b, total), dtype=torch.bool)
+    image_loss = torch.zeros((b, total), dtype=torch.bool)
+    patches = torch.zeros((b, total, patch_dim)) if patch_dim else torch.zeros((b, total, 0))
+    for i, s in enumerate(seqs):
+        offset = total - len(s) if pad_left else 0
+        sl = slice(offset, offset + len(s))
+        tokens[i, sl] = torch.tensor(s.tokens)
+        kinds[i, sl] = torch.tensor(s.kinds)
+        text_loss[i, sl] = torch.tensor(s.text_loss)
+        image_loss[i, sl] = torch.tensor(s.image_loss)
+        for start, p in s.patches:
+            patches[i, offset + start : offset + start + p.shape[0]] = p
+    layout = build_layout([s.spans for s in seqs], axes=rope_axes, length=total, pad_left=pad_left)
+    return {
+        "tokens": tokens, "kinds": kinds, "patches": patches, "text_targets": shift_targets(tokens, text_loss),
+        "image_loss": image_loss, "block": layout.block, "positions": layout.positions, "valid": layout.valid,
+        "next_position": layout.next_position,
+    }

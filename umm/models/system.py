@@ -1,0 +1,102 @@
+"""What every system gives the trainer, the pipelines and the eval harness.
+
+A *system* pairs a model family with its data formatting and its objective, like open_clip's
+``TrainingTask``. It holds the tokenizer(s) and options, never the model's weights: every method takes the
+model as an argument, so the trainer can pass a DDP-wrapped model to :meth:`losses` and the pipelines a
+bare one. The contract, implemented by one class per family in ``umm/models/<family>.py``:
+
+``tasks``
+    training tasks this system formats (``t2i``, ``caption``, ``qa``, ``t2v``, ``v2t``, ``align`` ...).
+``capabilities``
+    what the eval harness may ask of it: ``t2i`` (:meth:`generate_images`), ``caption`` (:meth:`caption`),
+    ``qa`` (:meth:`answer`), ``t2v`` / ``v2t`` (video), ``embed`` (:meth:`embed`).
+``model_overrides(tokenizer, options)``
+    model config fields the system decides (vocabulary size), merged under the recipe's; the system itself
+    is built after the model, with the model's config, so it knows the image geometry.
+``collate(samples, task, generator)``
+    sample dicts -> a batch of tensors; random choices (CFG dropout, mask ratios) use ``generator``.
+``losses(model, batch, generator)``
+    a dict of named losses; keys ending in ``_loss`` are summed by the trainer. It must call the model
+    only through ``model(...)`` (its ``forward``), which is what DDP hooks into.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from umm import UmmError
+from umm.config import from_dict, to_dict
+from umm.models.factory import atomic_directory, from_pretrained, write_pretrained
+from umm.registry import SYSTEMS
+
+SYSTEM_FILE = "system.json"
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+class SystemBase:
+    """Shared save/load of a system's tokenizer and options; nothing else lives here."""
+
+    family: ClassVar[str]
+    tasks: ClassVar[tuple[str, ...]]
+    capabilities: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, tokenizer: Any, config: Any, options: Any = None):
+        self.tokenizer = tokenizer
+        self.config = config  # the model's config: image geometry, vocabulary
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def parse_options(cls, args: dict[str, Any]) -> Any:
+        return from_dict(cls.Options, args, where="system_args.")
+
+    @classmethod
+    def model_overrides(cls, tokenizer: Any, options: Any) -> dict[str, Any]:
+        return {}
+
+    def check_task(self, task: str) -> None:
+        if task not in self.tasks:
+            raise UmmError(f"system {self.family!r} has no task {task!r}; its tasks are {list(self.tasks)}")
+
+    def save(self, directory: Path) -> None:
+        """Write tokenizer files and ``system.json``; systems with more artefacts extend this."""
+        if self.tokenizer is not None:
+            self.tokenizer.save(directory)
+        meta = {"family": self.family, "options": to_dict(self.options)}
+        (directory / SYSTEM_FILE).write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path, config: Any, options: Any) -> SystemBase:
+        from umm.tokenizers.text import TextTokenizer
+
+        return cls(TextTokenizer.load(directory), config, options)
+
+
+def save_system(directory: str | Path, model: torch.nn.Module, system: SystemBase) -> Path:
+    """Atomically write a complete trained system: model weights + config, tokenizer, options."""
+    with atomic_directory(directory) as tmp:
+        write_pretrained(model, tmp)
+        system.save(tmp)
+    return Path(directory)
+
+
+def load_system(directory: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, SystemBase]:
+    """(model, system) from a directory written by :func:`save_system` (``runs/<name>/model``)."""
+    directory = Path(directory)
+    meta_path = directory / SYSTEM_FILE
+    if not meta_path.is_file():
+        raise UmmError(f"{str(directory)!r} is not a trained umm system (no {SYSTEM_FILE}); pass runs/<name>/model")
+    meta = json.loads(meta_path.read_text())
+    cls = SYSTEMS.get(meta["family"])
+    model = from_pretrained(directory, device)
+    system = cls.load(directory, model.config, cls.parse_options(meta["options"]))
+    return model, system

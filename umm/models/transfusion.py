@@ -1,0 +1,273 @@
+"""Transfusion (Zhou et al. 2024, "Transfusion: Predict the Next Token and Diffuse Images with One
+Multi-Modal Model", arXiv 2408.11039).
+
+One transformer reads a sequence that mixes discrete text tokens and continuous image patches:
+
+    [BOS] a red circle above a blue square [BOI] p_1 ... p_N [EOI] [EOS]
+
+- text positions are causal and trained with next-token prediction (L_LM);
+- the N patches of an image attend to each other bidirectionally (and causally to everything before),
+  carry the image's diffusion time t (its embedding is added to the patch embedding, as in the paper's
+  linear patchification) and are trained to predict the noise target (L_diffusion);
+- L = L_LM + lambda * L_diffusion with lambda = 5 (paper sec. 4.1).
+
+Notable choices in umm's version:
+- the diffusion path is a config choice: eps with the cosine schedule (the paper), v, or rectified flow;
+- captioning/QA sequences cap the image's noise (``caption_max_t``) so understanding sees mostly clean
+  images (paper sec. 2.2 caps captioning noise at t = 500 of 1000);
+- the caption is dropped with probability ``cfg_dropout`` so classifier-free guidance works at sampling;
+- 2D RoPE (row, column) over the patch grid instead of 1D positions (``rope_axes=2``), an option the
+  paper did not have; text keeps 1D positions on every axis.
+
+Shapes: B batch, T slots, N patches per image, P = channels * patch^2, D model width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, NamedTuple
+
+import torch
+from torch import nn
+
+from umm.data.sequence import PATCH, Sequence, collate
+from umm.models.factory import register_model
+from umm.models.system import SystemBase
+from umm.nn import Layout, PatchEmbed, TimestepEmbedding, Transformer, TransformerConfig, patchify, unpatchify
+from umm.nn.unet import UNetDecoder, UNetEncoder
+from umm.objectives import diffusion_loss, next_token_loss
+from umm.paths import GaussianPath
+from umm.pipelines import diffusion_lm
+from umm.registry import ARCHITECTURES, SYSTEMS
+
+
+@dataclass(frozen=True)
+class TransfusionConfig:
+    family: ClassVar[str] = "transfusion"
+    vocab_size: int = 512
+    image_size: int = 32  # pixels per side
+    channels: int = 3
+    patch: int = 4  # pixel patch side: a 32x32 image is an 8x8 grid of 48-d patches
+    unet: bool = False  # U-Net down/up blocks instead of linear patchification (paper sec. 3.3)
+    unet_width: int = 32  # channels of the U-Net's first level (doubling per level)
+    transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(rope_axes=2))
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+    @property
+    def patch_dim(self) -> int:
+        return self.channels * self.patch**2
+
+
+class DiffusionLMOutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, V) next-token logits at every slot
+    image: torch.Tensor  # (B, T, P) diffusion output at every slot (read only on image slots)
+
+
+@ARCHITECTURES.register("transfusion")
+class Transfusion(nn.Module):
+    config_class = TransfusionConfig
+
+    def __init__(self, config: TransfusionConfig):
+        super().__init__()
+        self.config = config
+        dim = config.transformer.dim
+        self.token_embed = nn.Embedding(config.vocab_size, dim)
+        self.time_embed = TimestepEmbedding(dim)
+        if config.unet:
+            levels = config.patch.bit_length() - 1
+            assert 2**levels == config.patch, f"U-Net patchification needs a power-of-two patch, got {config.patch}"
+            self.unet_in = UNetEncoder(config.channels, dim, levels, config.unet_width, dim)
+            self.unet_out = UNetDecoder(config.channels, dim, levels, config.unet_width, dim)
+        else:
+            self.patch_in = PatchEmbed(config.patch_dim, dim)
+            self.patch_out = nn.Linear(dim, config.patch_dim)
+        self.trunk = Transformer(config.transformer)
+        self.lm_head = nn.Linear(dim, config.vocab_size, bias=False)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        nn.init.normal_(self.lm_head.weight, std=0.02)
+        if not config.unet:
+            nn.init.zeros_(self.patch_out.weight)  # predict 0 at init: the mean of every diffusion target
+            nn.init.zeros_(self.patch_out.bias)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,  # (B, T) token ids (pad on image slots)
+        kinds: torch.Tensor,  # (B, T) TEXT / PATCH
+        patches: torch.Tensor,  # (B, T, P) noisy patches on image slots
+        times: torch.Tensor,  # (B, T) diffusion time of each image slot
+        layout: Layout,
+        cache=None,
+        commit: bool = True,
+    ) -> DiffusionLMOutput:
+        config = self.config
+        x = self.token_embed(tokens)  # (B, T, D)
+        image = kinds == PATCH
+        n_images = int(image.sum()) // config.grid**2
+        if n_images == 0:
+            h = self.trunk(x, layout, cache=cache, commit=commit)
+            return DiffusionLMOutput(self.lm_head(h), h.new_zeros((*h.shape[:2], config.patch_dim)))
+        # embed only the image slots; every image adds its time embedding (paper sec. 2.3)
+        time = self.time_embed(times[image].view(n_images, -1)[:, 0])  # (I, D)
+        if config.unet:
+            pixels = unpatchify(patches[image].view(n_images, -1, config.patch_dim), config.patch, config.channels,
+                                config.image_size, config.image_size)
+            embedded, skips = self.unet_in(pixels, time)  # (I, N, D)
+        else:
+            embedded = self.patch_in(patches[image].view(n_images, -1, config.patch_dim))
+        embedded = embedded + time[:, None, :]
+        x = x.index_put((image,), embedded.flatten(0, 1).to(x.dtype))
+        h = self.trunk(x, layout, cache=cache, commit=commit)
+        if config.unet:
+            decoded = self.unet_out(h[image].view(n_images, -1, h.shape[-1]), skips, time)
+            image_out = patchify(decoded, config.patch).flatten(0, 1)
+        else:
+            image_out = self.patch_out(h[image])
+        out = h.new_zeros((*h.shape[:2], config.patch_dim)).index_put((image,), image_out.to(h.dtype))
+        return DiffusionLMOutput(self.lm_head(h), out)
+
+    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
+        return self.trunk.new_cache(batch, max_len, device)
+
+
+# ---- sizes ------------------------------------------------------------------------------------------------
+
+
+@register_model
+def transfusion_s() -> TransfusionConfig:
+    """~6M parameters: the demo size, trained in 10 minutes on a 2-core CPU."""
+    return TransfusionConfig(transformer=TransformerConfig(dim=256, depth=6, heads=4, rope_axes=2))
+
+
+@register_model
+def transfusion_m() -> TransfusionConfig:
+    return TransfusionConfig(transformer=TransformerConfig(dim=384, depth=8, heads=6, rope_axes=2))
+
+
+@register_model
+def transfusion_b() -> TransfusionConfig:
+    """~85M parameters: a GPU size."""
+    return TransfusionConfig(transformer=TransformerConfig(dim=768, depth=12, heads=12, rope_axes=2))
+
+
+@register_model
+def test_transfusion() -> TransfusionConfig:
+    return TransfusionConfig(image_size=16, transformer=TransformerConfig(dim=32, depth=2, heads=2, rope_axes=2))
+
+
+# ---- system: data formatting, losses, capabilities --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransfusionOptions:
+    schedule: Literal["cosine", "linear", "flow"] = "flow"
+    parameterization: Literal["eps", "v", "x0", "flow"] = "flow"
+    lambda_diffusion: float = 5.0  # L = L_LM + lambda * L_diffusion (paper: 5)
+    caption_max_t: float = 0.5  # noise cap on images that condition text (captioning, QA)
+    cfg_dropout: float = 0.1  # probability of dropping the caption in text-to-image sequences
+    max_text_tokens: int = 32  # text slots per sequence (captions are truncated beyond this)
+
+
+@SYSTEMS.register("transfusion")
+class TransfusionSystem(SystemBase):
+    family = "transfusion"
+    tasks = ("t2i", "caption", "qa")
+    capabilities = ("t2i", "caption", "qa", "interleaved")
+    Options = TransfusionOptions
+
+    def __init__(self, tokenizer, config: TransfusionConfig, options: TransfusionOptions | None = None):
+        super().__init__(tokenizer, config, options)
+        self.path = GaussianPath(self.options.schedule, self.options.parameterization)
+
+    @classmethod
+    def model_overrides(cls, tokenizer, options: TransfusionOptions) -> dict:
+        return {"vocab_size": tokenizer.vocab_size}
+
+    # -- capabilities (the loops live in umm/pipelines/diffusion_lm.py) ---------------------------------
+
+    def generate_images(self, model, prompts: list[str], **kwargs) -> torch.Tensor:
+        return diffusion_lm.generate_images(model, self, prompts, **kwargs)
+
+    def caption(self, model, images: torch.Tensor, **kwargs) -> list[str]:
+        return diffusion_lm.caption(model, self, images, **kwargs)
+
+    def answer(self, model, images: torch.Tensor, questions: list[str], **kwargs) -> list[str]:
+        return diffusion_lm.answer(model, self, images, questions, **kwargs)
+
+    def generate_interleaved(self, model, prompt: str, **kwargs) -> list:
+        return diffusion_lm.generate_interleaved(model, self, prompt, **kwargs)
+
+    # -- sequences --------------------------------------------------------------------------------------
+
+    def image_prefix(self) -> list[int]:
+        """Slots that open an image span before its patches: none in Transfusion."""
+        return []
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
+
+    def image_patches(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) in [0, 1] -> (N, P) patches in [-1, 1]."""
+        config = self.config
+        if image.shape[-1] != config.image_size:
+            raise ValueError(f"image of size {tuple(image.shape)} but the model expects {config.image_size} pixels")
+        return patchify(image[None] * 2 - 1, config.patch)[0]
+
+    def sequence_length(self) -> int:
+        # BOS + text + BOI + N patches + EOI + question/answer text + EOS, all within max_text_tokens of text
+        return self.options.max_text_tokens * 2 + self.config.grid**2 + 4
+
+    def build(self, sample: dict, task: str, drop_caption: bool = False) -> Sequence:
+        tok = self.tokenizer
+        seq = Sequence(pad_id=tok.pad_id)
+        grid = (self.config.grid, self.config.grid)
+        patches = self.image_patches(sample["image"])
+        if task == "t2i":
+            caption = [] if drop_caption else self.text_ids(sample["caption"])
+            seq.text([tok.bos_id] + caption + [tok.boi_id], loss=True)
+            seq.image(patches, grid, loss=True)
+            seq.text([tok.eoi_id, tok.eos_id], loss=True)
+        elif task == "caption":
+            seq.text([tok.bos_id, tok.boi_id], loss=False)
+            seq.image(patches, grid, loss=True)
+            seq.text([tok.eoi_id], loss=False)
+            seq.text(self.text_ids(sample["caption"]) + [tok.eos_id], loss=True)
+        elif task == "qa":
+            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
+            seq.text([tok.bos_id, tok.boi_id], loss=False)
+            seq.image(patches, grid, loss=True)
+            seq.text([tok.eoi_id] + self.text_ids(qa["question"]), loss=False)
+            seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
+        else:
+            self.check_task(task)
+        return seq
+
+    def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
+        drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
+        seqs = [self.build(s, task, bool(d) and task == "t2i") for s, d in zip(samples, drop)]
+        config = self.config
+        batch = collate(seqs, self.sequence_length(), config.patch_dim, config.transformer.rope_axes,
+                        pad_id=self.tokenizer.pad_id)
+        max_t = 1.0 if task == "t2i" else self.options.caption_max_t
+        batch["max_t"] = torch.full((len(samples),), max_t)
+        return batch
+
+    # -- objective --------------------------------------------------------------------------------------
+
+    def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        patches, kinds, block = batch["patches"], batch["kinds"], batch["block"]
+        image = kinds == PATCH
+        b, device = patches.shape[0], patches.device
+        # one diffusion time per image span (per block id), capped per sample for understanding data
+        n_blocks = int(block.max().item()) + 1
+        t_block = self.path.sample_time((b, n_blocks), generator, device) * batch["max_t"][:, None].clamp(max=1.0)
+        times = t_block.gather(1, block.clamp_min(0)) * image  # (B, T); 0 off image slots
+        noise = torch.randn(patches.shape, generator=generator, device=device)
+        noisy = torch.where(image[..., None], self.path.add_noise(patches, noise, times), patches)
+        layout = Layout(block, batch["positions"], batch["valid"], batch["next_position"])
+        out = model(batch["tokens"], kinds, noisy, times, layout)
+        lm = next_token_loss(out.logits, batch["text_targets"])
+        mse = diffusion_loss(out.image, self.path.target(patches, noise, times), batch["image_loss"])
+        return {"lm_loss": lm, "diffusion_loss": self.options.lambda_diffusion * mse, "diffusion_mse": mse.detach()}

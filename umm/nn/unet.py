@@ -1,0 +1,89 @@
+"""U-Net down/up blocks that replace linear patchification (Transfusion sec. 3.3, "U-Net patchification").
+
+The encoder turns an image (B, C, H, W) into a (B, h*w, D) token grid through strided convolutions with
+time-conditioned residual blocks; the decoder mirrors it, with skip connections from the encoder, back to
+(B, C, H, W). The paper reports that these few convolutional layers let a transformer use larger patches
+(fewer tokens per image) at the same quality.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _groups(channels: int) -> int:
+    for g in (32, 16, 8, 4, 2, 1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv, twice, with the time embedding added in between (DDPM's ResBlock)."""
+
+    def __init__(self, channels: int, time_dim: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(channels), channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.time = nn.Linear(time_dim, channels)
+        self.norm2 = nn.GroupNorm(_groups(channels), channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # the block starts as the identity
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time(F.silu(time))[:, :, None, None]
+        return x + self.conv2(F.silu(self.norm2(h)))
+
+
+class UNetEncoder(nn.Module):
+    """(B, C, H, W) -> tokens (B, (H/2^L) * (W/2^L), D) and the skip activations of each level."""
+
+    def __init__(self, channels: int, dim: int, levels: int, width: int, time_dim: int):
+        super().__init__()
+        self.stem = nn.Conv2d(channels, width, 3, padding=1)
+        widths = [width * 2**i for i in range(levels + 1)]
+        self.blocks = nn.ModuleList(ResBlock(widths[i], time_dim) for i in range(levels + 1))
+        self.down = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(levels))
+        self.to_tokens = nn.Linear(widths[-1], dim)
+
+    def forward(self, images: torch.Tensor, time: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = self.stem(images)
+        skips = []
+        for i, block in enumerate(self.blocks):
+            x = block(x, time)
+            skips.append(x)
+            if i < len(self.down):
+                x = self.down[i](x)
+        tokens = self.to_tokens(x.flatten(2).transpose(1, 2))  # (B, h*w, D)
+        return tokens, skips
+
+
+class UNetDecoder(nn.Module):
+    """tokens (B, h*w, D) + encoder skips -> (B, C, H, W)."""
+
+    def __init__(self, channels: int, dim: int, levels: int, width: int, time_dim: int):
+        super().__init__()
+        widths = [width * 2**i for i in range(levels + 1)]
+        self.from_tokens = nn.Linear(dim, widths[-1])
+        self.blocks = nn.ModuleList(ResBlock(widths[i], time_dim) for i in range(levels + 1))
+        self.merge = nn.ModuleList(nn.Conv2d(2 * widths[i], widths[i], 1) for i in range(levels + 1))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 4, stride=2, padding=1) for i in range(levels))
+        self.out_norm = nn.GroupNorm(_groups(width), width)
+        self.out = nn.Conv2d(width, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)  # predict 0 at init, like the linear head
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, tokens: torch.Tensor, skips: list[torch.Tensor], time: torch.Tensor) -> torch.Tensor:
+        b, n, _ = tokens.shape
+        h, w = skips[-1].shape[-2:]
+        x = self.from_tokens(tokens).transpose(1, 2).reshape(b, -1, h, w)
+        for i in reversed(range(len(self.blocks))):
+            x = self.merge[i](torch.cat([x, skips[i]], dim=1))
+            x = self.blocks[i](x, time)
+            if i > 0:
+                x = self.up[i - 1](x)
+        return self.out(F.silu(self.out_norm(x)))

@@ -1,0 +1,125 @@
+"""``umm sample | caption | answer | eval``: run a trained system (a ``runs/<name>/model`` directory)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from umm import UmmError
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _load(path: str):
+    import umm.models  # noqa: F401  (registers every family)
+    from umm.models.system import load_system
+
+    model, system = load_system(path)
+    return model, system
+
+
+def _require(system, capability: str) -> None:
+    if capability not in system.capabilities:
+        raise UmmError(f"system {system.family!r} cannot {capability}; it can: {', '.join(system.capabilities)}")
+
+
+def _read_images(paths: list[str], size: int):
+    import torch
+
+    from umm.data.folder import load_image
+
+    images = []
+    for p in paths:
+        image = load_image(Path(p), size)
+        if image is None:
+            raise UmmError(f"cannot read image {p!r}")
+        images.append(image)
+    return torch.stack(images)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from umm.data.grid import save_grid
+
+    model, system = _load(args.model)
+    _require(system, "t2i")
+    prompts = [p for p in args.prompt for _ in range(args.n)]
+    images = system.generate_images(model, prompts, steps=args.steps, cfg_scale=args.cfg, sampler=args.sampler, seed=args.seed)
+    out = Path(args.out)
+    save_grid(images, out, nrow=args.n, labels=[p if i % args.n == 0 else "" for i, p in enumerate(prompts)])
+    print(f"wrote {len(images)} images to {out}")
+    return 0
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    model, system = _load(args.model)
+    _require(system, "caption")
+    images = _read_images(args.images, system.config.image_size)
+    for path, text in zip(args.images, system.caption(model, images)):
+        print(f"{path}\t{text}")
+    return 0
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    model, system = _load(args.model)
+    _require(system, "qa")
+    images = _read_images([args.image], system.config.image_size)
+    print(system.answer(model, images, [args.question])[0])
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from umm.eval.harness import EvalConfig, evaluate
+
+    model, system = _load(args.model)
+    config = EvalConfig(split=args.split, n_prompts=args.n_prompts, n_images=args.n_images, steps=args.steps,
+                        cfg_scale=args.cfg)
+    result = evaluate(model, system, config)
+    for key, value in result.metrics.items():
+        print(f"{key:32s} {value:.4f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result.metrics, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("sample", help="text -> image with a trained system", formatter_class=fmt,
+                       epilog=_examples('umm sample runs/demo/model --prompt "a red circle above a blue square"',
+                                        'umm sample runs/demo/model --prompt "two stars" --n 8 --steps 50 --cfg 4'))
+    p.add_argument("model", help="a trained system directory (runs/<name>/model)")
+    p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
+    p.add_argument("--n", type=int, default=4, help="images per prompt")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--sampler", default=None, help="euler | heun | ddim | ddpm (default: the path's natural one)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="samples.png")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("caption", help="image -> caption with a trained system", formatter_class=fmt,
+                       epilog=_examples("umm caption runs/demo/model photo1.png photo2.png"))
+    p.add_argument("model")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("answer", help="answer a question about an image", formatter_class=fmt,
+                       epilog=_examples('umm answer runs/demo/model scene.png "how many shapes are there?"'))
+    p.add_argument("model")
+    p.add_argument("image")
+    p.add_argument("question")
+    p.set_defaults(func=cmd_answer)
+
+    p = sub.add_parser("eval", help="score a trained system with the ShapesWorld judge", formatter_class=fmt,
+                       epilog=_examples("umm eval runs/demo/model", "umm eval runs/demo/model --split test --n-prompts 240 --out scores.json"))
+    p.add_argument("model")
+    p.add_argument("--split", default="heldout", help="train | val | test | heldout (default: heldout)")
+    p.add_argument("--n-prompts", type=int, default=120)
+    p.add_argument("--n-images", type=int, default=100)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--out", help="write the metrics as JSON")
+    p.set_defaults(func=cmd_eval)

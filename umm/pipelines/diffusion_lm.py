@@ -1,0 +1,222 @@
+"""Pipelines for models that are a language model and a diffusion model at once (Transfusion, MonoFormer).
+
+The model is any module with ``forward(tokens, kinds, patches, times, layout, cache, commit)`` returning
+``(logits, image)`` and a ``new_cache(batch, max_len)``; the system supplies the tokenizer, the noise path,
+the image geometry and ``image_prefix`` (slots that open an image span: none for Transfusion, the time
+token for MonoFormer). Each loop below is the whole algorithm, in the open.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from umm.data.sequence import PATCH, SPECIAL, TEXT, Sequence, collate
+from umm.nn import Layout, Span, continue_layout, unpatchify
+from umm.pipelines.decode import decode_tokens
+from umm.samplers import DDIMSampler, DDPMSampler, EulerSampler, HeunSampler, cfg
+
+IMAGE_BLOCK = 1_000_000  # span id for generated images: never equal to a prompt span's id
+
+
+def make_sampler(name: str | None, path):
+    """A sampler by name; ``None`` picks Euler on the flow path and DDIM on cosine/linear paths."""
+    name = name or ("euler" if path.schedule == "flow" else "ddim")
+    if name == "euler":
+        return EulerSampler(path)
+    if name == "heun":
+        return HeunSampler(path)
+    if name == "ddim":
+        return DDIMSampler(path)
+    if name == "ddpm":
+        return DDPMSampler(path)
+    raise ValueError(f"unknown sampler {name!r}; choose one of ddim, ddpm, euler, heun")
+
+
+def _autocast(precision: str, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+def _layout(batch: dict) -> Layout:
+    return Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+
+
+def _prefill(model, system, seqs: list[Sequence], extra: int, device) -> tuple[object, dict, torch.Tensor]:
+    """Run left-padded prompt sequences into a fresh cache; return (cache, batch, last logits (B, V))."""
+    config = system.config
+    batch = collate(seqs, patch_dim=config.patch_dim, rope_axes=config.transformer.rope_axes, pad_left=True,
+                    pad_id=system.tokenizer.pad_id)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    cache = model.new_cache(len(seqs), batch["tokens"].shape[1] + extra, device)
+    times = torch.zeros(batch["tokens"].shape, device=device)
+    out = model(batch["tokens"], batch["kinds"], batch["patches"], times, _layout(batch), cache=cache)
+    return cache, batch, out.logits[:, -1].float()
+
+
+def _image_chunk(system, rows: int, next_position: torch.Tensor, device):
+    """Token ids, slot kinds and layout of one image span (with its prefix) appended after a prompt."""
+    config, prefix = system.config, system.image_prefix()
+    n = config.grid**2
+    tokens = torch.full((rows, len(prefix) + n), system.tokenizer.pad_id, device=device)
+    if prefix:
+        tokens[:, : len(prefix)] = torch.tensor(prefix, device=device)
+    kinds = torch.full(tokens.shape, PATCH, device=device)
+    kinds[:, : len(prefix)] = SPECIAL
+    span = Span(len(prefix) + n, True, (config.grid, config.grid), prefix=len(prefix))
+    return tokens, kinds, continue_layout(next_position, span, IMAGE_BLOCK)
+
+
+def _denoise_image(model, system, cache, next_position, rows: int, guided: bool, cfg_scale: float, steps: int,
+                   sampler: str | None, generator, device) -> tuple[torch.Tensor, tuple]:
+    """Sample one image per prompt row against the cached prompt; returns patches (B, N, P) in [-1, 1]."""
+    config = system.config
+    b = rows // 2 if guided else rows
+    tokens, kinds, layout = _image_chunk(system, rows, next_position, device)
+    n_prefix = len(system.image_prefix())
+    sampler_ = make_sampler(sampler, system.path)
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x_in = torch.cat([x, x]) if guided else x
+        patches = torch.cat([x_in.new_zeros(rows, n_prefix, x.shape[-1]), x_in], dim=1)
+        times = t[:1].expand(rows, tokens.shape[1]).to(device)
+        out = model(tokens, kinds, patches, times, layout, cache=cache, commit=False).image[:, n_prefix:].float()
+        if guided:
+            cond, uncond = out.chunk(2)
+            return cfg(cond, uncond, cfg_scale)
+        return out
+
+    x = torch.randn((b, config.grid**2, config.patch_dim), generator=generator, device=device)
+    times = system.path.sampling_times(steps)
+    for t, t_next in zip(times[:-1], times[1:]):
+        x = sampler_.step(denoise, x, t, t_next, generator)
+    return x.clamp(-1, 1), (tokens, kinds, layout)
+
+
+@torch.no_grad()
+def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scale: float = 3.0, sampler: str | None = None,
+                    seed: int = 0, batch_size: int = 16, precision: str = "bf16") -> torch.Tensor:
+    """Text -> image. Returns (len(prompts), C, H, W) in [0, 1].
+
+    The prompt ``[BOS] caption [BOI]`` (and, for guidance, the unconditional ``[BOS] [BOI]``) is encoded
+    once into the KV cache; each denoising step runs only the N image slots against it.
+    """
+    device = next(model.parameters()).device
+    tok, config = system.tokenizer, system.config
+    generator = torch.Generator(device=device).manual_seed(seed)
+    images = []
+    guided = cfg_scale != 1.0
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        seqs = [Sequence(pad_id=tok.pad_id).text([tok.bos_id] + system.text_ids(p) + [tok.boi_id], loss=False) for p in chunk]
+        if guided:
+            seqs += [Sequence(pad_id=tok.pad_id).text([tok.bos_id, tok.boi_id], loss=False) for _ in chunk]
+        with _autocast(precision, device):
+            cache, batch, _ = _prefill(model, system, seqs, len(system.image_prefix()) + config.grid**2, device)
+            x, _ = _denoise_image(model, system, cache, batch["next_position"], len(seqs), guided, cfg_scale, steps,
+                                  sampler, generator, device)
+        images.append(unpatchify(x.float(), config.patch, config.channels, config.image_size, config.image_size))
+    return torch.cat(images) * 0.5 + 0.5
+
+
+def _image_prompts(system, images: torch.Tensor, texts: list[str] | None) -> list[Sequence]:
+    """``[BOS] [BOI] <clean image> [EOI] (text)`` per image."""
+    tok, config = system.tokenizer, system.config
+    seqs = []
+    for i, image in enumerate(images):
+        seq = Sequence(pad_id=tok.pad_id).text([tok.bos_id, tok.boi_id], loss=False)
+        seq.image(system.image_patches(image), (config.grid, config.grid), loss=False, prefix=system.image_prefix())
+        seq.text([tok.eoi_id] + (system.text_ids(texts[i]) if texts else []), loss=False)
+        seqs.append(seq)
+    return seqs
+
+
+@torch.no_grad()
+def _decode_after(model, system, seqs: list[Sequence], max_new_tokens: int, precision: str) -> list[str]:
+    device = next(model.parameters()).device
+    config = system.config
+    with _autocast(precision, device):
+        cache, batch, logits = _prefill(model, system, seqs, max_new_tokens, device)
+
+        def step(token: torch.Tensor, layout: Layout) -> torch.Tensor:
+            kinds = torch.full(token.shape, TEXT, device=device)
+            patches = torch.zeros((*token.shape, config.patch_dim), device=device)
+            return model(token, kinds, patches, torch.zeros(token.shape, device=device), layout, cache=cache).logits[:, -1].float()
+
+        ids = decode_tokens(step, logits, batch["next_position"], max_new_tokens, system.tokenizer.eos_id)
+    return [system.tokenizer.decode(row) for row in ids]
+
+
+@torch.no_grad()
+def caption(model, system, images: torch.Tensor, max_new_tokens: int = 32, batch_size: int = 64,
+            precision: str = "bf16") -> list[str]:
+    """Image (N, C, H, W) in [0, 1] -> caption, greedy decoding after ``[BOS] [BOI] image [EOI]``."""
+    out: list[str] = []
+    for start in range(0, len(images), batch_size):
+        out += _decode_after(model, system, _image_prompts(system, images[start : start + batch_size], None),
+                             max_new_tokens, precision)
+    return out
+
+
+@torch.no_grad()
+def answer(model, system, images: torch.Tensor, questions: list[str], max_new_tokens: int = 8, batch_size: int = 64,
+           precision: str = "bf16") -> list[str]:
+    """(image, question) -> short answer, greedy decoding after ``[BOS] [BOI] image [EOI] question``."""
+    out: list[str] = []
+    for start in range(0, len(images), batch_size):
+        seqs = _image_prompts(system, images[start : start + batch_size], questions[start : start + batch_size])
+        out += _decode_after(model, system, seqs, max_new_tokens, precision)
+    return out
+
+
+@torch.no_grad()
+def generate_interleaved(model, system, prompt: str, max_new_tokens: int = 64, steps: int = 25,
+                         temperature: float = 0.0, seed: int = 0, precision: str = "bf16") -> list[str | torch.Tensor]:
+    """Text that may open images: decode text; on BOI, diffuse an image in place; then continue after EOI.
+
+    Returns the segments in order: strings and (C, H, W) images in [0, 1]. Images are sampled without
+    guidance: inside one stream an image is conditioned on everything before it, and an unconditional
+    branch would need a second cache of a different history.
+    """
+    device = next(model.parameters()).device
+    tok, config = system.tokenizer, system.config
+    generator = torch.Generator(device=device).manual_seed(seed)
+    n_image = len(system.image_prefix()) + config.grid**2
+    seqs = [Sequence(pad_id=tok.pad_id).text([tok.bos_id] + system.text_ids(prompt), loss=False)]
+    segments: list[str | torch.Tensor] = []
+    text: list[int] = []
+    with _autocast(precision, device):
+        cache, batch, logits = _prefill(model, system, seqs, max_new_tokens + 4 * (n_image + 2), device)
+        next_position = batch["next_position"]
+        for _ in range(max_new_tokens):
+            token = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)) if temperature > 0 \
+                else int(logits.argmax(-1))
+            if token == tok.eos_id:
+                break
+            if token == tok.boi_id and cache.length + n_image + 2 <= cache.max_len:
+                if text:
+                    segments.append(tok.decode(text))
+                    text = []
+                logits, next_position = _feed(model, system, cache, token, next_position, device)
+                x, (tokens, kinds, layout) = _denoise_image(model, system, cache, next_position, 1, False, 1.0, steps,
+                                                            None, generator, device)
+                patches = torch.cat([x.new_zeros(1, len(system.image_prefix()), x.shape[-1]), x], dim=1)
+                model(tokens, kinds, patches, torch.zeros(tokens.shape, device=device), layout, cache=cache)  # commit, clean
+                next_position = layout.next_position
+                segments.append(unpatchify(x.float(), config.patch, config.channels, config.image_size, config.image_size)[0] * 0.5 + 0.5)
+                logits, next_position = _feed(model, system, cache, tok.eoi_id, next_position, device)
+                continue
+            text.append(token)
+            logits, next_position = _feed(model, system, cache, token, next_position, device)
+    if text:
+        segments.append(tok.decode(text))
+    return segments
+
+
+def _feed(model, system, cache, token: int, next_position: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append one text token to the cache; return (logits (1, V), next position)."""
+    layout = continue_layout(next_position, Span(1))
+    ids = torch.tensor([[token]], device=device)
+    out = model(ids, torch.full(ids.shape, TEXT, device=device), torch.zeros((1, 1, system.config.patch_dim), device=device),
+                torch.zeros(ids.shape, device=device), layout, cache=cache)
+    return out.logits[:, -1].float(), layout.next_position

@@ -1,0 +1,282 @@
+"""The training loop: one explicit function, readable top to bottom.
+
+    for step:
+        lr <- warmup + cosine
+        for each task k:  batch_k -> system.losses(model, batch_k) -> L_k      (bf16 autocast)
+        L = sum_k lambda_k L_k ;  L.backward() ;  clip ;  AdamW ;  EMA
+        log (CSV, TensorBoard, progress) ; eval ; checkpoint
+
+Exact resume: the data order and every random draw of step s are functions of (seed, step, rank), and the
+checkpoint holds model, optimizer and EMA tensors, so a resumed run repeats the losses of an uninterrupted
+one. Under ``torchrun`` the model is wrapped in DDP and every rank takes its share of each task's batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from umm import UmmError
+from umm.config import ConfigError, save_yaml, to_dict
+from umm.models.factory import build_model, model_config, unwrap
+from umm.models.system import SystemBase, save_system
+from umm.registry import MODELS, SYSTEMS
+from umm.train import distributed as dist_utils
+from umm.train.build import build_dataset, build_text_tokenizer
+from umm.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from umm.train.data import BatchSource
+from umm.train.ema import EMA
+from umm.train.logging import MetricsLogger, Progress
+from umm.train.mfu import count_flops, peak_flops
+from umm.train.optim import build_optimizer, lr_at
+from umm.train.recipe import RunConfig
+
+EvalFn = Callable[[nn.Module, SystemBase, int], dict[str, float]]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int  # steps completed
+    stopped: str  # "done" | "time budget" | "signal" | "stop_after"
+    losses: list[float] = field(default_factory=list)  # global mean total loss of each step run here
+    eval: dict[str, float] = field(default_factory=dict)
+    samples_per_second: float = 0.0
+    mfu: float = 0.0
+    flops_per_step: int = 0
+    seconds: float = 0.0
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A well-mixed 63-bit seed for the random draws of (step, rank)."""
+    return int(hashlib.sha256(f"{seed}/{step}/{rank}".encode()).hexdigest()[:15], 16)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def build_system_and_model(run: RunConfig, run_dir: Path | None, dataset: Any) -> tuple[SystemBase, nn.Module]:
+    """The recipe's tokenizer, system and freshly initialised model (seeded by ``train.seed``)."""
+    family = MODELS.get(run.model)().family
+    system_cls = SYSTEMS.get(family)
+    options = system_cls.parse_options(run.system_args)
+    for task in run.tasks:
+        if task.name not in system_cls.tasks:
+            raise ConfigError(f"system {family!r} has no task {task.name!r}; its tasks are {list(system_cls.tasks)}")
+    tokenizer = build_text_tokenizer(run, run_dir, dataset)
+    decided = system_cls.model_overrides(tokenizer, options)
+    for key, value in decided.items():
+        if key in run.model_args and run.model_args[key] != value:
+            raise ConfigError(f"model_args.{key}={run.model_args[key]!r} conflicts with the system's {value!r}")
+    torch.manual_seed(run.train.seed)
+    model = build_model(model_config(run.model, {**decided, **run.model_args}))
+    return system_cls(tokenizer, model.config, options), model
+
+
+def train(
+    run: RunConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+    eval_fn: EvalFn | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train ``run``; write checkpoints, metrics and the final system under ``run_dir``.
+
+    ``eval_fn(model, system, step)`` is called every ``train.eval_every`` steps and at the end (on rank 0);
+    ``stop_after`` ends the run after that many steps as if it had been interrupted (used by tests).
+    """
+    cfg = run.train
+    info = dist_utils.init_distributed(cfg.device)
+    device = info.device
+    run_dir = Path(run_dir or Path("runs") / run.run_name)
+    ckpt_dir = run_dir / "checkpoints"
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and latest_checkpoint(ckpt_dir) is not None:
+            raise UmmError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose another --out")
+        save_yaml(to_dict(run), run_dir / "recipe.yaml")
+    dist_utils.barrier()
+
+    # ---- data, system, model -------------------------------------------------------------------------
+    dataset = build_dataset(run.data, run.data.split)
+    system, model = build_system_and_model(run, run_dir, dataset)
+    model.to(device)
+    for module in model.modules():
+        if hasattr(module, "gradient_checkpointing"):
+            module.gradient_checkpointing = cfg.grad_checkpointing
+    source = BatchSource(dataset, run.tasks, info.rank, info.world_size, cfg.seed)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    start_step, elapsed_before = 0, 0.0
+    checkpoint = latest_checkpoint(ckpt_dir) if resume else None
+    if resume and checkpoint is None and info.is_main:
+        print(f"umm: no checkpoint in {ckpt_dir}; starting from step 0")
+    flops_per_step = 0
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer, ema)
+        start_step, elapsed_before = state["step"], state.get("elapsed", 0.0)
+        flops_per_step = state.get("flops_per_step", 0)
+
+    train_model: nn.Module = model
+    if dist_utils.is_distributed():
+        # find_unused_parameters: a recipe need not use every head of a model (a caption-only run never
+        # touches the diffusion head), and DDP must not wait for those gradients.
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    logger = MetricsLogger(run_dir, enabled=info.is_main)
+    if checkpoint is not None and info.is_main:
+        for stream in logger.streams.values():
+            stream.truncate_after(start_step)
+    progress = Progress(cfg.steps, run.run_name, enabled=show_progress and info.is_main, start=start_step)
+
+    stop_signal = {"flag": False}
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop_signal.update(flag=True))
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    peak = peak_flops(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
+    result = TrainResult(run_dir, start_step, "done")
+    samples_per_step = source.step_size
+    window_start, window_steps = time.perf_counter(), 0
+    run_start = time.perf_counter()
+    budget = cfg.time_budget_minutes * 60
+
+    def save(step: int) -> None:
+        if info.is_main:
+            elapsed = elapsed_before + time.perf_counter() - run_start
+            extra = {"elapsed": elapsed, "flops_per_step": flops_per_step}
+            save_checkpoint(ckpt_dir, step, model, optimizer, ema, extra, keep=cfg.keep_checkpoints)
+        dist_utils.barrier()
+
+    # ---- the loop ----------------------------------------------------------------------------------------
+    try:
+        step = start_step
+        while step < cfg.steps:
+            elapsed = elapsed_before + time.perf_counter() - run_start
+            fraction = max(step / cfg.steps, elapsed / budget if budget else 0.0)
+            lr = lr_at(fraction, step, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            seed = step_seed(cfg.seed, step, info.rank)
+            generator = torch.Generator(device=device).manual_seed(seed)
+            collate_generator = torch.Generator().manual_seed(seed + 1)
+            batches = {name: to_device(system.collate(samples, name, collate_generator), device)
+                       for name, samples in source.samples(step).items()}
+            logged: dict[str, torch.Tensor] = {}
+
+            def forward_backward() -> torch.Tensor:
+                total = torch.zeros((), device=device)
+                for task in run.tasks:
+                    with autocast(device, cfg.precision):
+                        losses = system.losses(train_model, batches[task.name], generator)
+                    task_loss = sum(v for k, v in losses.items() if k.endswith("_loss"))
+                    total = total + task.weight * task_loss.float()
+                    for k, v in losses.items():
+                        logged[f"{task.name}/{k}"] = v.detach().float()
+                if not torch.isfinite(total):
+                    parts = ", ".join(f"{k}={v.item():.4g}" for k, v in logged.items())
+                    raise UmmError(
+                        f"loss became {total.item()} at step {step} ({parts}); stopping. Lower train.lr or use "
+                        f"train.precision=fp32; the last good checkpoint is in {ckpt_dir}"
+                    )
+                total.backward()
+                return total
+
+            if flops_per_step == 0:  # count the FLOPs of one real step (forward + backward), once per run
+                total = None
+
+                def counted() -> None:
+                    nonlocal total
+                    total = forward_backward()
+
+                flops_per_step = count_flops(counted)
+            else:
+                total = forward_backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if not torch.isfinite(grad_norm):
+                raise UmmError(f"gradient norm became {grad_norm.item()} at step {step}; stopping (checkpoint in {ckpt_dir})")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(model)
+            step += 1
+            window_steps += 1
+            mean_total = dist_utils.all_reduce_mean(total.detach()).item()
+            result.losses.append(mean_total)
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                seconds = time.perf_counter() - window_start
+                sps = samples_per_step * window_steps / seconds
+                achieved = flops_per_step * window_steps / seconds
+                mfu = achieved / peak
+                row = {"loss": mean_total, "lr": lr, "grad_norm": grad_norm.item(), "samples_per_s": sps,
+                       "tflops": achieved / 1e12, "mfu": mfu, "elapsed_s": elapsed_before + time.perf_counter() - run_start}
+                row.update({k: dist_utils.all_reduce_mean(v).item() for k, v in logged.items()})
+                logger.log("train", step, row)
+                progress.update(step, f"loss {mean_total:.4f}  {sps:.1f} samples/s  MFU {mfu:.1%}", force_line=True)
+                result.samples_per_second, result.mfu = sps, mfu
+                window_start, window_steps = time.perf_counter(), 0
+            else:
+                progress.update(step, f"loss {mean_total:.4f}")
+
+            if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+                if info.is_main:
+                    logger.log("eval", step, eval_fn(unwrap(model), system, step))
+                dist_utils.barrier()
+
+            out_of_time = budget > 0 and elapsed_before + time.perf_counter() - run_start >= budget
+            stop = dist_utils.broadcast_flag(stop_signal["flag"] or out_of_time, device)
+            if stop or (stop_after is not None and step - start_step >= stop_after):
+                result.stopped = "signal" if stop_signal["flag"] else "time budget" if out_of_time else "stop_after"
+                save(step)
+                if result.stopped != "time budget":
+                    result.step = step
+                    return result
+                break
+            if step % cfg.save_every == 0:
+                save(step)
+        result.step = step
+        if result.stopped == "done" and step > start_step and step % cfg.save_every != 0:
+            save(step)
+
+        # ---- the trained system --------------------------------------------------------------------------
+        final = unwrap(model)
+        if ema is not None:
+            ema.copy_to(final)  # the exported weights are the EMA weights
+        if info.is_main:
+            save_system(run_dir / "model", final, system)
+            if eval_fn is not None:
+                result.eval = eval_fn(final, system, step)
+                logger.log("eval", step, result.eval)
+        result.flops_per_step = flops_per_step
+        result.seconds = elapsed_before + time.perf_counter() - run_start
+        return result
+    finally:
+        progress.close()
+        logger.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)

@@ -1,0 +1,104 @@
+"""A recipe is everything a training run needs, as one frozen config (loaded from ``configs/*.yaml``).
+
+::
+
+    model: transfusion_s            # a registered model name (``umm ls``)
+    model_args: {depth: 8}          # overrides of that model's config, checked against its fields
+    system_args: {lambda_diffusion: 5.0}
+    data: {name: shapes, canvas: 32}
+    tokenizer: {vocab_size: 512}
+    tasks:                          # the survey's L = sum_k lambda_k L_k: one batch per task per step
+      - {name: t2i, weight: 1.0, batch_size: 32}
+      - {name: caption, weight: 1.0, batch_size: 16}
+    train: {steps: 2000, lr: 1e-3}
+
+``key=value`` overrides on the command line address the same tree: ``train.steps=100 model_args.dim=64``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from umm.config import ConfigError, from_dict, load_yaml, merge, parse_overrides
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "shapes"  # a registered dataset: shapes | folder | webdataset
+    path: str | None = None  # folder or shard pattern for user data
+    split: str = "train"
+    canvas: int = 32  # image side in pixels (ShapesWorld renders at this size; user images are resized)
+    seed: int = 0
+    max_objects: int = 3
+    video_frames: int = 8
+    modalities: tuple[str, ...] = ("image", "caption", "qa")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    vocab_size: int = 512
+    corpus_size: int = 20000  # ShapesWorld texts the BPE is trained on (plus the user corpus, if any)
+    corpus_path: str | None = None  # extra text file, one document per line
+    path: str | None = None  # reuse a saved tokenizer directory instead of training one
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str  # a task the system knows (``umm ls`` lists each system's tasks)
+    weight: float = 1.0  # lambda_k
+    batch_size: int = 16  # global batch of this task per step (split over ranks)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0  # 0 = no EMA
+    precision: Literal["bf16", "fp32"] = "bf16"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    log_every: int = 10
+    eval_every: int = 0  # 0 = only at the end
+    save_every: int = 250
+    keep_checkpoints: int = 2
+    time_budget_minutes: float = 0.0  # > 0: stop (and anneal the LR) by wall-clock instead of steps alone
+    grad_checkpointing: bool = False
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    name: str = ""  # run name; defaults to the model name
+    model_args: dict[str, Any] = field(default_factory=dict)
+    system_args: dict[str, Any] = field(default_factory=dict)
+    eval_args: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = DataConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    tasks: tuple[TaskConfig, ...] = ()
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.model
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> RunConfig:
+    """Read a recipe YAML (or start from ``base``), apply ``key=value`` overrides, validate every key."""
+    data = load_yaml(path) if path is not None else dict(base or {})
+    data = merge(data, parse_overrides(overrides or []))
+    if "model" not in data:
+        raise ConfigError("recipe has no 'model' key (a registered model name, see `umm ls`)")
+    data["tasks"] = [t if isinstance(t, dict) else {"name": t} for t in data.get("tasks", [])]
+    run = from_dict(RunConfig, data)
+    if not run.tasks:
+        raise ConfigError("recipe has no 'tasks'; list at least one, e.g. tasks: [{name: t2i, batch_size: 16}]")
+    return run
