@@ -134,3 +134,16 @@ def test_video_judge_sees_a_still_or_reversed_clip():
     reverse = {"left": "right", "right": "left", "up": "down", "down": "up"}
     backwards = parse_video(s["video"].flip(0))
     assert sorted(t.direction for t in backwards) == sorted(reverse[m["direction"]] for m in s["motion"])
+
+
+def test_touching_objects_of_different_colours_are_split():
+    # generated images may let objects touch; ShapesWorld never does, so build one by hand
+    from umm.data.shapes.render import coverage
+    from umm.data.shapes.vocab import COLOURS
+
+    image = np.zeros((3, 32, 32), np.float32)
+    for shape, colour, cx in (("square", "red", 10.0), ("circle", "blue", 18.2)):
+        mask = coverage(shape, 4.27, cx, 16.0, 0, 0, 32, 32)
+        image = np.maximum(image, np.asarray(COLOURS[colour])[:, None, None] * mask)
+    found = parse_image(image)
+    assert [(o.shape, o.colour, o.row, o.col) for o in found] == [("square", "red", 1, 0), ("circle", "blue", 1, 1)]

@@ -103,6 +103,7 @@ class ShapesWorld(torch.utils.data.Dataset):
         return sample_scene(sample_rng(self.split, self.seed, index), self.split, self.canvas, self.max_objects)
 
     def __getitem__(self, index: int) -> dict:
+        index = int(index)  # samplers hand out numpy/torch integers
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for a world of size {self.size}")
         # Independent rng streams per modality: asking for audio never changes the caption.

@@ -6,7 +6,8 @@ No learned network. Steps for an image (3, H, W) in [0, 1] on a dark background:
    (label propagation with pointer jumping in numpy; scipy is not a dependency).
 2. Each component with enough mass is an object. Its colour is the palette colour nearest to the
    component's brightness-weighted mean chromaticity (palette colours all peak at 1.0, so a pixel's
-   chromaticity does not depend on how much of it the shape covers).
+   chromaticity does not depend on how much of it the shape covers). A component made of two or more
+   palette colours (touching objects in a generated image) is split by colour first.
 3. Coverage of every pixel near the component = projection of its RGB on that colour. Its sum is the
    object's area and its first moments the centroid, both preserved exactly by anti-aliasing
    (box filtering) and unbiased under zero-mean noise.
@@ -35,6 +36,8 @@ MIN_PEAK = 0.45  # a component must reach this brightness somewhere (dim smudges
 MIN_AREA_FRACTION = 0.35  # of the smallest object's area (a small star)
 TEMPLATE_SUPERSAMPLE = 8
 TABLE_RES, TABLE_EXTENT = 256, 1.1  # shape lookup tables: 256^2 samples of [-1.1, 1.1]^2
+CORE = 0.5  # pixels at least this bright vote on a component's colours
+SPLIT_FRACTION = 0.2  # a colour with this share of the votes is an object of its own
 BLUR_TAPS = (0.1065, 0.2)  # 3-tap Gaussian blurs of sigma ~0.5 and ~0.75 px tried for every shape
 
 
@@ -183,6 +186,35 @@ def _fit_shape(
     return SHAPES[best], float(radii[best]), float(sx[best]), float(sy[best]), float(errors[best])
 
 
+def _colour_regions(img: np.ndarray, bright: np.ndarray, member: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """Split a component into one region per palette colour it is made of: [(mask, colour index)].
+
+    ShapesWorld objects never touch, but generated ones may; two touching objects of different colours
+    form one component. Each bright pixel votes for its nearest palette colour (weighted by
+    brightness^2); colours with at least SPLIT_FRACTION of the votes are objects of their own and
+    every pixel joins the nearest of them. A one-colour component keeps the more noise-robust colour
+    of its weighted mean chromaticity."""
+    ys, xs = np.nonzero(member)
+    rgb = img[:, ys, xs]  # (3, n)
+    b = bright[ys, xs]
+    weights = b**2
+    chroma = rgb / np.maximum(b, 1e-6)
+    distances = ((PALETTE[:, :, None] - chroma[None]) ** 2).sum(axis=1)  # (C, n)
+    votes = np.bincount(distances.argmin(axis=0), weights=weights * (b > CORE), minlength=len(PALETTE))
+    major = [int(c) for c in np.argsort(-votes) if votes[c] >= SPLIT_FRACTION * votes.sum() and votes[c] > 0]
+    if len(major) <= 1:
+        mean_rgb = (rgb * weights).sum(axis=1) / weights.sum()
+        mean_chroma = mean_rgb / max(mean_rgb.max(), 1e-6)
+        return [(member, int(np.argmin(((PALETTE - mean_chroma) ** 2).sum(axis=1))))]
+    nearest = np.asarray(major)[distances[major].argmin(axis=0)]
+    regions = []
+    for colour in major:
+        region = np.zeros_like(member)
+        region[ys[nearest == colour], xs[nearest == colour]] = True
+        regions.append((region, colour))
+    return regions
+
+
 def parse_image(image: torch.Tensor | np.ndarray) -> list[DetectedObject]:
     """Objects found in ``image`` ((3, H, W) float in [0, 1] or (H, W, 3) uint8), in reading order."""
     img = as_chw(image)
@@ -200,40 +232,36 @@ def parse_image(image: torch.Tensor | np.ndarray) -> list[DetectedObject]:
     found = []
     for k in range(1, n + 1):
         member = labels == k
-        ys, xs = np.nonzero(member)
-        if bright[ys, xs].max() < MIN_PEAK:
+        if bright[member].max() < MIN_PEAK:
             continue
-        # colour: brightness^2-weighted mean RGB, scaled so its brightest channel is 1
-        weights = bright[ys, xs] ** 2
-        mean_rgb = (img[:, ys, xs] * weights).sum(axis=1) / weights.sum()
-        chroma = mean_rgb / max(mean_rgb.max(), 1e-6)
-        colour_index = int(np.argmin(((PALETTE - chroma) ** 2).sum(axis=1)))
-        rgb = PALETTE[colour_index]
-        # coverage on the component grown by one pixel (its anti-aliased fringe), minus other objects
-        y0, y1 = max(0, ys.min() - 2), min(height, ys.max() + 3)
-        x0, x1 = max(0, xs.min() - 2), min(width, xs.max() + 3)
-        window = _dilate(member[y0:y1, x0:x1]) & ((labels[y0:y1, x0:x1] == 0) | member[y0:y1, x0:x1])
-        patch = img[:, y0:y1, x0:x1]
-        cov = np.tensordot(rgb, patch, axes=(0, 0)) / float(rgb @ rgb) * window
-        area = float(cov.sum())
-        if area < min_area:
-            continue
-        cx = float(cov.sum(axis=0) @ (np.arange(x0, x1) + 0.5)) / area
-        cy = float(cov.sum(axis=1) @ (np.arange(y0, y1) + 0.5)) / area
-        shape, radius, sx, sy, error = _fit_shape(cov, x0, y0, area, cx, cy, ss)
-        found.append(
-            DetectedObject(
-                shape=shape,
-                colour=COLOUR_NAMES[colour_index],
-                size="large" if radius >= size_threshold else "small",
-                row=min(2, max(0, int(sy // cell_h))),
-                col=min(2, max(0, int(sx // cell_w))),
-                x=sx,
-                y=sy,
-                area=area,
-                fit_error=error / max(1, int(window.sum())),
+        for region, colour_index in _colour_regions(img, bright, member):
+            rgb = PALETTE[colour_index]
+            ys, xs = np.nonzero(region)
+            # coverage on the region grown by one pixel (its anti-aliased fringe), minus other objects
+            y0, y1 = max(0, ys.min() - 2), min(height, ys.max() + 3)
+            x0, x1 = max(0, xs.min() - 2), min(width, xs.max() + 3)
+            window = _dilate(region[y0:y1, x0:x1]) & ((labels[y0:y1, x0:x1] == 0) | region[y0:y1, x0:x1])
+            patch = img[:, y0:y1, x0:x1]
+            cov = np.tensordot(rgb, patch, axes=(0, 0)) / float(rgb @ rgb) * window
+            area = float(cov.sum())
+            if area < min_area:
+                continue
+            cx = float(cov.sum(axis=0) @ (np.arange(x0, x1) + 0.5)) / area
+            cy = float(cov.sum(axis=1) @ (np.arange(y0, y1) + 0.5)) / area
+            shape, radius, sx, sy, error = _fit_shape(cov, x0, y0, area, cx, cy, ss)
+            found.append(
+                DetectedObject(
+                    shape=shape,
+                    colour=COLOUR_NAMES[colour_index],
+                    size="large" if radius >= size_threshold else "small",
+                    row=min(2, max(0, int(sy // cell_h))),
+                    col=min(2, max(0, int(sx // cell_w))),
+                    x=sx,
+                    y=sy,
+                    area=area,
+                    fit_error=error / max(1, int(window.sum())),
+                )
             )
-        )
     return sorted(found, key=lambda o: (o.row, o.col, o.y, o.x))
 
 
