@@ -140,15 +140,19 @@ def test_caption_scores():
     world = ShapesWorld("val", caption_style="full")
     samples = [world[i] for i in range(300)]
     truth = caption_scores([s["caption"] for s in samples], [s["scene"] for s in samples])
-    assert truth.exact == 1.0 and truth.count == 1.0
+    assert truth.exact == 1.0 and truth.count == 1.0 and math.isnan(truth.reference_match)
     assert truth.shape == truth.colour == truth.size == truth.position == 1.0
     # swap every colour word for another colour: shapes, sizes and positions stay right
     recoloured = []
     for s in samples:
         words = [COLOUR_NAMES[(COLOUR_NAMES.index(w) + 1) % len(COLOUR_NAMES)] if w in COLOUR_NAMES else w for w in s["caption"].split()]
         recoloured.append(" ".join(words).replace(" a orange", " an orange").replace("a orange", "an orange"))
-    wrong = caption_scores(recoloured, [s["scene"] for s in samples])
+    wrong = caption_scores(recoloured, [s["scene"] for s in samples], [s["caption"] for s in samples])
     assert wrong.exact == 0.0 and wrong.colour < 0.2 and wrong.shape == 1.0 and wrong.size == 1.0
+    assert wrong.reference_match == 0.0
+    # a paraphrase of the same full description matches its reference whatever the wording
+    paraphrased = ["there is " + s["caption"].replace(" at the ", " in the ") for s in samples]
+    assert caption_scores(paraphrased, [s["scene"] for s in samples], [s["caption"] for s in samples]).reference_match == 1.0
     empty = caption_scores(["a circle"], [[dict(shape="circle", colour="red", size="small", row=0, col=0)]])
     assert empty.exact == 0.0 and empty.shape == 1.0 and math.isnan(empty.colour)
 

@@ -52,6 +52,7 @@ from umm.eval.judge.spec import (
     normalise_answer,
     relation_holds,
     satisfies,
+    specs_equivalent,
 )
 from umm.eval.judge.text import parse_caption
 from umm.eval.judge.video import parse_video
@@ -186,14 +187,19 @@ class CaptionScores:
     position: float
     n: int
     mentions: dict[str, int] = field(default_factory=dict)
+    reference_match: float = math.nan  # parsed prediction equivalent to the parsed reference caption
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("exact", "count", "shape", "colour", "size", "position", "n")}
+        keys = ("exact", "count", "shape", "colour", "size", "position", "n", "reference_match")
+        return {k: getattr(self, k) for k in keys}
 
 
-def caption_scores(predictions: Sequence[str], scenes: Sequence[list]) -> CaptionScores:
-    """Score predicted captions against ground-truth scenes (lists of scene object dicts)."""
-    if len(predictions) != len(scenes):
+def caption_scores(
+    predictions: Sequence[str], scenes: Sequence[list], references: Sequence[str] | None = None
+) -> CaptionScores:
+    """Score predicted captions against ground-truth scenes (lists of scene object dicts); with
+    ``references`` also the fraction whose spec equals the reference caption's (wording-free match)."""
+    if len(predictions) != len(scenes) or (references is not None and len(references) != len(scenes)):
         raise ValueError(f"{len(predictions)} captions for {len(scenes)} scenes")
     exact, count = [], []
     right: dict[str, int] = defaultdict(int)
@@ -222,6 +228,9 @@ def caption_scores(predictions: Sequence[str], scenes: Sequence[list]) -> Captio
         count=float(np.mean(count)) if count else math.nan,
         shape=ratio("shape"), colour=ratio("colour"), size=ratio("size"), position=ratio("position"),
         n=len(predictions), mentions=dict(said),
+        reference_match=math.nan if references is None else float(np.mean(
+            [specs_equivalent(parse_caption(p), parse_caption(r)) for p, r in zip(predictions, references)]
+        )) if predictions else math.nan,
     )  # fmt: skip
 
 
