@@ -46,7 +46,8 @@ class Sequence:
         self.kinds += [TEXT] * len(ids)
         self.text_loss += [loss] * len(ids)
         self.image_loss += [False] * len(ids)
-        if self.spans and not self.spans[-1].bidirectional:
+        # extend a preceding text span; never a causal image span (it must keep its grid for 2D RoPE)
+        if self.spans and not self.spans[-1].bidirectional and self.spans[-1].grid is None:
             self.spans[-1] = Span(self.spans[-1].length + len(ids))
         else:
             self.spans.append(Span(len(ids)))
@@ -88,8 +89,8 @@ class Sequence:
 
 
 def collate(seqs: list[Sequence], length: int | None = None, patch_dim: int = 0, rope_axes: int = 1,
-            pad_left: bool = False, pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Pad ``seqs`` to ``length`` and stack.
+            pad_left: bool = False, pad_id: int = 0, multiple_of: int = 1) -> dict[str, torch.Tensor]:
+    """Pad ``seqs`` to ``length`` (default: the longest, rounded up to ``multiple_of``) and stack.
 
     Returns tensors (B = len(seqs), T = length):
         tokens (B, T) long, kinds (B, T) long, patches (B, T, P) float (zeros off image slots),
@@ -98,7 +99,7 @@ def collate(seqs: list[Sequence], length: int | None = None, patch_dim: int = 0,
         next_position (B, A).
     """
     longest = max(len(s) for s in seqs)
-    total = length or longest
+    total = length or -(-longest // multiple_of) * multiple_of
     if longest > total:
         raise ValueError(f"a sequence of {longest} slots does not fit the collate length {total}")
     b = len(seqs)

@@ -215,10 +215,6 @@ class TransfusionSystem(SystemBase):
             raise ValueError(f"image of size {tuple(image.shape)} but the model expects {config.image_size} pixels")
         return patchify(image[None] * 2 - 1, config.patch)[0]
 
-    def sequence_length(self) -> int:
-        # BOS + text + BOI + N patches + EOI + question/answer text + EOS, all within max_text_tokens of text
-        return self.options.max_text_tokens * 2 + self.config.grid**2 + 4
-
     def build(self, sample: dict, task: str, drop_caption: bool = False) -> Sequence:
         tok = self.tokenizer
         seq = Sequence(pad_id=tok.pad_id)
@@ -233,7 +229,8 @@ class TransfusionSystem(SystemBase):
             seq.text([tok.bos_id, tok.boi_id], loss=False)
             seq.image(patches, grid, loss=True)
             seq.text([tok.eoi_id], loss=False)
-            seq.text(self.text_ids(sample["caption"]) + [tok.eos_id], loss=True)
+            target = sample.get("caption_full", sample["caption"])  # ShapesWorld's complete caption if present
+            seq.text(self.text_ids(target) + [tok.eos_id], loss=True)
         elif task == "qa":
             qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
             seq.text([tok.bos_id, tok.boi_id], loss=False)
@@ -248,8 +245,9 @@ class TransfusionSystem(SystemBase):
         drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
         seqs = [self.build(s, task, bool(d) and task == "t2i") for s, d in zip(samples, drop)]
         config = self.config
-        batch = collate(seqs, self.sequence_length(), config.patch_dim, config.transformer.rope_axes,
-                        pad_id=self.tokenizer.pad_id)
+        # pad to the longest sequence (a multiple of 8 keeps matmul shapes friendly)
+        batch = collate(seqs, None, config.patch_dim, config.transformer.rope_axes, pad_id=self.tokenizer.pad_id,
+                        multiple_of=8)
         max_t = 1.0 if task == "t2i" else self.options.caption_max_t
         batch["max_t"] = torch.full((len(samples),), max_t)
         return batch

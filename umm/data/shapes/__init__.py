@@ -14,6 +14,8 @@ key                value
                    object in reading order; row/col in 0..2 (0 = top/left); x, y = centre in px
 ``image``          torch.float32 (3, H, W) in [0, 1], black background      [modality "image"]
 ``caption``        str from the caption grammar (``language``), true of the scene  ["caption"]
+``caption_full``   str, a caption naming every object's size, colour, shape and cell   ["caption"]
+                   (captioning tasks train on it: a complete description is checkable)
 ``qa``             list of {"question", "answer", "kind"}, kind in count/colour/shape/where;
                    answers are short: "2", "red", "circle", "top left"       [modality "qa"]
 ``audio``          torch.float32 (N,) 16 kHz mono in [-1, 1]: the caption spoken   ["audio"]

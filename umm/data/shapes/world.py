@@ -119,6 +119,8 @@ class ShapesWorld(torch.utils.data.Dataset):
         if "caption" in self.modalities or "audio" in self.modalities:
             rng = sample_rng(self.split, self.seed, index, "caption")
             sample["caption"] = language.caption(objects, rng, self.caption_style)
+            # every object with all its attributes: the target captioning systems learn to produce
+            sample["caption_full"] = language.caption(objects, sample_rng(self.split, self.seed, index, "caption_full"), "full")
         if "qa" in self.modalities:
             sample["qa"] = language.questions(objects, sample_rng(self.split, self.seed, index, "qa"))
         if "audio" in self.modalities:
