@@ -1,6 +1,6 @@
 """Every system of umm, one file per family; importing this package registers them all."""
 
-from umm.models import transfusion  # noqa: F401
+from umm.models import mmar, transfusion  # noqa: F401
 from umm.models.factory import create_model, from_pretrained, save_pretrained
 from umm.models.system import load_system, save_system
 

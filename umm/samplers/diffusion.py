@@ -32,11 +32,14 @@ class DDIMSampler:
     """DDIM (Song et al. 2021): x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z, c = eta * DDPM std.
 
     ``eta=0`` is deterministic (for the flow path it is exactly Euler on the velocity); ``eta=1`` is DDPM.
+    ``noise_scale`` multiplies the fresh noise c z of each stochastic step only: MAR's sampling
+    temperature (Li et al. 2024, arXiv 2406.11838, sec. 3.4), which sharpens (< 1) the sampled distribution.
     """
 
     path: GaussianPath
     eta: float = 0.0
     clip: float | None = 1.0
+    noise_scale: float = 1.0
 
     def predict(self, denoise: Denoise, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t_vec = _time(t, x)
@@ -64,13 +67,13 @@ class DDIMSampler:
             c = self.eta * var.clamp_min(0).sqrt()
         out = alpha_s * x0 + (sigma_s**2 - c**2).clamp_min(0).sqrt() * eps
         if self.eta > 0:
-            out = out + c * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            out = out + self.noise_scale * c * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return out
 
 
-def DDPMSampler(path: GaussianPath, clip: float | None = 1.0) -> DDIMSampler:
+def DDPMSampler(path: GaussianPath, clip: float | None = 1.0, noise_scale: float = 1.0) -> DDIMSampler:
     """Ancestral DDPM sampling (Ho et al. 2020) = DDIM with eta = 1."""
-    return DDIMSampler(path, eta=1.0, clip=clip)
+    return DDIMSampler(path, eta=1.0, clip=clip, noise_scale=noise_scale)
 
 
 @dataclass(frozen=True)

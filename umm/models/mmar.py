@@ -1,0 +1,314 @@
+"""MMAR (Yang et al. 2024, "MMAR: Towards Lossless Multi-Modal Auto-Regressive Probabilistic Modeling",
+arXiv 2410.10798), built on MAR (Li et al. 2024, "Autoregressive Image Generation without Vector
+Quantization", arXiv 2406.11838).
+
+One transformer reads text tokens and *continuous* image tokens (pixel patches here) and never sees noise:
+
+    [BOS] a red circle above a blue square [BOI] p_1 ... p_N [EOI] [EOS]
+
+- text is causal and trained with next-token prediction;
+- an image is generated token by token, but each token's continuous value is modelled by a small per-token
+  diffusion head (``umm.nn.diffusion_head``) conditioned on the transformer's output z at that position
+  (MAR sec. 3.2); the transformer itself only ever reads clean patches, which is why MMAR calls its image
+  representation "lossless" for understanding (MMAR sec. 3.1): captioning and QA see exactly the image;
+- ``order="masked"`` (MAR's masked autoregression, sec. 3.3): attention is bidirectional inside the image;
+  in training a random subset of patches (ratio ~ truncated normal on [0.7, 1]) is replaced by a learned
+  [MASK] embedding and the head is trained on those positions only; sampling unmasks the image in a random
+  order over a MaskGIT cosine schedule of iterations (``umm.pipelines.masked_ar``);
+- ``order="raster"``: the image span is causal and the output at slot i models patch i + 1 (MAR's
+  "AR, raster order" baseline, table 1);
+- the head is trained with v-prediction by default (MMAR sec. 3.3: its error under bf16 stays bounded at
+  low SNR where eps-prediction's blows up; ``benchmarks/mmar_eps_vs_v.py`` measures it), several noise
+  draws per token (``diffusion_batch_mul``, MAR uses 4), on a cosine schedule;
+- the caption is dropped with probability ``cfg_dropout`` so classifier-free guidance works at sampling,
+  where MAR's linear CFG schedule and temperature apply.
+
+Image tokens are 4x4x3 pixel patches of a 32x32 image (an 8x8 grid) with 2D RoPE over the grid; a VAE
+latent would slot in where ``image_patches`` patchifies pixels.
+
+Shapes: B batch, T slots, N patches per image, P = channels * patch^2, D model width, V vocabulary,
+M head rows (tokens the head is trained on), K noise draws per token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, NamedTuple
+
+import torch
+from torch import nn
+
+from umm import UmmError
+from umm.data.sequence import PATCH, Sequence, collate
+from umm.models.factory import register_model
+from umm.models.system import SystemBase
+from umm.nn import Layout, PatchEmbed, Transformer, TransformerConfig, patchify
+from umm.nn.diffusion_head import DiffusionHead
+from umm.objectives import next_token_loss
+from umm.objectives.per_token_diffusion import draw_noise, per_token_diffusion_loss
+from umm.paths import GaussianPath
+from umm.pipelines import masked_ar
+from umm.registry import ARCHITECTURES, SYSTEMS
+
+
+@dataclass(frozen=True)
+class MMARConfig:
+    family: ClassVar[str] = "mmar"
+    vocab_size: int = 512
+    image_size: int = 32  # pixels per side
+    channels: int = 3
+    patch: int = 4  # pixel patch side: a 32x32 image is an 8x8 grid of 48-d tokens
+    head_width: int = 256  # per-token diffusion MLP (MAR: 1024-1536 wide for a 768-1280 wide transformer)
+    head_depth: int = 3  # residual AdaLN blocks of the head (MAR: 3-12)
+    transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(rope_axes=2))
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+    @property
+    def patch_dim(self) -> int:
+        return self.channels * self.patch**2
+
+
+class HeadInput(NamedTuple):
+    rows: torch.Tensor  # (B, T) bool: slots whose hidden state z conditions the head
+    x_t: torch.Tensor  # (M, K, P) noisy tokens, M = rows.sum(), in the row-major order of ``rows``
+    t: torch.Tensor  # (M, K) their diffusion times
+
+
+class MMAROutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, V) next-token logits at every slot
+    hidden: torch.Tensor  # (B, T, D) the transformer's output z at every slot
+    head: torch.Tensor | None  # (M, K, P) the head's output for ``head_input``; None when none was given
+
+
+@ARCHITECTURES.register("mmar")
+class MMAR(nn.Module):
+    config_class = MMARConfig
+
+    def __init__(self, config: MMARConfig):
+        super().__init__()
+        self.config = config
+        dim = config.transformer.dim
+        self.token_embed = nn.Embedding(config.vocab_size, dim)
+        self.patch_in = PatchEmbed(config.patch_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(dim))  # MAR's learned [MASK] embedding
+        self.trunk = Transformer(config.transformer)
+        self.lm_head = nn.Linear(dim, config.vocab_size, bias=False)
+        self.head = DiffusionHead(config.patch_dim, dim, config.head_width, config.head_depth)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        nn.init.normal_(self.lm_head.weight, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,  # (B, T) token ids (pad on image slots)
+        kinds: torch.Tensor,  # (B, T) TEXT / PATCH
+        patches: torch.Tensor,  # (B, T, P) clean patches on image slots
+        masked: torch.Tensor,  # (B, T) bool: image slots shown as [MASK] instead of their patch
+        layout: Layout,
+        head_input: HeadInput | None = None,
+        cache=None,
+        commit: bool = True,
+    ) -> MMAROutput:
+        x = self.token_embed(tokens)  # (B, T, D)
+        image = kinds == PATCH
+        if bool(image.any()):
+            embedded = self.patch_in(patches[image])  # (I, D), clean: the trunk never sees noise (MMAR sec. 3.1)
+            embedded = torch.where(masked[image][:, None], self.mask_token.to(embedded.dtype), embedded)
+            x = x.index_put((image,), embedded.to(x.dtype))
+        h = self.trunk(x, layout, cache=cache, commit=commit)
+        out = None
+        if head_input is not None:
+            z = h[head_input.rows]  # (M, D)
+            draws = head_input.x_t.shape[1]
+            out = self.head(head_input.x_t, head_input.t, z[:, None, :].expand(-1, draws, -1))  # (M, K, P)
+        return MMAROutput(self.lm_head(h), h, out)
+
+    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
+        return self.trunk.new_cache(batch, max_len, device)
+
+
+# ---- sizes ------------------------------------------------------------------------------------------------
+
+
+@register_model
+def mmar_s() -> MMARConfig:
+    """~6M parameters (trunk as transfusion_s, plus a 3-block head): the CPU size."""
+    return MMARConfig(head_width=256, head_depth=3, transformer=TransformerConfig(dim=256, depth=6, heads=4, rope_axes=2))
+
+
+@register_model
+def mmar_m() -> MMARConfig:
+    return MMARConfig(head_width=384, head_depth=4, transformer=TransformerConfig(dim=384, depth=8, heads=6, rope_axes=2))
+
+
+@register_model
+def mmar_b() -> MMARConfig:
+    """A GPU size: MAR-B's 1024-wide, 6-block head on a 768-wide trunk."""
+    return MMARConfig(head_width=1024, head_depth=6,
+                      transformer=TransformerConfig(dim=768, depth=12, heads=12, rope_axes=2))
+
+
+@register_model
+def test_mmar() -> MMARConfig:
+    return MMARConfig(image_size=16, head_width=32, head_depth=2,
+                      transformer=TransformerConfig(dim=32, depth=2, heads=2, rope_axes=2))
+
+
+# ---- system: data formatting, losses, capabilities --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MMAROptions:
+    order: Literal["masked", "raster"] = "masked"  # image generation order (see the module docstring)
+    parameterization: Literal["eps", "v"] = "v"  # the head's target (MMAR: v is stable under bf16)
+    schedule: Literal["cosine", "linear"] = "cosine"  # MAR: cosine, 1000 steps
+    diffusion_batch_mul: int = 4  # noise draws per token in training (MAR: 4)
+    mask_ratio_min: float = 0.7  # training mask ratio ~ N(1, std) truncated to [min, 1] (MAR; MMAR stage 2: 0)
+    mask_ratio_std: float = 0.25
+    lambda_diffusion: float = 1.0  # L = L_LM + lambda * L_diffusion
+    cfg_dropout: float = 0.1  # probability of dropping the caption in text-to-image sequences
+    max_text_tokens: int = 32  # text slots per sequence (captions are truncated beyond this)
+    iterations: int = 16  # masked-AR sampling iterations over N tokens (MAR: 64 for 256 tokens)
+    temperature: float = 1.0  # scales the fresh noise of each DDPM step of the head (MAR sec. 3.4)
+
+
+@SYSTEMS.register("mmar")
+class MMARSystem(SystemBase):
+    family = "mmar"
+    tasks = ("t2i", "caption", "qa")
+    capabilities = ("t2i", "caption", "qa")
+    Options = MMAROptions
+
+    def __init__(self, tokenizer, config: MMARConfig, options: MMAROptions | None = None):
+        super().__init__(tokenizer, config, options)
+        opts = self.options
+        if opts.order not in ("masked", "raster"):
+            raise UmmError(f"system_args.order must be 'masked' or 'raster', got {opts.order!r}")
+        if not 0.0 <= opts.mask_ratio_min <= 1.0:
+            raise UmmError(f"system_args.mask_ratio_min must be in [0, 1], got {opts.mask_ratio_min}")
+        if opts.diffusion_batch_mul < 1:
+            raise UmmError(f"system_args.diffusion_batch_mul must be >= 1, got {opts.diffusion_batch_mul}")
+        if not 1 <= opts.iterations <= config.grid**2:
+            raise UmmError(f"system_args.iterations must be in [1, {config.grid**2}] (tokens per image), got {opts.iterations}")
+        self.path = GaussianPath(opts.schedule, opts.parameterization)
+
+    @classmethod
+    def model_overrides(cls, tokenizer, options: MMAROptions) -> dict:
+        return {"vocab_size": tokenizer.vocab_size}
+
+    # -- capabilities (the loops live in umm/pipelines/masked_ar.py) ------------------------------------
+
+    def generate_images(self, model, prompts: list[str], **kwargs) -> torch.Tensor:
+        return masked_ar.generate_images(model, self, prompts, **kwargs)
+
+    def caption(self, model, images: torch.Tensor, **kwargs) -> list[str]:
+        return masked_ar.caption(model, self, images, **kwargs)
+
+    def answer(self, model, images: torch.Tensor, questions: list[str], **kwargs) -> list[str]:
+        return masked_ar.answer(model, self, images, questions, **kwargs)
+
+    # -- sequences --------------------------------------------------------------------------------------
+
+    @property
+    def bidirectional_image(self) -> bool:
+        """Masked AR attends within the image both ways; raster order is causal."""
+        return self.options.order == "masked"
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
+
+    def image_patches(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) in [0, 1] -> (N, P) patches in [-1, 1]."""
+        config = self.config
+        if tuple(image.shape) != (config.channels, config.image_size, config.image_size):
+            raise UmmError(f"image of shape {tuple(image.shape)} but the model expects "
+                           f"{(config.channels, config.image_size, config.image_size)}")
+        return patchify(image[None] * 2 - 1, config.patch)[0]
+
+    def t2i_prompt(self, caption: str | None) -> Sequence:
+        """``[BOS] caption [BOI]``: what precedes a generated image (no caption: the unconditional prompt)."""
+        tok = self.tokenizer
+        ids = [] if caption is None else self.text_ids(caption)
+        return Sequence(pad_id=tok.pad_id).text([tok.bos_id] + ids + [tok.boi_id], loss=True)
+
+    def image_prompt(self, image: torch.Tensor, question: str | None) -> Sequence:
+        """``[BOS] [BOI] <clean image> [EOI] (question)``: what precedes a caption or an answer."""
+        tok, grid = self.tokenizer, (self.config.grid, self.config.grid)
+        seq = Sequence(pad_id=tok.pad_id).text([tok.bos_id, tok.boi_id], loss=False)
+        seq.image(self.image_patches(image), grid, loss=False, bidirectional=self.bidirectional_image)
+        return seq.text([tok.eoi_id] + (self.text_ids(question) if question is not None else []), loss=False)
+
+    def build(self, sample: dict, task: str, drop_caption: bool = False) -> Sequence:
+        tok = self.tokenizer
+        if task == "t2i":
+            seq = self.t2i_prompt(None if drop_caption else sample["caption"])
+            seq.image(self.image_patches(sample["image"]), (self.config.grid, self.config.grid), loss=True,
+                      bidirectional=self.bidirectional_image)
+            return seq.text([tok.eoi_id, tok.eos_id], loss=True)
+        if task == "caption":
+            target = sample.get("caption_full", sample["caption"])  # ShapesWorld's complete caption if present
+            return self.image_prompt(sample["image"], None).text(self.text_ids(target) + [tok.eos_id], loss=True)
+        if task == "qa":
+            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
+            seq = self.image_prompt(sample["image"], qa["question"])
+            return seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
+        self.check_task(task)
+        raise AssertionError("unreachable")
+
+    def mask_ratios(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n,) training mask ratios: 1 - |N(0, std)| truncated to [mask_ratio_min, 1] (MAR's truncated normal
+        centred at 1), drawn exactly by inverting the half-normal CDF F(x) = erf(x / (std * sqrt 2))."""
+        opts = self.options
+        scale = opts.mask_ratio_std * math.sqrt(2)
+        top = math.erf((1.0 - opts.mask_ratio_min) / scale)
+        u = torch.rand(n, generator=generator) * top
+        return (1.0 - scale * torch.special.erfinv(u)).clamp(opts.mask_ratio_min, 1.0)
+
+    def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
+        drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
+        seqs = [self.build(s, task, bool(d) and task == "t2i") for s, d in zip(samples, drop)]
+        config = self.config
+        # pad to the longest sequence (a multiple of 8 keeps matmul shapes friendly)
+        batch = collate(seqs, None, config.patch_dim, config.transformer.rope_axes, pad_id=self.tokenizer.pad_id,
+                        multiple_of=8)
+        # masked AR: hide a random subset of each target image (at least one token) behind [MASK]
+        masked = torch.zeros_like(batch["image_loss"])
+        if self.options.order == "masked":
+            ratios = self.mask_ratios(len(samples), generator)
+            for i, ratio in enumerate(ratios.tolist()):
+                slots = batch["image_loss"][i].nonzero().squeeze(1)  # (N,) or empty
+                if len(slots):
+                    count = max(1, math.ceil(ratio * len(slots)))
+                    masked[i, slots[torch.randperm(len(slots), generator=generator)[:count]]] = True
+        batch["masked"] = masked
+        return batch
+
+    # -- objective --------------------------------------------------------------------------------------
+
+    def head_targets(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows (B, T) whose z conditions the head, their clean target tokens x0 (M, P)).
+
+        Masked order: z at a masked slot models that slot's patch. Raster order: z at slot s models the patch
+        at slot s + 1 (next-token prediction; the BOI slot models the first patch).
+        """
+        patches, target = batch["patches"], batch["image_loss"]
+        if self.options.order == "masked":
+            rows = batch["masked"] & target
+            return rows, patches[rows]
+        rows = torch.zeros_like(target)
+        rows[:, :-1] = target[:, 1:]
+        return rows, patches[:, 1:][target[:, 1:]]
+
+    def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        rows, x0 = self.head_targets(batch)
+        draws = draw_noise(x0, self.path, self.options.diffusion_batch_mul, generator)  # (M, K, P)
+        out = model(batch["tokens"], batch["kinds"], batch["patches"], batch["masked"], layout,
+                    HeadInput(rows, draws.x_t, draws.t))
+        lm = next_token_loss(out.logits, batch["text_targets"])
+        mse = per_token_diffusion_loss(out.head, draws.target)
+        return {"lm_loss": lm, "diffusion_loss": self.options.lambda_diffusion * mse, "diffusion_mse": mse.detach()}
