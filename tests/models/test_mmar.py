@@ -1,0 +1,251 @@
+"""What is specific to MMAR: masked vs raster layouts, the masked-AR sampler's schedule and loop, the head's
+targets, clean images for understanding, KV cache = recompute, a tiny recipe whose loss falls."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import umm.models  # noqa: F401  (registers every family)
+from umm import UmmError
+from umm.data.sequence import PATCH, collate
+from umm.data.shapes import ShapesWorld
+from umm.models.factory import build_model, model_config
+from umm.models.mmar import MMAROptions, MMARSystem
+from umm.nn import Layout, attention_mask
+from umm.pipelines import masked_ar
+from umm.tokenizers.text import TextTokenizer, shapes_corpus
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return TextTokenizer.train(shapes_corpus(2000), 384)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    world = ShapesWorld("train", canvas=16)
+    return [world[i] for i in range(4)]
+
+
+def make(tokenizer, **options):
+    torch.manual_seed(0)
+    model = build_model(model_config("test_mmar", {"vocab_size": tokenizer.vocab_size}))
+    return model.eval(), MMARSystem(tokenizer, model.config, MMAROptions(**options))
+
+
+def layout_of(batch) -> Layout:
+    return Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+
+
+def forward(model, batch, patches=None):
+    return model(batch["tokens"], batch["kinds"], batch["patches"] if patches is None else patches, batch["masked"],
+                 layout_of(batch))
+
+
+# ---- the masked-AR schedule and loop ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, iterations", [(16, 4), (64, 16), (64, 64), (64, 1), (256, 64)])
+def test_unmask_counts_follow_the_cosine_schedule(n, iterations):
+    counts = masked_ar.unmask_counts(n, iterations)
+    assert len(counts) == iterations and sum(counts) == n and min(counts) >= 1
+    remaining = n - torch.tensor(counts).cumsum(0)
+    for i, left in enumerate(remaining.tolist()[:-1]):
+        ideal = math.floor(n * math.cos(math.pi / 2 * (i + 1) / iterations))
+        assert left == min(max(ideal, iterations - 1 - i), n - sum(counts[:i]) - 1)
+    if 1 < iterations < n // 2:
+        assert counts[0] < counts[-1], "MaskGIT's cosine schedule samples few tokens first, many last"
+
+
+def test_unmask_counts_reject_more_iterations_than_tokens():
+    with pytest.raises(UmmError, match="iterations"):
+        masked_ar.unmask_counts(16, 17)
+
+
+def test_masked_sampler_unmasks_every_token_once_in_its_iterations(tokenizer):
+    """Record the canvas each image-span forward sees: [MASK] count falls by the schedule, a revealed patch
+    never changes afterwards, and the image is complete after exactly ``iterations`` forwards."""
+    model, system = make(tokenizer, iterations=5)
+    seen = []
+
+    def record(module, args):
+        tokens, kinds, patches, masked = args[:4]
+        if bool((kinds == PATCH).all()):  # the image span (the prompt prefill is text only)
+            seen.append((patches.clone(), masked.clone()))
+
+    handle = model.register_forward_pre_hook(record)
+    images = system.generate_images(model, ["a red circle", "a blue star"], steps=3, cfg_scale=2.0, precision="fp32")
+    handle.remove()
+    n = system.config.grid**2
+    assert images.shape == (2, 3, 16, 16)
+    assert len(seen) == 5, "one forward of the image span per iteration"
+    expected_masked = n - torch.tensor([0] + masked_ar.unmask_counts(n, 5)[:-1]).cumsum(0)
+    for (patches, masked), count in zip(seen, expected_masked.tolist()):
+        assert patches.shape[0] == 4, "conditional and unconditional rows share one batch"
+        assert torch.equal(masked[:2], masked[2:]) and torch.equal(patches[:2], patches[2:])
+        assert (masked.sum(1) == count).all()
+        assert (patches[masked] == 0).all() and (patches[~masked].abs().sum(-1) > 0).all()
+    for (before, m_before), (after, _) in zip(seen[:-1], seen[1:]):
+        assert torch.equal(before[~m_before], after[~m_before]), "revealed tokens are final"
+    # the last iteration samples exactly the tokens still masked: the image is then complete
+    assert int(seen[-1][1][0].sum()) == masked_ar.unmask_counts(n, 5)[-1]
+
+
+def test_sampling_is_seeded_and_bad_options_are_one_clear_error(tokenizer):
+    model, system = make(tokenizer, iterations=4)
+    a = system.generate_images(model, ["a red circle"], steps=2, seed=3, precision="fp32")
+    b = system.generate_images(model, ["a red circle"], steps=2, seed=3, precision="fp32")
+    c = system.generate_images(model, ["a red circle"], steps=2, seed=4, precision="fp32")
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(UmmError, match="iterations"):
+        system.generate_images(model, ["x"], iterations=17)
+    with pytest.raises(UmmError, match="temperature"):
+        system.generate_images(model, ["x"], sampler="ddim", temperature=0.5)
+    with pytest.raises(UmmError, match="head sampler"):
+        system.generate_images(model, ["x"], sampler="euler")
+    with pytest.raises(UmmError, match="order"):
+        make(tokenizer, order="zigzag")
+    _, raster = make(tokenizer, order="raster")
+    with pytest.raises(UmmError, match="raster"):
+        raster.generate_images(model, ["x"], iterations=4)
+
+
+# ---- layouts: masked is bidirectional in the image, raster is causal ------------------------------------------
+
+
+def test_masked_training_hides_a_truncated_normal_share_of_each_target_image(tokenizer, samples):
+    _, system = make(tokenizer)
+    ratios = system.mask_ratios(2000, torch.Generator().manual_seed(0))
+    assert ratios.min() >= 0.7 and ratios.max() <= 1.0 and ratios.mean() > 0.85  # mass piles up near 1
+    batch = system.collate(samples, "t2i", torch.Generator().manual_seed(0))
+    n = system.config.grid**2
+    counts = batch["masked"].sum(1)
+    assert (counts >= math.ceil(0.7 * n)).all() and (counts <= n).all()
+    assert not (batch["masked"] & ~batch["image_loss"]).any(), "only target image slots are masked"
+    caption = system.collate(samples, "caption", torch.Generator().manual_seed(0))
+    assert not caption["masked"].any() and not caption["image_loss"].any(), "understanding sees the clean image"
+
+
+def test_raster_variant_matches_a_causal_layout(tokenizer, samples):
+    model, system = make(tokenizer, order="raster")
+    batch = system.collate(samples, "t2i", torch.Generator().manual_seed(0))
+    assert (batch["block"] == -1).all() and not batch["masked"].any()
+    t = batch["tokens"].shape[1]
+    causal = torch.tril(torch.ones(t, t, dtype=torch.bool))[None] & batch["valid"][:, None, :]
+    causal = causal | torch.eye(t, dtype=torch.bool)[None]
+    assert torch.equal(attention_mask(batch["block"], batch["block"], batch["valid"])[:, 0], causal)
+    # the image keeps its 2D grid positions (row, col) although it is causal
+    grid = system.config.grid
+    image = batch["kinds"][0] == PATCH
+    pos = batch["positions"][0][image]
+    assert torch.equal(pos - pos[0], torch.stack(torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij"), -1).flatten(0, 1))
+    # perturbing a patch changes no output before it (raster) but does change earlier image slots (masked)
+    slots = image.nonzero().squeeze(1)
+    j = int(slots[grid**2 // 2])
+    bumped = batch["patches"].clone()
+    bumped[0, j] += 1.0
+    with torch.no_grad():
+        a, b = forward(model, batch).hidden, forward(model, batch, bumped).hidden
+    assert torch.allclose(a[0, :j], b[0, :j], atol=1e-6) and not torch.allclose(a[0, j], b[0, j])
+    masked_model, masked_system = make(tokenizer, order="masked")
+    mbatch = masked_system.collate(samples, "caption", torch.Generator().manual_seed(0))
+    slots = (mbatch["kinds"][0] == PATCH).nonzero().squeeze(1)
+    j = int(slots[grid**2 // 2])
+    bumped = mbatch["patches"].clone()
+    bumped[0, j] += 1.0
+    with torch.no_grad():
+        a, b = forward(masked_model, mbatch).hidden, forward(masked_model, mbatch, bumped).hidden
+    assert not torch.allclose(a[0, slots[0]], b[0, slots[0]], atol=1e-6), "bidirectional inside the image"
+
+
+def test_head_targets_are_masked_slots_or_the_next_patch(tokenizer, samples):
+    _, masked = make(tokenizer)
+    batch = masked.collate(samples, "t2i", torch.Generator().manual_seed(0))
+    rows, x0 = masked.head_targets(batch)
+    assert torch.equal(rows, batch["masked"]) and torch.equal(x0, batch["patches"][rows])
+    _, raster = make(tokenizer, order="raster")
+    batch = raster.collate(samples, "t2i", torch.Generator().manual_seed(0))
+    rows, x0 = raster.head_targets(batch)
+    n = raster.config.grid**2
+    assert (rows.sum(1) == n).all()
+    first = (batch["kinds"][0] == PATCH).nonzero()[0, 0]
+    assert rows[0, first - 1] and batch["tokens"][0, first - 1] == tokenizer.boi_id, "[BOI] models the first patch"
+    assert not rows[0, first + n - 1], "the last patch models no patch"
+    torch.testing.assert_close(x0[:n], batch["patches"][0, first : first + n])
+
+
+def test_trunk_never_sees_noise_only_clean_patches_or_mask(tokenizer, samples):
+    """The trunk's input is a deterministic function of the clean batch: the head's noise cannot reach it."""
+    model, system = make(tokenizer)
+    batch = system.collate(samples, "t2i", torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = system.losses(model, batch, torch.Generator().manual_seed(1))
+        b = system.losses(model, batch, torch.Generator().manual_seed(2))
+    assert torch.equal(a["lm_loss"], b["lm_loss"]) and not torch.equal(a["diffusion_mse"], b["diffusion_mse"])
+
+
+# ---- KV cache = recompute ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["masked", "raster"])
+def test_caption_with_cache_matches_recompute(tokenizer, samples, order):
+    model, system = make(tokenizer, order=order)
+    images = torch.stack([s["image"] for s in samples[:2]])
+    cached = system.caption(model, images, max_new_tokens=6, precision="fp32")
+    for image, text in zip(images, cached):
+        ids = []
+        for _ in range(6):  # greedy, re-running the whole sequence every step
+            seq = system.image_prompt(image, None).text(ids, loss=False)
+            full = collate([seq], patch_dim=system.config.patch_dim, rope_axes=2, pad_id=tokenizer.pad_id)
+            full["masked"] = torch.zeros_like(full["image_loss"])
+            with torch.no_grad():
+                token = int(forward(model, full).logits[0, -1].argmax())
+            if token == tokenizer.eos_id:
+                break
+            ids.append(token)
+        assert text == tokenizer.decode(ids)
+
+
+def test_masked_image_span_with_cache_matches_full_forward(tokenizer, samples):
+    model, system = make(tokenizer)
+    batch = system.collate(samples[:2], "t2i", torch.Generator().manual_seed(0))
+    start = int((batch["kinds"][0] == PATCH).nonzero()[0, 0])
+    n = system.config.grid**2
+    one = {k: v[:1] for k, v in batch.items()}
+    assert (one["kinds"][0, start : start + n] == PATCH).all() and one["masked"][0].any()
+    with torch.no_grad():
+        full = forward(model, one).hidden[0, start : start + n]
+        cache = model.new_cache(1, start + n)
+        prefix = layout_of(one)[:start]
+        model(one["tokens"][:, :start], one["kinds"][:, :start], one["patches"][:, :start], one["masked"][:, :start],
+              prefix, cache=cache)
+        span = layout_of(one)[start : start + n]
+        for _ in range(2):  # commit=False: a second run overwrites the same slots
+            chunk = model(one["tokens"][:, start : start + n], one["kinds"][:, start : start + n],
+                          one["patches"][:, start : start + n], one["masked"][:, start : start + n], span,
+                          cache=cache, commit=False).hidden[0]
+    torch.testing.assert_close(chunk, full, atol=1e-5, rtol=1e-5)
+
+
+# ---- the tiny recipe ---------------------------------------------------------------------------------------
+
+
+def test_tiny_recipe_loss_falls(tmp_path):
+    from umm.train.loop import train
+    from umm.train.recipe import load_recipe
+
+    run = load_recipe(REPO / "configs" / "test_mmar.yaml", ["train.steps=30", "train.log_every=30"])
+    result = train(run, tmp_path / "run", show_progress=False)
+    assert result.step == 30
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    from umm.models.system import load_system
+
+    model, system = load_system(tmp_path / "run" / "model")
+    assert system.options.parameterization == "v" and system.options.order == "masked"
+    images = system.generate_images(model, ["a red circle"], steps=2)
+    assert images.shape == (1, 3, 16, 16) and torch.isfinite(images).all()
