@@ -1,0 +1,131 @@
+"""MMAR's training speed beside ``autoregressive-diffusion-pytorch`` (lucidrains' causal MAR port) at equal
+width, depth, heads and head size, on the same ShapesWorld images, in the same process.
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/mmar_vs_peer.py [--dim 256 --depth 6 --heads 4 --batch 32]``
+(needs the ``bench`` extra: ``pip install -c constraints.txt autoregressive-diffusion-pytorch==0.4.0``).
+
+What each row does per training step (forward, backward, AdamW step), all under the same autocast:
+
+- peer: an unconditional causal decoder over the 64 patches (x-transformers, absolute positions) and an EDM
+  MLP denoiser, one noise draw per token;
+- umm mmar: text-to-image sequences ``[BOS] caption [BOI] patches [EOI] [EOS]`` (so ~20 more slots than the
+  peer's 64), a text LM loss, 2D RoPE, and the per-token diffusion head; ``mul`` is MAR's noise draws per
+  token, masked rows train the head on the ~85% masked tokens, raster rows on every token.
+
+The ratio column is umm's samples/s over the peer's: the peer does strictly less work per sample (no text,
+one draw), so ``raster, mul 1`` is the like-for-like row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import types
+from contextlib import nullcontext
+
+import torch
+
+import umm.models  # noqa: F401  (registers every family)
+from umm.data.shapes import ShapesWorld
+from umm.models.factory import build_model, model_config
+from umm.models.mmar import MMAROptions, MMARSystem
+from umm.tokenizers.text import TextTokenizer, shapes_corpus
+
+
+def import_peer():
+    """The peer's ``__init__`` imports its trainer, which imports torchvision (absent here; the model classes
+    never use it). Stub torchvision for that import only, then remove the stubs so that later imports (e.g.
+    ``transformers``) still see no torchvision (reference/env_probe.md sec. 4)."""
+    stubs = {n: types.ModuleType(n) for n in ("torchvision", "torchvision.utils", "torchvision.transforms")}
+    stubs["torchvision"].utils, stubs["torchvision"].transforms = stubs["torchvision.utils"], stubs["torchvision.transforms"]
+    stubs["torchvision.utils"].save_image = None
+    sys.modules.update(stubs)
+    try:
+        from autoregressive_diffusion_pytorch import ImageAutoregressiveDiffusion
+    finally:
+        for name in stubs:
+            sys.modules.pop(name, None)
+    return ImageAutoregressiveDiffusion
+
+
+def time_steps(step, steps: int, warmup: int) -> float:
+    """Seconds per call of ``step()`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def train_step(model, loss_fn, optimizer, precision: str):
+    def step() -> None:
+        context = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+        with context:
+            loss = loss_fn()
+        loss.float().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--head-depth", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    args = parser.parse_args()
+
+    world = ShapesWorld("train", canvas=32)
+    samples = [world[i] for i in range(args.batch)]
+    images = torch.stack([s["image"] for s in samples])  # (B, 3, 32, 32) in [0, 1]
+
+    rows = []
+    torch.manual_seed(0)
+    Peer = import_peer()
+    peer = Peer(image_size=32, patch_size=4, model=dict(dim=args.dim, depth=args.depth, heads=args.heads,
+                                                        dim_head=args.dim // args.heads, mlp_depth=args.head_depth,
+                                                        mlp_width=args.dim))
+    peer_params = sum(p.numel() for p in peer.parameters())
+    optimizer = torch.optim.AdamW(peer.parameters(), lr=1e-4)
+    seconds = time_steps(train_step(peer, lambda: peer(images), optimizer, args.precision), args.steps, args.warmup)
+    rows.append(("autoregressive-diffusion-pytorch (causal, 1 draw)", peer_params, args.batch / seconds))
+
+    tokenizer = TextTokenizer.train(shapes_corpus(2000), 512)
+    for order, mul in (("masked", 4), ("raster", 4), ("raster", 1)):
+        torch.manual_seed(0)
+        overrides = {"vocab_size": tokenizer.vocab_size, "head_width": args.dim, "head_depth": args.head_depth,
+                     "transformer": {"dim": args.dim, "depth": args.depth, "heads": args.heads, "rope_axes": 2}}
+        model = build_model(model_config("mmar_s", overrides)).train()
+        system = MMARSystem(tokenizer, model.config, MMAROptions(order=order, diffusion_batch_mul=mul))
+        batch = system.collate(samples, "t2i", torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(0)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def loss_fn(model=model, system=system, batch=batch, generator=generator):
+            losses = system.losses(model, batch, generator)
+            return sum(v for k, v in losses.items() if k.endswith("_loss"))
+
+        seconds = time_steps(train_step(model, loss_fn, optimizer, args.precision), args.steps, args.warmup)
+        params = sum(p.numel() for p in model.parameters())
+        rows.append((f"umm mmar ({order}, mul {mul}, t2i)", params, args.batch / seconds))
+
+    peer_rate = rows[0][2]
+    print(f"training samples/s, 32x32 images as 64 patches of 48, dim {args.dim}, depth {args.depth}, heads "
+          f"{args.heads}, head depth {args.head_depth}, batch {args.batch}, {args.precision}, "
+          f"{torch.get_num_threads()} thread(s)")
+    print(f"| {'system':<50} | {'params':>9} | {'samples/s':>9} | {'vs peer':>7} |")
+    print(f"|{'-' * 52}|{'-' * 11}|{'-' * 11}|{'-' * 9}|")
+    for name, params, rate in rows:
+        print(f"| {name:<50} | {params / 1e6:>8.2f}M | {rate:>9.1f} | {rate / peer_rate:>6.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
