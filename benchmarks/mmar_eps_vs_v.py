@@ -57,7 +57,8 @@ def x0_error(model, system, samples: list[dict], t: float) -> float:
     noise = torch.randn((x0.shape[0], 1, x0.shape[1]), generator=torch.Generator().manual_seed(8))
     x_t = system.path.add_noise(x0[:, None], noise, tt)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(batch["tokens"], batch["kinds"], batch["patches"], batch["masked"], layout, HeadInput(rows, x_t, tt))
+        out = model(batch["tokens"], batch["kinds"], batch["patches"], batch["masked"], layout,
+                    HeadInput(rows, x_t, tt))
     x0_hat, _ = system.path.to_x0_eps(out.head.float(), x_t, tt)
     return (x0_hat.clamp(-1, 1) - x0[:, None]).pow(2).mean().item()
 
@@ -110,7 +111,8 @@ def main() -> None:
     print(f"\nPart 2: two small MMARs (dim {args.dim}, depth {args.depth}), {args.steps} steps of t2i at batch "
           f"{args.batch}, bf16 autocast; runs in {root}")
     header = " | ".join(f"x0 MSE t={t}" for t in LEVELS)
-    print(f"| param | final train loss (LM + diffusion in own units) | {header} | GenEval overall | non-finite | train s |")
+    print(f"| param | final train loss (LM + diffusion, own units) | {header} | GenEval overall | non-finite "
+          "| train s |")
     print("|---|---|" + "---|" * len(LEVELS) + "---|---|---|")
     for param, (last, errors, overall, bad, seconds) in results.items():
         cells = " | ".join(f"{e:.4f}" for e in errors)

@@ -38,7 +38,8 @@ def import_peer():
     never use it). Stub torchvision for that import only, then remove the stubs so that later imports (e.g.
     ``transformers``) still see no torchvision (reference/env_probe.md sec. 4)."""
     stubs = {n: types.ModuleType(n) for n in ("torchvision", "torchvision.utils", "torchvision.transforms")}
-    stubs["torchvision"].utils, stubs["torchvision"].transforms = stubs["torchvision.utils"], stubs["torchvision.transforms"]
+    stubs["torchvision"].utils = stubs["torchvision.utils"]
+    stubs["torchvision"].transforms = stubs["torchvision.transforms"]
     stubs["torchvision.utils"].save_image = None
     sys.modules.update(stubs)
     try:

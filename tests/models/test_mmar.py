@@ -142,7 +142,8 @@ def test_raster_variant_matches_a_causal_layout(tokenizer, samples):
     grid = system.config.grid
     image = batch["kinds"][0] == PATCH
     pos = batch["positions"][0][image]
-    assert torch.equal(pos - pos[0], torch.stack(torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij"), -1).flatten(0, 1))
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    assert torch.equal(pos - pos[0], torch.stack([rows.flatten(), cols.flatten()], -1))
     # perturbing a patch changes no output before it (raster) but does change earlier image slots (masked)
     slots = image.nonzero().squeeze(1)
     j = int(slots[grid**2 // 2])

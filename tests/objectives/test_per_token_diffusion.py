@@ -66,8 +66,9 @@ def test_sampling_recovers_a_conditional_gaussian_mixture():
 
     sampler = make_head_sampler("ddpm", path, temperature=1.0)
     with torch.no_grad():
-        a = sample_with_head(head, cond_a.expand(400, 2), None, 1.0, path, sampler, 100, torch.Generator().manual_seed(5))[:, 0]
-        b = sample_with_head(head, cond_b.expand(400, 2), None, 1.0, path, sampler, 100, torch.Generator().manual_seed(6))[:, 0]
+        a, b = (sample_with_head(head, cond.expand(400, 2), None, 1.0, path, sampler, 100,
+                                 torch.Generator().manual_seed(seed))[:, 0]
+                for cond, seed in ((cond_a, 5), (cond_b, 6)))
     near_a = ((a - 0.6).abs() < 0.15) | ((a + 0.6).abs() < 0.15)
     assert near_a.float().mean() > 0.9, a[~near_a][:10]
     assert 0.3 < (a > 0).float().mean() < 0.7, "both modes of condition a must be sampled"

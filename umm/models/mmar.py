@@ -137,12 +137,14 @@ class MMAR(nn.Module):
 @register_model
 def mmar_s() -> MMARConfig:
     """~6M parameters (trunk as transfusion_s, plus a 3-block head): the CPU size."""
-    return MMARConfig(head_width=256, head_depth=3, transformer=TransformerConfig(dim=256, depth=6, heads=4, rope_axes=2))
+    return MMARConfig(head_width=256, head_depth=3,
+                      transformer=TransformerConfig(dim=256, depth=6, heads=4, rope_axes=2))
 
 
 @register_model
 def mmar_m() -> MMARConfig:
-    return MMARConfig(head_width=384, head_depth=4, transformer=TransformerConfig(dim=384, depth=8, heads=6, rope_axes=2))
+    return MMARConfig(head_width=384, head_depth=4,
+                      transformer=TransformerConfig(dim=384, depth=8, heads=6, rope_axes=2))
 
 
 @register_model
@@ -193,7 +195,8 @@ class MMARSystem(SystemBase):
         if opts.diffusion_batch_mul < 1:
             raise UmmError(f"system_args.diffusion_batch_mul must be >= 1, got {opts.diffusion_batch_mul}")
         if not 1 <= opts.iterations <= config.grid**2:
-            raise UmmError(f"system_args.iterations must be in [1, {config.grid**2}] (tokens per image), got {opts.iterations}")
+            raise UmmError(f"system_args.iterations must be in [1, {config.grid**2}] (tokens per image), "
+                           f"got {opts.iterations}")
         self.path = GaussianPath(opts.schedule, opts.parameterization)
 
     @classmethod

@@ -44,7 +44,8 @@ def make_head_sampler(name: str | None, path, temperature: float) -> DDIMSampler
             raise UmmError(f"temperature {temperature} scales the noise of stochastic steps; the ddim sampler has "
                            "none: use sampler ddpm or temperature 1")
         return DDIMSampler(path)
-    raise UmmError(f"unknown head sampler {name!r}; choose ddpm or ddim (Euler/Heun need a flow path, MMAR's is cosine)")
+    raise UmmError(f"unknown head sampler {name!r}; choose ddpm or ddim (Euler and Heun need a flow path, "
+                   "MMAR's is cosine)")
 
 
 def unmask_counts(n_tokens: int, iterations: int) -> list[int]:
@@ -163,9 +164,9 @@ def _raster(model, system, cache, next_position: torch.Tensor, last_hidden: torc
 
 
 @torch.no_grad()
-def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scale: float = 3.0, sampler: str | None = None,
-                    seed: int = 0, batch_size: int = 16, precision: str = "bf16", iterations: int | None = None,
-                    temperature: float | None = None) -> torch.Tensor:
+def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scale: float = 3.0,
+                    sampler: str | None = None, seed: int = 0, batch_size: int = 16, precision: str = "bf16",
+                    iterations: int | None = None, temperature: float | None = None) -> torch.Tensor:
     """Text -> image. Returns (len(prompts), C, H, W) in [0, 1].
 
     ``steps`` are the head's denoising steps per token (MAR: 100); ``iterations`` the masked-AR iterations
