@@ -31,7 +31,11 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, T, Dh) by the angles in cos/sin (B, 1, T, Dh/2); pairs are (i, i + Dh/2)."""
-    first, second = x.float().chunk(2, dim=-1)
-    rotated = torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
-    return rotated.to(x.dtype)
+    """Rotate (B, H, T, Dh) by the angles in cos/sin (B, 1, T, Dh/2); pairs are (i, i + Dh/2).
+
+    The angles are computed in fp32 (RotaryEmbedding) and the rotation runs in x's dtype: under bf16
+    autocast that avoids two full-size casts per call, at bf16's ~3-digit precision on already-bf16 q/k.
+    """
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
