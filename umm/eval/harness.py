@@ -7,6 +7,7 @@
 - ``qa``: (image, question) -> answer -> normalised match, overall and per kind.
 - ``t2v`` / ``v2t``: video prompts -> clips -> judge's tracks; clips -> captions -> direction accuracy.
 - ``embed``: the all-pairs retrieval matrix (see :mod:`umm.eval.retrieval`).
+- ``reconstruct``: tokenizers: pixel error, codebook usage, the judge on reconstructions (:mod:`umm.eval.reconstruction`).
 
 Held-out by default: prompts and images use the compositional ``heldout`` split, whose (colour, shape)
 pairs never occur in training.
@@ -82,4 +83,10 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
             scores = qa_accuracy(predictions, [q["answer"] for q in qas], [q["kind"] for q in qas])
             result.metrics.update({f"qa/{k}": v for k, v in scores.items()})
             result.answers = [(q["question"], p, q["answer"]) for q, p in zip(qas, predictions)]
+
+    if "reconstruct" in wanted:  # image/video tokenizers (umm.eval.reconstruction)
+        from umm.eval.reconstruction import evaluate_reconstruction
+
+        result.metrics.update(evaluate_reconstruction(model, system, config.split, config.seed, config.n_images,
+                                                      config.batch_size))
     return result

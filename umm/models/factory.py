@@ -68,9 +68,10 @@ def atomic_directory(path: str | Path):
             if exc_type is not None:
                 shutil.rmtree(self.tmp, ignore_errors=True)
                 return
-            for f in self.tmp.iterdir():
-                with open(f, "rb") as handle:
-                    os.fsync(handle.fileno())
+            for f in self.tmp.rglob("*"):  # sub-directories too: a system saves its frozen sub-models there
+                if f.is_file():
+                    with open(f, "rb") as handle:
+                        os.fsync(handle.fileno())
             backup = self.final.with_name(self.final.name + ".old")
             if self.final.exists():
                 shutil.rmtree(backup, ignore_errors=True)

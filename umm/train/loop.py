@@ -90,6 +90,17 @@ def build_system_and_model(run: RunConfig, run_dir: Path | None, dataset: Any) -
     return system_cls(tokenizer, model.config, options), model
 
 
+def after_optimizer_step(model: nn.Module) -> None:
+    """Let modules apply their non-gradient updates once per step, after the optimizer: a VQ codebook's EMA
+    and dead-code restarts (van den Oord et al. 2017, app. A.1). Done inside ``forward`` they would make two
+    forwards of one batch disagree; recorded there and applied here, a step stays a pure function of its
+    inputs and the checkpoint holds the result."""
+    for module in model.modules():
+        hook = getattr(module, "after_optimizer_step", None)
+        if callable(hook):
+            hook()
+
+
 def train(
     run: RunConfig,
     run_dir: str | Path | None = None,
@@ -221,6 +232,7 @@ def train(
                 raise UmmError(f"gradient norm became {grad_norm.item()} at step {step}; stopping (checkpoint in {ckpt_dir})")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            after_optimizer_step(model)
             if ema is not None:
                 ema.update(model)
             step += 1

@@ -1,0 +1,324 @@
+"""Chameleon (Chameleon Team 2024, "Chameleon: Mixed-Modal Early-Fusion Foundation Models", arXiv 2405.09818).
+
+Early fusion: an image becomes a grid of discrete codes from a VQ tokenizer, the codes become tokens of the
+same vocabulary as text (offset by the text vocabulary size, paper sec. 2.1), and one decoder-only
+transformer models every token with causal attention and one next-token loss:
+
+    [BOS] a red circle above a blue square [BOI] c_1 ... c_N [EOI] [EOS]      (text -> image)
+    [BOS] [BOI] c_1 ... c_N [EOI] a red circle above ... [EOS]                  (captioning)
+
+Stability measures of sec. 2.3: QK-norm (RMS-normalised queries and keys; ``TransformerConfig.qk_norm``) and
+the z-loss ``1e-5 * log^2 Z`` on the softmax normaliser. Sampling (sec. 2.4 / the released inference code)
+restricts tokens inside an image span to the image codes, emits exactly N codes then EOI, and guides with
+classifier-free guidance: two-way (text; no text) for text -> image, three-way with separate text and image
+scales when the prompt also holds an image (``umm.samplers.guidance.three_way_cfg``). The loops live in
+``umm/pipelines/ar.py``.
+
+umm's choices: the image tokenizer is any trained umm tokenizer with one code per position (``vq_s``,
+``fsq_s``, ``lfq_s``; ``system_args.image_tokenizer``), frozen and copied into the saved system; captioning
+and QA put the loss on the text answer only (instruction-tuning style), while text -> image sequences
+train every token; the caption is dropped with probability ``cfg_dropout`` so the unconditional branch
+exists. 1D RoPE over the flattened sequence, as in the paper (``rope_axes=2`` gives the grid (row, col)).
+
+Shapes: B batch, T slots, D model width, V = text vocabulary + codebook size.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from umm import UmmError
+from umm.data.sequence import Sequence, collate
+from umm.models.factory import register_model, write_pretrained
+from umm.models.system import SystemBase
+from umm.nn import Layout, Span, Transformer, TransformerConfig, continue_layout
+from umm.objectives import IGNORE, next_token_loss, z_loss
+from umm.pipelines import ar
+from umm.registry import ARCHITECTURES, MODELS, SYSTEMS
+from umm.samplers.ar import sample_next
+from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
+
+TOKENIZER_DIR = "image_tokenizer"
+
+
+@dataclass(frozen=True)
+class ChameleonConfig:
+    family: ClassVar[str] = "chameleon"
+    text_vocab: int = 512  # decided by the system: the text tokenizer's size
+    image_codes: int = 512  # decided by the system: the image tokenizer's codebook size
+    image_size: int = 32  # decided by the system: the tokenizer's image side in pixels
+    grid: int = 8  # decided by the system: codes per image side
+    transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(qk_norm=True))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text_vocab + self.image_codes
+
+
+class ChameleonOutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, V) next-token logits over text and image codes
+
+
+@ARCHITECTURES.register("chameleon")
+class Chameleon(nn.Module):
+    config_class = ChameleonConfig
+
+    def __init__(self, config: ChameleonConfig):
+        super().__init__()
+        self.config = config
+        dim = config.transformer.dim
+        self.embed = nn.Embedding(config.vocab_size, dim)
+        self.trunk = Transformer(config.transformer)
+        self.head = nn.Linear(dim, config.vocab_size, bias=False)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        nn.init.normal_(self.head.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, layout: Layout, cache=None, commit: bool = True) -> ChameleonOutput:
+        """tokens (B, T) in one vocabulary -> logits (B, T, V)."""
+        return ChameleonOutput(self.head(self.trunk(self.embed(tokens), layout, cache=cache, commit=commit)))
+
+    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
+        return self.trunk.new_cache(batch, max_len, device)
+
+
+# ---- sizes ------------------------------------------------------------------------------------------------
+
+
+@register_model
+def chameleon_s() -> ChameleonConfig:
+    """~6M parameters (with a 512-code tokenizer): the CPU size."""
+    return ChameleonConfig(transformer=TransformerConfig(dim=256, depth=6, heads=4, qk_norm=True))
+
+
+@register_model
+def chameleon_m() -> ChameleonConfig:
+    return ChameleonConfig(transformer=TransformerConfig(dim=384, depth=8, heads=6, qk_norm=True))
+
+
+@register_model
+def test_chameleon() -> ChameleonConfig:
+    return ChameleonConfig(image_size=16, grid=4, transformer=TransformerConfig(dim=32, depth=2, heads=2, qk_norm=True))
+
+
+# ---- system: data formatting, losses, capabilities --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChameleonOptions:
+    # a trained tokenizer directory (runs/vq_s/model) or a registered name; a name gives fresh untrained
+    # weights, which is only good for tests (the default, so that the registry tests need no training)
+    image_tokenizer: str = "test_vq"
+    z_loss_weight: float = 1e-5  # paper sec. 2.3
+    cfg_dropout: float = 0.1  # probability of dropping the caption of a text -> image sequence
+    max_text_tokens: int = 32  # text slots per caption / question (truncated beyond)
+    temperature: float = 1.0  # image-code sampling defaults of generate_images
+    top_k: int = 0
+    top_p: float = 1.0
+    image_cfg_scale: float = 1.2  # three-way guidance's image scale (paper's inference default)
+
+
+@SYSTEMS.register("chameleon")
+class ChameleonSystem(SystemBase):
+    family = "chameleon"
+    tasks = ("t2i", "caption", "qa")
+    capabilities = ("t2i", "caption", "qa", "interleaved")
+    Options = ChameleonOptions
+
+    def __init__(self, tokenizer, config: ChameleonConfig, options: ChameleonOptions | None = None,
+                 image_tokenizer: nn.Module | None = None):
+        super().__init__(tokenizer, config, options)
+        self.image_tokenizer = image_tokenizer or self.load_image_tokenizer(self.options)
+        _check_tokenizer(self.image_tokenizer, config)
+
+    @staticmethod
+    def load_image_tokenizer(options: ChameleonOptions) -> nn.Module:
+        name = options.image_tokenizer
+        if name in MODELS and not Path(name).is_dir():
+            warnings.warn(f"Chameleon uses untrained image tokenizer weights ({name!r}); train one (umm train vq_s) "
+                          "and set system_args.image_tokenizer=runs/vq_s/model", stacklevel=3)
+        return image_tokenizers.load_image_tokenizer(name)
+
+    @classmethod
+    def model_overrides(cls, tokenizer, options: ChameleonOptions) -> dict:
+        images = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
+        if getattr(images, "depth", None) != 1 or len(images.grid) != 2:
+            raise UmmError(f"Chameleon needs an image tokenizer with one code per position of an image grid; "
+                           f"{options.image_tokenizer!r} is a {images.config.family!r}")
+        return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
+                "image_size": images.config.image_size, "grid": images.grid[0]}
+
+    def save(self, directory: Path) -> None:
+        super().save(directory)
+        (directory / TOKENIZER_DIR).mkdir()
+        write_pretrained(self.image_tokenizer, directory / TOKENIZER_DIR)  # the saved system is complete on its own
+
+    @classmethod
+    def load(cls, directory: Path, config: ChameleonConfig, options: ChameleonOptions) -> SystemBase:
+        from umm.tokenizers.text import TextTokenizer
+
+        images = image_tokenizers.load_image_tokenizer(directory / TOKENIZER_DIR)
+        return cls(TextTokenizer.load(directory), config, options, image_tokenizer=images)
+
+    # -- capabilities (the loops live in umm/pipelines/ar.py) ----------------------------------------------
+
+    def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 3.0, seed: int = 0,
+                        batch_size: int = 16, **kwargs) -> torch.Tensor:
+        """Text -> images (N, 3, H, W) in [0, 1]. ``steps`` is accepted for the harness and unused: AR sampling
+        takes one step per code. Sampling defaults (temperature, top-k/p, image scale) come from the options."""
+        o = self.options
+        kwargs = {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p,
+                  "image_cfg_scale": o.image_cfg_scale, **kwargs}
+        return ar.generate_images(model, self, prompts, cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, **kwargs)
+
+    def caption(self, model, images: torch.Tensor, **kwargs) -> list[str]:
+        return ar.caption(model, self, images, **kwargs)
+
+    def answer(self, model, images: torch.Tensor, questions: list[str], **kwargs) -> list[str]:
+        return ar.answer(model, self, images, questions, **kwargs)
+
+    def generate_interleaved(self, model, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
+                             seed: int = 0, precision: str = "bf16") -> list:
+        return generate_interleaved(model, self, prompt, max_new_tokens, temperature, seed, precision)
+
+    # -- sequences --------------------------------------------------------------------------------------
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
+
+    def image_ids(self, codes: torch.Tensor) -> list[int]:
+        """(h, w) codes -> token ids in the shared vocabulary (codes offset by the text vocabulary)."""
+        return (codes.flatten() + self.config.text_vocab).tolist()
+
+    def add_image(self, seq: Sequence, codes: torch.Tensor, loss: bool) -> Sequence:
+        """``[BOI] codes [EOI]``: a causal span that keeps its grid (for 2D RoPE); BOI/EOI are targets with
+        the codes when ``loss``."""
+        grid = (self.config.grid, self.config.grid)
+        seq.text([self.tokenizer.boi_id], loss=loss)
+        seq.image(None, grid, loss=loss, token_ids=self.image_ids(codes), bidirectional=False)
+        return seq.text([self.tokenizer.eoi_id], loss=loss)
+
+    def build(self, sample: dict, codes: torch.Tensor, task: str, drop_caption: bool = False) -> Sequence:
+        tok = self.tokenizer
+        seq = Sequence(pad_id=tok.pad_id)
+        if task == "t2i":
+            caption = [] if drop_caption else self.text_ids(sample["caption"])
+            seq.text([tok.bos_id] + caption, loss=True)
+            self.add_image(seq, codes, loss=True)
+            seq.text([tok.eos_id], loss=True)
+        elif task == "caption":
+            seq.text([tok.bos_id], loss=False)
+            self.add_image(seq, codes, loss=False)
+            seq.text(self.text_ids(sample["caption"]) + [tok.eos_id], loss=True)
+        elif task == "qa":
+            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
+            seq.text([tok.bos_id], loss=False)
+            self.add_image(seq, codes, loss=False)
+            seq.text(self.text_ids(qa["question"]), loss=False)
+            seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
+        else:
+            self.check_task(task)
+        return seq
+
+    def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
+        self.check_task(task)
+        # the frozen tokenizer runs here, without gradients, so losses() only calls the model
+        codes = self.image_tokenizer.encode(torch.stack([s["image"] for s in samples]))  # (B, h, w)
+        drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
+        seqs = [self.build(s, c, task, bool(d) and task == "t2i") for s, c, d in zip(samples, codes, drop)]
+        return collate(seqs, rope_axes=self.config.transformer.rope_axes, pad_id=self.tokenizer.pad_id, multiple_of=8)
+
+    # -- prompts and plans for umm.pipelines.ar ----------------------------------------------------------
+
+    def t2i_prompt(self, text: str | None, context: torch.Tensor | None = None) -> Sequence:
+        """``[BOS] ([BOI] context [EOI]) text [BOI]``; ``text=None`` is the unconditional prompt."""
+        tok = self.tokenizer
+        seq = Sequence(pad_id=tok.pad_id).text([tok.bos_id], loss=False)
+        if context is not None:
+            self.add_image(seq, context, loss=False)
+        return seq.text(([] if text is None else self.text_ids(text)) + [tok.boi_id], loss=False)
+
+    def image_plan(self) -> ar.TokenPlan:
+        """After BOI: exactly grid^2 codes, sampled among the image tokens only, then EOI."""
+        text, grid = self.config.text_vocab, self.config.grid
+        return ar.image_plan((grid, grid), text, text + self.config.image_codes, end=(self.tokenizer.eoi_id,))
+
+    def codes_from_plan(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Generated slots (B, grid^2 + 1) -> codes (B, grid, grid)."""
+        grid = self.config.grid
+        return (tokens[:, : grid * grid] - self.config.text_vocab).view(-1, grid, grid)
+
+    def understanding_prompt(self, codes: torch.Tensor, question: str | None) -> Sequence:
+        """``[BOS] [BOI] codes [EOI] (question)``."""
+        seq = Sequence(pad_id=self.tokenizer.pad_id).text([self.tokenizer.bos_id], loss=False)
+        self.add_image(seq, codes, loss=False)
+        return seq.text([] if question is None else self.text_ids(question), loss=False)
+
+    # -- objective --------------------------------------------------------------------------------------
+
+    def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        logits = model(batch["tokens"], layout).logits  # (B, T, V)
+        targets = batch["text_targets"]
+        out = {"lm_loss": next_token_loss(logits, targets)}
+        if self.options.z_loss_weight > 0:
+            out["z_loss"] = self.options.z_loss_weight * z_loss(logits, targets)
+        # diagnostics: the same cross-entropy split by what is predicted
+        with torch.no_grad():
+            image = targets >= self.config.text_vocab
+            for name, mask in (("image_ce", image), ("text_ce", (targets != IGNORE) & ~image)):
+                if mask.any():
+                    out[name] = F.cross_entropy(logits[mask].float(), targets[mask])
+        return out
+
+
+def _check_tokenizer(images: nn.Module, config: ChameleonConfig) -> None:
+    if images.codebook_size != config.image_codes or images.grid != (config.grid, config.grid):
+        raise UmmError(f"image tokenizer ({images.codebook_size} codes, grid {images.grid}) does not match the model "
+                       f"({config.image_codes} codes, grid {config.grid})")
+
+
+# ---- interleaved generation --------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate_interleaved(model, system: ChameleonSystem, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
+                         seed: int = 0, precision: str = "bf16") -> list:
+    """Text that may open images: decode text; on BOI, sample a whole image (grid^2 codes, then EOI) with the
+    image-only restriction, without guidance; then go on with text. Returns strings and (3, H, W) images."""
+    device = next(model.parameters()).device
+    tok = system.tokenizer
+    generator = torch.Generator(device=device).manual_seed(seed)
+    plan = system.image_plan()
+    seq = Sequence(pad_id=tok.pad_id).text([tok.bos_id] + system.text_ids(prompt), loss=False)
+    tokens, layout = ar.prompt_batch(system, [seq], device)
+    segments: list = []
+    text: list[int] = []
+    with ar.autocast(precision, device):
+        step, logits = ar.cached_steps(model, tokens, layout, max_new_tokens * (len(plan.forced) + 1))
+        next_position = layout.next_position
+        for _ in range(max_new_tokens):
+            # text tokens: anything but image codes (an image starts only through BOI)
+            token = sample_next(logits[:, : system.config.text_vocab], temperature, generator=generator)
+            if int(token) == tok.eos_id:
+                break
+            token_layout = continue_layout(next_position, Span(1))
+            logits, next_position = step(token[:, None], token_layout), token_layout.next_position
+            if int(token) != tok.boi_id:
+                text.append(int(token))
+                continue
+            if text:
+                segments.append(tok.decode(text))
+                text = []
+            generated, span = ar.sample_plan(step, logits, next_position, plan, temperature=1.0, generator=generator)
+            segments.append(system.image_tokenizer.decode(system.codes_from_plan(generated))[0].float())
+            logits, next_position = step(generated[:, -1:], span[-1:]), span.next_position  # feed EOI
+    if text:
+        segments.append(tok.decode(text))
+    return segments

@@ -1,0 +1,91 @@
+"""Image and video tokenizers: discrete (VQ, FSQ, LFQ, RQ, video VQ) and continuous (KL-VAE).
+
+Each is a registered model family trained with ``umm train`` on a recipe (``configs/vq_s.yaml`` ...), and
+saved like every umm model (``runs/<name>/model``: config.json + model.safetensors + system.json).
+Downstream systems (Chameleon, EMU3, LWM, VILA-U, Show-o, LaVIT; Transfusion/MMAR with the VAE) load one
+with :func:`load_image_tokenizer` and keep it frozen. The interface they rely on:
+
+``encode(images (B, 3, H, W) in [0, 1]) -> codes``
+    (B, h, w) long; (B, h, w, D) for RQ; videos (B, T, 3, H, W) -> (B, t, h, w); the VAE returns float
+    latents (B, C, h, w) (the posterior mean, or a sample with ``generator=``).
+``decode(codes) -> images in [0, 1]``
+    the inverse layout of ``encode``.
+``codebook_size``, ``grid`` ((h, w), or (t, h, w) for video), ``depth`` (RQ's D, else 1),
+``latent_channels`` (VAE)
+    geometry a system needs to size its vocabulary and sequences.
+``encode_latents(images)`` / ``lookup(codes)`` / ``decode_latents(latents)``
+    the continuous side of a discrete tokenizer (pre-quantization features, code vectors), for systems that
+    align or predict features (VILA-U).
+
+Offsetting codes into a shared vocabulary (Chameleon: ``text_vocab + code``) is the system's business, not
+the tokenizer's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from umm import UmmError
+from umm.models.factory import create_model, from_pretrained, load_config
+from umm.registry import MODELS
+from umm.tokenizers.image import system as _system  # noqa: F401  (registers the reconstruct systems)
+from umm.tokenizers.image.autoencoder import AutoencoderConfig
+from umm.tokenizers.image.models import (
+    DiscreteTokenizer,
+    FSQConfig,
+    FSQTokenizer,
+    KLAutoencoder,
+    LFQConfig,
+    LFQTokenizer,
+    RQConfig,
+    RQTokenizer,
+    TokenizerOutput,
+    VAEConfig,
+    VQConfig,
+    VQTokenizer,
+    VQVideoConfig,
+    VQVideoTokenizer,
+)
+from umm.tokenizers.image.quantizers import FSQ, LFQ, QuantizerOutput, ResidualQuantizer, VectorQuantizer
+
+FAMILIES = ("vq", "rq", "fsq", "lfq", "vqvideo", "vae")
+
+
+def load_image_tokenizer(name_or_dir: str | Path, device: str | torch.device = "cpu", seed: int = 0) -> nn.Module:
+    """A frozen image tokenizer in eval mode.
+
+    ``name_or_dir`` is the directory of a trained tokenizer (``runs/vq_s/model``), or a registered tokenizer
+    name (``test_vq``) for fresh weights seeded by ``seed``: untrained, so for tests only.
+    """
+    path = Path(name_or_dir)
+    if path.is_dir():
+        family = load_config(path).family
+        if family not in FAMILIES:
+            raise UmmError(f"{str(path)!r} holds a {family!r} model, not an image tokenizer ({', '.join(FAMILIES)})")
+        model = from_pretrained(path, str(device))
+    elif str(name_or_dir) in MODELS:
+        family = MODELS.get(str(name_or_dir))().family
+        if family not in FAMILIES:
+            raise UmmError(f"model {str(name_or_dir)!r} is a {family!r}, not an image tokenizer ({', '.join(FAMILIES)})")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = create_model(str(name_or_dir)).to(device)
+    else:
+        raise UmmError(
+            f"image tokenizer {str(name_or_dir)!r} is neither a trained tokenizer directory (runs/<name>/model) "
+            f"nor a registered tokenizer name (e.g. vq_s, test_vq)"
+        )
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+__all__ = [
+    "FAMILIES", "FSQ", "LFQ", "AutoencoderConfig", "DiscreteTokenizer", "FSQConfig", "FSQTokenizer",
+    "KLAutoencoder", "LFQConfig", "LFQTokenizer", "QuantizerOutput", "RQConfig", "RQTokenizer",
+    "ResidualQuantizer", "TokenizerOutput", "VAEConfig", "VQConfig", "VQTokenizer", "VQVideoConfig",
+    "VQVideoTokenizer", "VectorQuantizer", "load_image_tokenizer",
+]
