@@ -1,6 +1,6 @@
 """Every system of umm, one file per family; importing this package registers them all."""
 
-from umm.models import mmar, transfusion  # noqa: F401
+from umm.models import mmar, monoformer, transfusion  # noqa: F401
 from umm.models import imagebind, unibind  # noqa: F401
 import umm.tokenizers.image  # noqa: F401,E402  (image tokenizers: vq, rq, fsq, lfq, vqvideo, vae)
 from umm.models import chameleon  # noqa: F401,E402

@@ -25,19 +25,16 @@ Shapes: B batch, T slots, N patches per image, P = channels * patch^2, D model w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from umm.data.sequence import PATCH, Sequence, collate
+from umm.data.sequence import PATCH
+from umm.models.diffusion_lm import DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
 from umm.models.factory import register_model
-from umm.models.system import SystemBase
 from umm.nn import Layout, PatchEmbed, TimestepEmbedding, Transformer, TransformerConfig, patchify, unpatchify
 from umm.nn.unet import UNetDecoder, UNetEncoder
-from umm.objectives import diffusion_loss, next_token_loss
-from umm.paths import GaussianPath
-from umm.pipelines import diffusion_lm
 from umm.registry import ARCHITECTURES, SYSTEMS
 
 
@@ -59,11 +56,6 @@ class TransfusionConfig:
     @property
     def patch_dim(self) -> int:
         return self.channels * self.patch**2
-
-
-class DiffusionLMOutput(NamedTuple):
-    logits: torch.Tensor  # (B, T, V) next-token logits at every slot
-    image: torch.Tensor  # (B, T, P) diffusion output at every slot (read only on image slots)
 
 
 @ARCHITECTURES.register("transfusion")
@@ -157,115 +149,19 @@ def test_transfusion() -> TransfusionConfig:
     return TransfusionConfig(image_size=16, transformer=TransformerConfig(dim=32, depth=2, heads=2, rope_axes=2))
 
 
-# ---- system: data formatting, losses, capabilities --------------------------------------------------------
+# ---- system ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class TransfusionOptions:
-    schedule: Literal["cosine", "linear", "flow"] = "flow"
-    parameterization: Literal["eps", "v", "x0", "flow"] = "flow"
-    lambda_diffusion: float = 5.0  # L = L_LM + lambda * L_diffusion (paper: 5)
-    caption_max_t: float = 0.5  # noise cap on images that condition text (captioning, QA)
-    cfg_dropout: float = 0.1  # probability of dropping the caption in text-to-image sequences
-    max_text_tokens: int = 32  # text slots per sequence (captions are truncated beyond this)
+class TransfusionOptions(DiffusionLMOptions):
+    lambda_lm: float = 1.0
+    lambda_diffusion: float = 5.0  # L = L_LM + 5 L_diffusion (paper sec. 4.1)
 
 
 @SYSTEMS.register("transfusion")
-class TransfusionSystem(SystemBase):
+class TransfusionSystem(DiffusionLMSystem):
+    """Sequences, losses and capabilities are shared with MonoFormer (umm/models/diffusion_lm.py); an image
+    span is just its patches."""
+
     family = "transfusion"
-    tasks = ("t2i", "caption", "qa")
-    capabilities = ("t2i", "caption", "qa", "interleaved")
     Options = TransfusionOptions
-
-    def __init__(self, tokenizer, config: TransfusionConfig, options: TransfusionOptions | None = None):
-        super().__init__(tokenizer, config, options)
-        self.path = GaussianPath(self.options.schedule, self.options.parameterization)
-
-    @classmethod
-    def model_overrides(cls, tokenizer, options: TransfusionOptions) -> dict:
-        return {"vocab_size": tokenizer.vocab_size}
-
-    # -- capabilities (the loops live in umm/pipelines/diffusion_lm.py) ---------------------------------
-
-    def generate_images(self, model, prompts: list[str], **kwargs) -> torch.Tensor:
-        return diffusion_lm.generate_images(model, self, prompts, **kwargs)
-
-    def caption(self, model, images: torch.Tensor, **kwargs) -> list[str]:
-        return diffusion_lm.caption(model, self, images, **kwargs)
-
-    def answer(self, model, images: torch.Tensor, questions: list[str], **kwargs) -> list[str]:
-        return diffusion_lm.answer(model, self, images, questions, **kwargs)
-
-    def generate_interleaved(self, model, prompt: str, **kwargs) -> list:
-        return diffusion_lm.generate_interleaved(model, self, prompt, **kwargs)
-
-    # -- sequences --------------------------------------------------------------------------------------
-
-    def image_prefix(self) -> list[int]:
-        """Slots that open an image span before its patches: none in Transfusion."""
-        return []
-
-    def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
-
-    def image_patches(self, image: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) in [0, 1] -> (N, P) patches in [-1, 1]."""
-        config = self.config
-        if image.shape[-1] != config.image_size:
-            raise ValueError(f"image of size {tuple(image.shape)} but the model expects {config.image_size} pixels")
-        return patchify(image[None] * 2 - 1, config.patch)[0]
-
-    def build(self, sample: dict, task: str, drop_caption: bool = False) -> Sequence:
-        tok = self.tokenizer
-        seq = Sequence(pad_id=tok.pad_id)
-        grid = (self.config.grid, self.config.grid)
-        patches = self.image_patches(sample["image"])
-        if task == "t2i":
-            caption = [] if drop_caption else self.text_ids(sample["caption"])
-            seq.text([tok.bos_id] + caption + [tok.boi_id], loss=True)
-            seq.image(patches, grid, loss=True)
-            seq.text([tok.eoi_id, tok.eos_id], loss=True)
-        elif task == "caption":
-            seq.text([tok.bos_id, tok.boi_id], loss=False)
-            seq.image(patches, grid, loss=True)
-            seq.text([tok.eoi_id], loss=False)
-            target = sample.get("caption_full", sample["caption"])  # ShapesWorld's complete caption if present
-            seq.text(self.text_ids(target) + [tok.eos_id], loss=True)
-        elif task == "qa":
-            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
-            seq.text([tok.bos_id, tok.boi_id], loss=False)
-            seq.image(patches, grid, loss=True)
-            seq.text([tok.eoi_id] + self.text_ids(qa["question"]), loss=False)
-            seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
-        else:
-            self.check_task(task)
-        return seq
-
-    def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
-        drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
-        seqs = [self.build(s, task, bool(d) and task == "t2i") for s, d in zip(samples, drop)]
-        config = self.config
-        # pad to the longest sequence (a multiple of 8 keeps matmul shapes friendly)
-        batch = collate(seqs, None, config.patch_dim, config.transformer.rope_axes, pad_id=self.tokenizer.pad_id,
-                        multiple_of=8)
-        max_t = 1.0 if task == "t2i" else self.options.caption_max_t
-        batch["max_t"] = torch.full((len(samples),), max_t)
-        return batch
-
-    # -- objective --------------------------------------------------------------------------------------
-
-    def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        patches, kinds, block = batch["patches"], batch["kinds"], batch["block"]
-        image = kinds == PATCH
-        b, device = patches.shape[0], patches.device
-        # one diffusion time per image span (per block id), capped per sample for understanding data
-        n_blocks = int(block.max().item()) + 1
-        t_block = self.path.sample_time((b, n_blocks), generator, device) * batch["max_t"][:, None].clamp(max=1.0)
-        times = t_block.gather(1, block.clamp_min(0)) * image  # (B, T); 0 off image slots
-        noise = torch.randn(patches.shape, generator=generator, device=device)
-        noisy = torch.where(image[..., None], self.path.add_noise(patches, noise, times), patches)
-        layout = Layout(block, batch["positions"], batch["valid"], batch["next_position"])
-        out = model(batch["tokens"], kinds, noisy, times, layout)
-        lm = next_token_loss(out.logits, batch["text_targets"])
-        mse = diffusion_loss(out.image, self.path.target(patches, noise, times), batch["image_loss"])
-        return {"lm_loss": lm, "diffusion_loss": self.options.lambda_diffusion * mse, "diffusion_mse": mse.detach()}

@@ -171,8 +171,11 @@ def answer(model, system, images: torch.Tensor, questions: list[str], max_new_to
 
 @torch.no_grad()
 def generate_interleaved(model, system, prompt: str, max_new_tokens: int = 64, steps: int = 25,
-                         temperature: float = 0.0, seed: int = 0, precision: str = "bf16") -> list[str | torch.Tensor]:
+                         temperature: float = 0.0, seed: int = 0, precision: str = "bf16",
+                         force_image: bool = False) -> list[str | torch.Tensor]:
     """Text that may open images: decode text; on BOI, diffuse an image in place; then continue after EOI.
+
+    ``force_image`` makes the first generated token BOI (an image right after the prompt, then text).
 
     Returns the segments in order: strings and (C, H, W) images in [0, 1]. Images are sampled without
     guidance: inside one stream an image is conditioned on everything before it, and an unconditional
@@ -188,9 +191,11 @@ def generate_interleaved(model, system, prompt: str, max_new_tokens: int = 64, s
     with _autocast(precision, device):
         cache, batch, logits = _prefill(model, system, seqs, max_new_tokens + 4 * (n_image + 2), device)
         next_position = batch["next_position"]
-        for _ in range(max_new_tokens):
+        for i in range(max_new_tokens):
             token = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)) if temperature > 0 \
                 else int(logits.argmax(-1))
+            if force_image and i == 0:
+                token = tok.boi_id
             if token == tok.eos_id:
                 break
             if token == tok.boi_id and cache.length + n_image + 2 <= cache.max_len:

@@ -1,0 +1,150 @@
+"""What Transfusion and MonoFormer share: one transformer that is a language model over text and a diffusion
+model over image patches. This module holds their common system (sequence formats, the combined loss,
+and the capabilities, whose loops live in ``umm/pipelines/diffusion_lm.py``); each family's file holds its
+network and its defaults.
+
+Sequences (B batch, T slots, N patches, P patch dim):
+
+    t2i      [BOS] caption [BOI] <image> [EOI] [EOS]       LM on caption/BOI/EOI/EOS, diffusion on the image
+    caption  [BOS] [BOI] <image> [EOI] caption [EOS]       LM on the caption; image noise capped (caption_max_t)
+    qa       [BOS] [BOI] <image> [EOI] question answer [EOS]   LM on the answer
+
+``<image>`` is ``image_prefix()`` slots (none for Transfusion, MonoFormer's time token) then N patches,
+all one bidirectional span. L = lambda_lm * L_LM + lambda_diffusion * L_diffusion.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+from torch import nn
+
+from umm.data.sequence import PATCH, Sequence, collate
+from umm.models.system import SystemBase
+from umm.nn import Layout, patchify
+from umm.objectives import diffusion_loss, next_token_loss
+from umm.paths import GaussianPath
+from umm.pipelines import diffusion_lm
+
+
+class DiffusionLMOutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, V) next-token logits at every slot
+    image: torch.Tensor  # (B, T, P) diffusion output at every slot (read only on image slots)
+
+
+@dataclass(frozen=True)
+class DiffusionLMOptions:
+    schedule: Literal["cosine", "linear", "flow"] = "flow"
+    parameterization: Literal["eps", "v", "x0", "flow"] = "flow"
+    lambda_lm: float = 1.0
+    lambda_diffusion: float = 1.0
+    caption_max_t: float = 0.5  # noise cap on images that condition text (Transfusion caps captioning at t=500/1000)
+    cfg_dropout: float = 0.1  # probability of dropping the caption in text-to-image sequences
+    max_text_tokens: int = 32  # text slots per segment (longer captions are truncated)
+
+
+class DiffusionLMSystem(SystemBase):
+    tasks = ("t2i", "caption", "qa")
+    capabilities = ("t2i", "caption", "qa", "interleaved")
+    Options = DiffusionLMOptions
+
+    def __init__(self, tokenizer, config, options: DiffusionLMOptions | None = None):
+        super().__init__(tokenizer, config, options)
+        self.path = GaussianPath(self.options.schedule, self.options.parameterization)
+
+    @classmethod
+    def model_overrides(cls, tokenizer, options) -> dict:
+        return {"vocab_size": tokenizer.vocab_size}
+
+    # -- capabilities --------------------------------------------------------------------------------------
+
+    def generate_images(self, model, prompts: list[str], **kwargs) -> torch.Tensor:
+        return diffusion_lm.generate_images(model, self, prompts, **kwargs)
+
+    def caption(self, model, images: torch.Tensor, **kwargs) -> list[str]:
+        return diffusion_lm.caption(model, self, images, **kwargs)
+
+    def answer(self, model, images: torch.Tensor, questions: list[str], **kwargs) -> list[str]:
+        return diffusion_lm.answer(model, self, images, questions, **kwargs)
+
+    def generate_interleaved(self, model, prompt: str, **kwargs) -> list:
+        return diffusion_lm.generate_interleaved(model, self, prompt, **kwargs)
+
+    # -- sequences -----------------------------------------------------------------------------------------
+
+    def image_prefix(self) -> list[int]:
+        """Token ids of the slots that open an image span before its patches (none by default)."""
+        return []
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
+
+    def image_patches(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) in [0, 1] -> (N, P) patches in [-1, 1]."""
+        config = self.config
+        if tuple(image.shape) != (config.channels, config.image_size, config.image_size):
+            raise ValueError(f"image of shape {tuple(image.shape)}, but the model takes "
+                             f"{(config.channels, config.image_size, config.image_size)}")
+        return patchify(image[None] * 2 - 1, config.patch)[0]
+
+    def build(self, sample: dict, task: str, rng: random.Random, drop_caption: bool = False) -> Sequence:
+        tok = self.tokenizer
+        seq = Sequence(pad_id=tok.pad_id)
+        grid = (self.config.grid, self.config.grid)
+        patches = self.image_patches(sample["image"])
+        prefix = self.image_prefix()
+        if task == "t2i":
+            caption = [] if drop_caption else self.text_ids(sample["caption"])
+            seq.text([tok.bos_id] + caption + [tok.boi_id], loss=True)
+            seq.image(patches, grid, loss=True, prefix=prefix)
+            seq.text([tok.eoi_id, tok.eos_id], loss=True)
+        elif task == "caption":
+            seq.text([tok.bos_id, tok.boi_id], loss=False)
+            seq.image(patches, grid, loss=True, prefix=prefix)
+            seq.text([tok.eoi_id], loss=False)
+            target = sample.get("caption_full", sample["caption"])  # ShapesWorld's complete caption if present
+            seq.text(self.text_ids(target) + [tok.eos_id], loss=True)
+        elif task == "qa":
+            qa = rng.choice(sample["qa"])
+            seq.text([tok.bos_id, tok.boi_id], loss=False)
+            seq.image(patches, grid, loss=True, prefix=prefix)
+            seq.text([tok.eoi_id] + self.text_ids(qa["question"]), loss=False)
+            seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
+        else:
+            self.check_task(task)
+        return seq
+
+    def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
+        drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
+        rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
+        seqs = [self.build(s, task, rng, bool(d) and task == "t2i") for s, d in zip(samples, drop)]
+        config = self.config
+        # pad to the longest sequence (a multiple of 8 keeps matmul shapes friendly)
+        batch = collate(seqs, None, config.patch_dim, config.transformer.rope_axes, pad_id=self.tokenizer.pad_id,
+                        multiple_of=8)
+        max_t = 1.0 if task == "t2i" else self.options.caption_max_t
+        batch["max_t"] = torch.full((len(samples),), max_t)
+        return batch
+
+    # -- objective -----------------------------------------------------------------------------------------
+
+    def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        patches, kinds, block = batch["patches"], batch["kinds"], batch["block"]
+        in_image = block >= 0  # image spans are the only bidirectional spans here (patches + any prefix)
+        b, device = patches.shape[0], patches.device
+        # one diffusion time per image span (per block id), capped per sample for understanding data
+        n_blocks = int(block.max().item()) + 1
+        t_block = self.path.sample_time((b, n_blocks), generator, device) * batch["max_t"][:, None].clamp(max=1.0)
+        times = t_block.gather(1, block.clamp_min(0)) * in_image  # (B, T); 0 outside images
+        noise = torch.randn(patches.shape, generator=generator, device=device)
+        is_patch = (kinds == PATCH)[..., None]
+        noisy = torch.where(is_patch, self.path.add_noise(patches, noise, times), patches)
+        layout = Layout(block, batch["positions"], batch["valid"], batch["next_position"])
+        out = model(batch["tokens"], kinds, noisy, times, layout)
+        lm = next_token_loss(out.logits, batch["text_targets"])
+        mse = diffusion_loss(out.image, self.path.target(patches, noise, times), batch["image_loss"])
+        return {"lm_loss": self.options.lambda_lm * lm, "diffusion_loss": self.options.lambda_diffusion * mse,
+                "lm_ce": lm.detach(), "diffusion_mse": mse.detach()}

@@ -1,0 +1,130 @@
+"""MonoFormer (Zhao et al. 2024, "MonoFormer: One Transformer for Both Diffusion and Autoregression",
+arXiv 2409.16280).
+
+Like Transfusion, one set of weights is both the autoregressive language model and the diffusion model.
+What differs (paper sec. 3):
+
+- the diffusion timestep enters as a **token**: the image span opens with one slot whose embedding is the
+  timestep embedding, bidirectionally visible to every patch of that image (patches get no time added);
+- the image output goes through an **AdaLN final layer** (DiT's FinalLayer) conditioned on the timestep,
+  while text logits come from the plain final norm;
+- loss weights text 0.01 / diffusion 1.0, and DiT's diffusion: linear-beta schedule with epsilon
+  prediction (both configurable; the learned-variance output of DiT is not used).
+
+Shapes: B batch, T slots, I images in the batch, N patches per image, P patch dim, D width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from umm.data.sequence import PATCH, SPECIAL
+from umm.models.diffusion_lm import DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
+from umm.models.factory import register_model
+from umm.nn import AdaLNModulation, Layout, PatchEmbed, TimestepEmbedding, Transformer, TransformerConfig, modulate
+from umm.registry import ARCHITECTURES, SYSTEMS
+
+
+@dataclass(frozen=True)
+class MonoFormerConfig:
+    family: ClassVar[str] = "monoformer"
+    vocab_size: int = 512
+    image_size: int = 32
+    channels: int = 3
+    patch: int = 4
+    transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(rope_axes=2))
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+    @property
+    def patch_dim(self) -> int:
+        return self.channels * self.patch**2
+
+
+@ARCHITECTURES.register("monoformer")
+class MonoFormer(nn.Module):
+    config_class = MonoFormerConfig
+
+    def __init__(self, config: MonoFormerConfig):
+        super().__init__()
+        self.config = config
+        dim = config.transformer.dim
+        self.token_embed = nn.Embedding(config.vocab_size, dim)
+        self.patch_in = PatchEmbed(config.patch_dim, dim)
+        self.time_embed = TimestepEmbedding(dim)
+        self.trunk = Transformer(config.transformer)
+        self.lm_head = nn.Linear(dim, config.vocab_size, bias=False)
+        self.final_modulation = AdaLNModulation(dim, dim, 2)  # DiT FinalLayer: shift, scale from the timestep
+        self.patch_out = nn.Linear(dim, config.patch_dim)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        nn.init.normal_(self.lm_head.weight, std=0.02)
+        nn.init.zeros_(self.patch_out.weight)
+        nn.init.zeros_(self.patch_out.bias)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,  # (B, T)
+        kinds: torch.Tensor,  # (B, T) TEXT / PATCH / SPECIAL (the time token)
+        patches: torch.Tensor,  # (B, T, P) noisy patches on image slots
+        times: torch.Tensor,  # (B, T) diffusion time of each image's slots (time token included)
+        layout: Layout,
+        cache=None,
+        commit: bool = True,
+    ) -> DiffusionLMOutput:
+        config = self.config
+        x = self.token_embed(tokens)  # (B, T, D)
+        time_slot, patch = kinds == SPECIAL, kinds == PATCH
+        n_images = int(time_slot.sum())
+        if n_images:
+            time = self.time_embed(times[time_slot])  # (I, D): one time token per image
+            x = x.index_put((time_slot,), time.to(x.dtype))
+            x = x.index_put((patch,), self.patch_in(patches[patch]).to(x.dtype))
+        h = self.trunk(x, layout, cache=cache, commit=commit)
+        out = h.new_zeros((*h.shape[:2], config.patch_dim))
+        if n_images:
+            shift, scale = self.final_modulation(time)  # (I, 1, D) each
+            h_image = modulate(h[patch].view(n_images, -1, h.shape[-1]), shift, scale)  # (I, N, D)
+            out = out.index_put((patch,), self.patch_out(h_image).flatten(0, 1).to(h.dtype))
+        return DiffusionLMOutput(self.lm_head(h), out)
+
+    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
+        return self.trunk.new_cache(batch, max_len, device)
+
+
+@register_model
+def monoformer_s() -> MonoFormerConfig:
+    return MonoFormerConfig(transformer=TransformerConfig(dim=256, depth=6, heads=4, rope_axes=2))
+
+
+@register_model
+def monoformer_b() -> MonoFormerConfig:
+    return MonoFormerConfig(transformer=TransformerConfig(dim=768, depth=12, heads=12, rope_axes=2))
+
+
+@register_model
+def test_monoformer() -> MonoFormerConfig:
+    return MonoFormerConfig(image_size=16, transformer=TransformerConfig(dim=32, depth=2, heads=2, rope_axes=2))
+
+
+@dataclass(frozen=True)
+class MonoFormerOptions(DiffusionLMOptions):
+    schedule: Literal["cosine", "linear", "flow"] = "linear"  # DiT's linear betas
+    parameterization: Literal["eps", "v", "x0", "flow"] = "eps"
+    lambda_lm: float = 0.01  # MonoFormer's loss_lm weight
+    lambda_diffusion: float = 1.0
+
+
+@SYSTEMS.register("monoformer")
+class MonoFormerSystem(DiffusionLMSystem):
+    family = "monoformer"
+    Options = MonoFormerOptions
+
+    def image_prefix(self) -> list[int]:
+        """One time-token slot opens every image span (its embedding is the timestep embedding)."""
+        return [self.tokenizer.pad_id]
