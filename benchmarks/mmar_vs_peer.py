@@ -8,17 +8,20 @@ What each row does per training step (forward, backward, AdamW step), all under 
 
 - peer: an unconditional causal decoder over the 64 patches (x-transformers, absolute positions) and an EDM
   MLP denoiser, one noise draw per token;
-- umm mmar: text-to-image sequences ``[BOS] caption [BOI] patches [EOI] [EOS]`` (so ~20 more slots than the
+- umm mmar: text-to-image sequences ``[BOS] caption [BOI] patches [EOI] [EOS]`` (up to 96 slots against the
   peer's 64), a text LM loss, 2D RoPE, and the per-token diffusion head; ``mul`` is MAR's noise draws per
-  token, masked rows train the head on the ~85% masked tokens, raster rows on every token.
+  token, masked rows train the head on the ~85% masked tokens, raster rows on every token. The last row
+  drops every caption (``cfg_dropout=1``): ``[BOS] [BOI] patches [EOI] [EOS]``, unconditional like the peer.
 
-The ratio column is umm's samples/s over the peer's: the peer does strictly less work per sample (no text,
-one draw), so ``raster, mul 1`` is the like-for-like row.
+The ratio column is umm's samples/s over the peer's; ``raster, mul 1, no caption`` is the like-for-like row.
+The machine may be shared, so the systems take turns step by step (``--rounds`` times) and each reports
+its median step time.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 import types
@@ -50,14 +53,18 @@ def import_peer():
     return ImageAutoregressiveDiffusion
 
 
-def time_steps(step, steps: int, warmup: int) -> float:
-    """Seconds per call of ``step()`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
+def median_step_seconds(steps: list, rounds: int, warmup: int) -> list[float]:
+    """Median seconds per call of each ``steps[i]()``, calling them in turn so that load drift hits all alike."""
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(rounds):
+        for i, step in enumerate(steps):
+            start = time.perf_counter()
+            step()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def train_step(model, loss_fn, optimizer, precision: str):
@@ -79,7 +86,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-depth", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     args = parser.parse_args()
@@ -88,44 +95,44 @@ def main() -> None:
     samples = [world[i] for i in range(args.batch)]
     images = torch.stack([s["image"] for s in samples])  # (B, 3, 32, 32) in [0, 1]
 
-    rows = []
+    names, params, steps = [], [], []
     torch.manual_seed(0)
     Peer = import_peer()
     peer = Peer(image_size=32, patch_size=4, model=dict(dim=args.dim, depth=args.depth, heads=args.heads,
                                                         dim_head=args.dim // args.heads, mlp_depth=args.head_depth,
                                                         mlp_width=args.dim))
-    peer_params = sum(p.numel() for p in peer.parameters())
-    optimizer = torch.optim.AdamW(peer.parameters(), lr=1e-4)
-    seconds = time_steps(train_step(peer, lambda: peer(images), optimizer, args.precision), args.steps, args.warmup)
-    rows.append(("autoregressive-diffusion-pytorch (causal, 1 draw)", peer_params, args.batch / seconds))
+    names.append("autoregressive-diffusion-pytorch (causal, 1 draw)")
+    params.append(sum(p.numel() for p in peer.parameters()))
+    steps.append(train_step(peer, lambda: peer(images), torch.optim.AdamW(peer.parameters(), lr=1e-4), args.precision))
 
     tokenizer = TextTokenizer.train(shapes_corpus(2000), 512)
-    for order, mul in (("masked", 4), ("raster", 4), ("raster", 1)):
+    for order, mul, dropout in (("masked", 4, 0.1), ("raster", 4, 0.1), ("raster", 1, 0.1), ("raster", 1, 1.0)):
         torch.manual_seed(0)
         overrides = {"vocab_size": tokenizer.vocab_size, "head_width": args.dim, "head_depth": args.head_depth,
                      "transformer": {"dim": args.dim, "depth": args.depth, "heads": args.heads, "rope_axes": 2}}
         model = build_model(model_config("mmar_s", overrides)).train()
-        system = MMARSystem(tokenizer, model.config, MMAROptions(order=order, diffusion_batch_mul=mul))
+        system = MMARSystem(tokenizer, model.config, MMAROptions(order=order, diffusion_batch_mul=mul,
+                                                                 cfg_dropout=dropout))
         batch = system.collate(samples, "t2i", torch.Generator().manual_seed(0))
         generator = torch.Generator().manual_seed(0)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def loss_fn(model=model, system=system, batch=batch, generator=generator):
             losses = system.losses(model, batch, generator)
             return sum(v for k, v in losses.items() if k.endswith("_loss"))
 
-        seconds = time_steps(train_step(model, loss_fn, optimizer, args.precision), args.steps, args.warmup)
-        params = sum(p.numel() for p in model.parameters())
-        rows.append((f"umm mmar ({order}, mul {mul}, t2i)", params, args.batch / seconds))
+        caption = "no caption" if dropout == 1.0 else "t2i"
+        names.append(f"umm mmar ({order}, mul {mul}, {caption}, {batch['tokens'].shape[1]} slots)")
+        params.append(sum(p.numel() for p in model.parameters()))
+        steps.append(train_step(model, loss_fn, torch.optim.AdamW(model.parameters(), lr=1e-4), args.precision))
 
-    peer_rate = rows[0][2]
+    rates = [args.batch / s for s in median_step_seconds(steps, args.rounds, args.warmup)]
     print(f"training samples/s, 32x32 images as 64 patches of 48, dim {args.dim}, depth {args.depth}, heads "
           f"{args.heads}, head depth {args.head_depth}, batch {args.batch}, {args.precision}, "
           f"{torch.get_num_threads()} thread(s)")
-    print(f"| {'system':<50} | {'params':>9} | {'samples/s':>9} | {'vs peer':>7} |")
-    print(f"|{'-' * 52}|{'-' * 11}|{'-' * 11}|{'-' * 9}|")
-    for name, params, rate in rows:
-        print(f"| {name:<50} | {params / 1e6:>8.2f}M | {rate:>9.1f} | {rate / peer_rate:>6.2f}x |")
+    print(f"| {'system':<58} | {'params':>9} | {'samples/s':>9} | {'vs peer':>7} |")
+    print(f"|{'-' * 60}|{'-' * 11}|{'-' * 11}|{'-' * 9}|")
+    for name, count, rate in zip(names, params, rates):
+        print(f"| {name:<58} | {count / 1e6:>8.2f}M | {rate:>9.1f} | {rate / rates[0]:>6.2f}x |")
 
 
 if __name__ == "__main__":
