@@ -169,9 +169,12 @@ class ChameleonSystem(SystemBase):
     # -- capabilities (the loops live in umm/pipelines/ar.py) ----------------------------------------------
 
     def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 3.0, seed: int = 0,
-                        batch_size: int = 16, **kwargs) -> torch.Tensor:
+                        batch_size: int = 16, sampler: str | None = None, **kwargs) -> torch.Tensor:
         """Text -> images (N, 3, H, W) in [0, 1]. ``steps`` is accepted for the harness and unused: AR sampling
         takes one step per code. Sampling defaults (temperature, top-k/p, image scale) come from the options."""
+        if sampler is not None:
+            raise UmmError(f"Chameleon samples image codes one token at a time; there is no {sampler!r} sampler to pick "
+                           "(set temperature/top_k/top_p instead)")
         o = self.options
         kwargs = {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p,
                   "image_cfg_scale": o.image_cfg_scale, **kwargs}
@@ -317,7 +320,7 @@ def generate_interleaved(model, system: ChameleonSystem, prompt: str, max_new_to
                 segments.append(tok.decode(text))
                 text = []
             generated, span = ar.sample_plan(step, logits, next_position, plan, temperature=1.0, generator=generator)
-            segments.append(system.image_tokenizer.decode(system.codes_from_plan(generated))[0].float())
+            segments.append(ar.decode_codes(system, system.codes_from_plan(generated))[0])
             logits, next_position = step(generated[:, -1:], span[-1:]), span.next_position  # feed EOI
     if text:
         segments.append(tok.decode(text))

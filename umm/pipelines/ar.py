@@ -169,6 +169,18 @@ def sample_plan(step: StepFn, logits: torch.Tensor, next_position: torch.Tensor,
     return torch.stack(out, 1), layout
 
 
+def encode_images(system, images: torch.Tensor) -> torch.Tensor:
+    """Codes of images with the system's frozen tokenizer, on the tokenizer's device; returned on the CPU."""
+    tokenizer = system.image_tokenizer
+    return tokenizer.encode(images.to(next(tokenizer.parameters()).device)).cpu()
+
+
+def decode_codes(system, codes: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] (float32, CPU) of codes, with the system's frozen tokenizer."""
+    tokenizer = system.image_tokenizer
+    return tokenizer.decode(codes.to(next(tokenizer.parameters()).device)).float().cpu()
+
+
 def autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
@@ -189,7 +201,7 @@ def generate_images(model, system, prompts: list[str], cfg_scale: float = 3.0, t
     plan = system.image_plan()
     if context is not None and len(context) != len(prompts):
         raise UmmError(f"{len(context)} context images for {len(prompts)} prompts")
-    context_codes = None if context is None else system.image_tokenizer.encode(context.to(device)).cpu()
+    context_codes = None if context is None else encode_images(system, context)
     out = []
     for start in range(0, len(prompts), batch_size):
         texts = prompts[start : start + batch_size]
@@ -211,7 +223,7 @@ def generate_images(model, system, prompts: list[str], cfg_scale: float = 3.0, t
             generated, _ = sample_plan(step, logits, layout.next_position, plan, branches, guide, temperature, top_k,
                                        top_p, generator)
         codes = system.codes_from_plan(generated)
-        out.append(codes if return_codes else system.image_tokenizer.decode(codes).float())
+        out.append(codes.cpu() if return_codes else decode_codes(system, codes))
     return torch.cat(out)
 
 
@@ -239,10 +251,9 @@ def caption(model, system, images: torch.Tensor, max_new_tokens: int = 32, batch
 def answer(model, system, images: torch.Tensor, questions: list[str] | None, max_new_tokens: int = 8,
            batch_size: int = 64, precision: str = "bf16") -> list[str]:
     """(image, question) -> answer, greedy, after ``system.understanding_prompt(codes, question)``."""
-    device = next(model.parameters()).device
     out: list[str] = []
     for start in range(0, len(images), batch_size):
-        codes = system.image_tokenizer.encode(images[start : start + batch_size].to(device)).cpu()
+        codes = encode_images(system, images[start : start + batch_size])
         asks = [None] * len(codes) if questions is None else questions[start : start + batch_size]
         seqs = [system.understanding_prompt(c, q) for c, q in zip(codes, asks)]
         out += _decode_after(model, system, seqs, max_new_tokens, precision)

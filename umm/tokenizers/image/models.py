@@ -321,6 +321,8 @@ class KLAutoencoder(nn.Module):
         return mean, logvar.clamp(-30.0, 20.0)
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> TokenizerOutput:
+        if generator is None:
+            raise UmmError("the VAE's training forward samples its latent: pass generator=")
         mean, logvar = self.posterior(images)
         noise = torch.randn(mean.shape, generator=generator, device=mean.device)
         latents = mean + (0.5 * logvar).exp() * noise  # reparameterisation
