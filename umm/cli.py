@@ -48,7 +48,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from umm.train.recipe import load_recipe
 
     run = load_recipe(resolve_recipe(args.recipe), args.overrides)
-    result = train(run, args.out, resume=args.resume, show_progress=not args.quiet)
+    eval_fn = None
+    if run.train.eval_every > 0:
+        from umm.eval.harness import EvalConfig, evaluate
+        from umm.config import from_dict
+
+        eval_config = from_dict(EvalConfig, run.eval_args, where="eval_args.")
+        eval_fn = lambda model, system, step: evaluate(model, system, eval_config).metrics  # noqa: E731
+    result = train(run, args.out, resume=args.resume, show_progress=not args.quiet, eval_fn=eval_fn)
     if result.stopped in ("signal", "stop_after"):
         print(f"umm: stopped at step {result.step} ({result.stopped}); checkpoint in {result.run_dir / 'checkpoints'}")
         return 0

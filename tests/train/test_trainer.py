@@ -95,3 +95,14 @@ def test_sigterm_checkpoints_then_exits(tmp_path):
     assert proc.returncode == 0, out
     assert "stopped at step" in out
     assert (tmp_path / "run" / "checkpoints" / "latest").is_file()
+
+
+def test_ema_weights_are_exported_and_checkpointed(tmp_path):
+    import safetensors.torch
+
+    train(recipe("train.steps=4", "train.ema_decay=0.5"), tmp_path / "run", show_progress=False)
+    state = safetensors.torch.load_file(str(tmp_path / "run" / "checkpoints" / "step_00000004" / "state.safetensors"))
+    exported = safetensors.torch.load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    key = "trunk.blocks.0.attn.qkv.weight"
+    assert torch.equal(exported[key], state[f"ema.{key}"]), "the exported model holds the EMA weights"
+    assert not torch.equal(state[f"ema.{key}"], state[f"model.{key}"]), "EMA lags the raw weights"

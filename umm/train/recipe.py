@@ -66,7 +66,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     log_every: int = 10
-    eval_every: int = 0  # 0 = only at the end
+    eval_every: int = 0  # > 0: run the judge harness (eval_args) every N steps and at the end
     save_every: int = 250
     keep_checkpoints: int = 2
     time_budget_minutes: float = 0.0  # > 0: stop (and anneal the LR) by wall-clock instead of steps alone
