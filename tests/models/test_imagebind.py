@@ -155,3 +155,31 @@ def test_tiny_recipe_trains_evaluates_and_serves_the_cli(tmp_path, capsys):
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "query a red circle" and len(printed) == 4 and printed[1].strip().startswith("1.")
     assert main(["embed", model_dir, "--modality", "video", "missing.npy"]) == 2  # one clear error line
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_rank_ddp_training_matches_one_process(tmp_path):
+    """Under torchrun (gloo), every rank embeds its half of each pair's batch and gathers the other half with
+    gradient: the losses of 3 steps equal those of one process on the whole batch (so do the gradients,
+    or steps 2-3 would drift)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    overrides = ["train.steps=3", "train.log_every=1"]
+    single = train(load_recipe(ROOT / "configs" / "test_imagebind.yaml", overrides), tmp_path / "one", show_progress=False)
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import json, sys\nimport torch.distributed as dist\nfrom umm.train.loop import train\n"
+        "from umm.train.recipe import load_recipe\n"
+        "result = train(load_recipe(sys.argv[1], sys.argv[3:]), sys.argv[2], show_progress=False)\n"
+        "if dist.get_rank() == 0:\n    print('LOSSES ' + json.dumps(result.losses))\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UMM_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(ROOT / "configs" / "test_imagebind.yaml"), str(tmp_path / "two"), *overrides]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("LOSSES "))
+    assert json.loads(line[len("LOSSES "):]) == pytest.approx(single.losses, rel=1e-4)

@@ -200,21 +200,27 @@ def train(
             logged: dict[str, torch.Tensor] = {}
 
             def forward_backward() -> torch.Tensor:
+                # One backward per task. Under DDP the gradients are all-reduced after the last task only
+                # (no_sync before), so tasks that use different parameters (ImageBind trains one encoder pair
+                # per task) never leave a parameter marked ready twice in one reduction; the summed gradients
+                # are those of backward(sum_k lambda_k L_k).
                 total = torch.zeros((), device=device)
-                for task in run.tasks:
-                    with autocast(device, cfg.precision):
-                        losses = system.losses(train_model, batches[task.name], generator)
-                    task_loss = sum(v for k, v in losses.items() if k.endswith("_loss"))
-                    total = total + task.weight * task_loss.float()
-                    for k, v in losses.items():
-                        logged[f"{task.name}/{k}"] = v.detach().float()
-                if not torch.isfinite(total):
-                    parts = ", ".join(f"{k}={v.item():.4g}" for k, v in logged.items())
-                    raise UmmError(
-                        f"loss became {total.item()} at step {step} ({parts}); stopping. Lower train.lr or use "
-                        f"train.precision=fp32; the last good checkpoint is in {ckpt_dir}"
-                    )
-                total.backward()
+                for i, task in enumerate(run.tasks):
+                    defer = dist_utils.is_distributed() and i < len(run.tasks) - 1
+                    with train_model.no_sync() if defer else nullcontext():
+                        with autocast(device, cfg.precision):
+                            losses = system.losses(train_model, batches[task.name], generator)
+                        task_loss = task.weight * sum(v for k, v in losses.items() if k.endswith("_loss")).float()
+                        for k, v in losses.items():
+                            logged[f"{task.name}/{k}"] = v.detach().float()
+                        if not torch.isfinite(task_loss):
+                            parts = ", ".join(f"{k}={v.item():.4g}" for k, v in logged.items())
+                            raise UmmError(
+                                f"loss became {task_loss.item()} at step {step} ({parts}); stopping. Lower train.lr "
+                                f"or use train.precision=fp32; the last good checkpoint is in {ckpt_dir}"
+                            )
+                        task_loss.backward()
+                    total = total + task_loss.detach()
                 return total
 
             if flops_per_step == 0:  # count the FLOPs of one real step (forward + backward), once per run
