@@ -29,6 +29,7 @@ from typing import ClassVar, Literal, NamedTuple
 import torch
 from torch import nn
 
+from umm import UmmError
 from umm.config import ConfigError
 from umm.models.encoders import (
     DATA_MODALITY,
@@ -208,7 +209,9 @@ class ImageBindSystem(SystemBase):
     # -- batches ------------------------------------------------------------------------------------------
 
     def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
-        self.check_task(task)
+        if task not in self.tasks:
+            raise UmmError(f"task {task!r} is not an edge of this binding graph {list(self.tasks)}; "
+                           f"add it to system_args.edges")
         a, b = task.split("_")
         if "video" in (a, b):
             samples = [clip_view(s, with_audio="audio" in (a, b)) for s in samples]
