@@ -136,7 +136,7 @@ class MMAR(nn.Module):
 
 @register_model
 def mmar_s() -> MMARConfig:
-    """~6M parameters (trunk as transfusion_s, plus a 3-block head): the CPU size."""
+    """~6.4M parameters (the trunk of transfusion_s plus a 3-block, 256-wide head): the CPU size."""
     return MMARConfig(head_width=256, head_depth=3,
                       transformer=TransformerConfig(dim=256, depth=6, heads=4, rope_axes=2))
 
@@ -190,8 +190,9 @@ class MMARSystem(SystemBase):
         opts = self.options
         if opts.order not in ("masked", "raster"):
             raise UmmError(f"system_args.order must be 'masked' or 'raster', got {opts.order!r}")
-        if not 0.0 <= opts.mask_ratio_min <= 1.0:
-            raise UmmError(f"system_args.mask_ratio_min must be in [0, 1], got {opts.mask_ratio_min}")
+        if not 0.0 <= opts.mask_ratio_min <= 1.0 or opts.mask_ratio_std <= 0:
+            raise UmmError(f"system_args.mask_ratio_min must be in [0, 1] and mask_ratio_std > 0, got "
+                           f"{opts.mask_ratio_min} and {opts.mask_ratio_std}")
         if opts.diffusion_batch_mul < 1:
             raise UmmError(f"system_args.diffusion_batch_mul must be >= 1, got {opts.diffusion_batch_mul}")
         if not 1 <= opts.iterations <= config.grid**2:
