@@ -50,6 +50,10 @@ class TokenPlan:
     ``forced[i] >= 0`` is emitted as is (EOI; EMU3's end-of-row); ``forced[i] == -1`` is sampled, restricted to
     the tokens ``[low, high)`` (Chameleon samples only image codes inside an image). ``spans`` lay the slots
     out (an image grid for 2D RoPE, then text-like slots) and must cover ``len(forced)`` slots.
+
+    Chameleon: ``image_plan((h, w), text_vocab, text_vocab + K, end=(eoi,))``. A layout with end-of-row tokens
+    (EMU3) forces them between rows: ``forced = ((-1,) * w + (eol,)) * h + (eof, eoi)``, laid out for example
+    as ``(Span(h * (w + 1), False, (h, w + 1)), Span(2))`` so that each row's EOL sits in an extra column.
     """
 
     forced: tuple[int, ...]
