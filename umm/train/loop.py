@@ -17,6 +17,7 @@ import hashlib
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -183,6 +184,16 @@ def train(
             save_checkpoint(ckpt_dir, step, model, optimizer, ema, extra, keep=cfg.keep_checkpoints)
         dist_utils.barrier()
 
+    def make_batches(step: int) -> dict[str, dict]:
+        """This rank's collated batches of ``step`` (on CPU): a pure function of (seed, step, rank)."""
+        collate_generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, info.rank) + 1)
+        return {name: system.collate(samples, name, collate_generator) for name, samples in source.samples(step).items()}
+
+    # Data for step s + 1 is generated and collated in a background thread while step s computes (torch ops
+    # release the GIL); steps are still requested in order, so the data stream is unchanged.
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="umm-data")
+    pending = prefetch.submit(make_batches, start_step)
+
     # ---- the loop ----------------------------------------------------------------------------------------
     try:
         step = start_step
@@ -192,11 +203,10 @@ def train(
             lr = lr_at(fraction, step, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            seed = step_seed(cfg.seed, step, info.rank)
-            generator = torch.Generator(device=device).manual_seed(seed)
-            collate_generator = torch.Generator().manual_seed(seed + 1)
-            batches = {name: to_device(system.collate(samples, name, collate_generator), device)
-                       for name, samples in source.samples(step).items()}
+            generator = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, info.rank))
+            batches = {name: to_device(batch, device) for name, batch in pending.result().items()}
+            if step + 1 < cfg.steps:
+                pending = prefetch.submit(make_batches, step + 1)
             logged: dict[str, torch.Tensor] = {}
 
             def forward_backward() -> torch.Tensor:
@@ -294,6 +304,7 @@ def train(
         result.seconds = elapsed_before + time.perf_counter() - run_start
         return result
     finally:
+        prefetch.shutdown(wait=True, cancel_futures=True)
         progress.close()
         logger.close()
         if previous_handler is not None:
