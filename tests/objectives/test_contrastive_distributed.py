@@ -40,7 +40,7 @@ for variant in ("infonce_global", "infonce_local", "siglip"):
         out[f"{variant}/grad_{name}"] = g / world
 if rank == 0:
     torch.save(out, sys.argv[1])
-dist.destroy_process_group()
+dist.barrier()
 """
 
 

@@ -10,7 +10,7 @@ Conventions (open_clip's, see /work/shared/reference/multi_expert.md sec. 4):
   sec. 3), and clamped to [0, log 100] *in forward*, as torchmultimodal does: a system never sees the
   optimizer step, so it cannot clamp the parameter after it the way open_clip's trainer does.
 
-Distributed: :func:`gather` is an autograd-aware all-gather (``torch.distributed.nn.functional.all_gather``),
+Distributed: :func:`gather` is an autograd-aware all-gather (functional collectives' ``all_gather_single_autograd``),
 so every rank's embeddings receive gradient from the negatives they provide to the other ranks. With the
 global loss every rank computes the whole (N, N) matrix; with ``local_loss`` a rank computes only its own
 rows (n, N), labels offset by ``rank * n``. In both cases the all-gather backward sums each rank's feature
@@ -66,9 +66,10 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     _, size = world()
     if size == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed._functional_collectives import all_gather_single_autograd
 
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    # backward: the gradients of the N rows are summed over ranks and each rank keeps its own n rows
+    return all_gather_single_autograd(x.contiguous(), 0, dist.group.WORLD)
 
 
 def check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
