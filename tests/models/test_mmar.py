@@ -200,7 +200,7 @@ def test_caption_with_cache_matches_recompute(tokenizer, samples, order):
     for image, text in zip(images, cached):
         ids = []
         for _ in range(6):  # greedy, re-running the whole sequence every step
-            seq = system.image_prompt(image, None).text(ids, loss=False)
+            seq = system.image_prompt(system.image_tokens(image[None])[0], None).text(ids, loss=False)
             full = collate([seq], patch_dim=system.config.patch_dim, rope_axes=2, pad_id=tokenizer.pad_id)
             full["masked"] = torch.zeros_like(full["image_loss"])
             with torch.no_grad():
@@ -250,3 +250,38 @@ def test_tiny_recipe_loss_falls(tmp_path):
     assert system.options.parameterization == "v" and system.options.order == "masked"
     images = system.generate_images(model, ["a red circle"], steps=2)
     assert images.shape == (1, 3, 16, 16) and torch.isfinite(images).all()
+
+
+# ---- VAE latents as image tokens ------------------------------------------------------------------------------
+
+
+def test_vae_latents_are_the_image_tokens(tokenizer, samples, tmp_path):
+    from umm.models.system import load_system, save_system
+
+    options = MMAROptions(image_tokenizer="test_vae", latent_scale=0.5, iterations=4)
+    overrides = MMARSystem.model_overrides(tokenizer, options)
+    assert overrides["latent_channels"] == 4 and overrides["latent_grid"] == 4 and overrides["image_size"] == 16
+    torch.manual_seed(0)
+    model = build_model(model_config("test_mmar", overrides)).eval()
+    system = MMARSystem(tokenizer, model.config, options)
+    images = torch.stack([s["image"] for s in samples])
+    tokens = system.image_tokens(images)  # (B, 16 latent positions, 4 channels)
+    latents = system.image_tokenizer.encode(images)
+    assert tokens.shape == (4, 16, 4) and torch.allclose(tokens[0, 5], 0.5 * latents[0, :, 1, 1])
+    decoded = system.tokens_to_images(tokens)
+    assert torch.allclose(decoded, system.image_tokenizer.decode(latents), atol=1e-6)
+    batch = system.collate(samples, "t2i", torch.Generator().manual_seed(0))
+    assert torch.equal(batch["patches"][batch["image_loss"]], tokens.flatten(0, 1)), "clean latents in the sequence"
+    losses = system.losses(model, batch, torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["diffusion_mse"] > 0
+    generated = system.generate_images(model, ["a red circle"], steps=2, precision="fp32")
+    assert generated.shape == (1, 3, 16, 16) and generated.min() >= 0 and generated.max() <= 1
+    assert len(system.caption(model, images[:2], max_new_tokens=3, precision="fp32")) == 2
+    save_system(tmp_path / "m", model, system)
+    loaded, loaded_system = load_system(tmp_path / "m")
+    again = loaded_system.losses(loaded, batch, torch.Generator().manual_seed(0))
+    assert all(torch.equal(losses[k], again[k]) for k in losses), "the VAE is saved with the system"
+    with pytest.raises(UmmError, match="not a 'vae'"):
+        MMARSystem.model_overrides(tokenizer, MMAROptions(image_tokenizer="test_vq"))
+    with pytest.raises(UmmError, match="image_tokenizer is unset"):
+        MMARSystem(tokenizer, model.config, MMAROptions())

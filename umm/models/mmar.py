@@ -23,8 +23,10 @@ One transformer reads text tokens and *continuous* image tokens (pixel patches h
 - the caption is dropped with probability ``cfg_dropout`` so classifier-free guidance works at sampling,
   where MAR's linear CFG schedule and temperature apply.
 
-Image tokens are 4x4x3 pixel patches of a 32x32 image (an 8x8 grid) with 2D RoPE over the grid; a VAE
-latent would slot in where ``image_patches`` patchifies pixels.
+Image tokens are 4x4x3 pixel patches of a 32x32 image (an 8x8 grid) with 2D RoPE over the grid, or, with
+``system_args.image_tokenizer=runs/vae_s/model``, the latent vectors of a frozen continuous VAE
+(``umm.tokenizers.image``), one token per latent position as MAR does with its KL-16 VAE; the VAE runs in
+``collate`` and is copied into the saved system.
 
 Shapes: B batch, T slots, N patches per image, P = channels * patch^2, D model width, V vocabulary,
 M head rows (tokens the head is trained on), K noise draws per token.
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, Literal, NamedTuple
 
 import torch
@@ -41,15 +44,18 @@ from torch import nn
 
 from umm import UmmError
 from umm.data.sequence import PATCH, Sequence, collate
-from umm.models.factory import register_model
+from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
-from umm.nn import Layout, PatchEmbed, Transformer, TransformerConfig, patchify
+from umm.nn import Layout, PatchEmbed, Transformer, TransformerConfig, patchify, unpatchify
 from umm.nn.diffusion_head import DiffusionHead
 from umm.objectives import next_token_loss
 from umm.objectives.per_token_diffusion import draw_noise, per_token_diffusion_loss
 from umm.paths import GaussianPath
 from umm.pipelines import masked_ar
 from umm.registry import ARCHITECTURES, SYSTEMS
+from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
+
+TOKENIZER_DIR = "image_tokenizer"
 
 
 @dataclass(frozen=True)
@@ -61,15 +67,18 @@ class MMARConfig:
     patch: int = 4  # pixel patch side: a 32x32 image is an 8x8 grid of 48-d tokens
     head_width: int = 256  # per-token diffusion MLP (MAR: 1024-1536 wide for a 768-1280 wide transformer)
     head_depth: int = 3  # residual AdaLN blocks of the head (MAR: 3-12)
+    latent_channels: int = 0  # > 0: tokens are VAE latents of this width (set from system_args.image_tokenizer)
+    latent_grid: int = 0  # the VAE's latent grid side
     transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(rope_axes=2))
 
     @property
     def grid(self) -> int:
-        return self.image_size // self.patch
+        return self.latent_grid if self.latent_channels else self.image_size // self.patch
 
     @property
     def patch_dim(self) -> int:
-        return self.channels * self.patch**2
+        """Width P of one image token: a flattened pixel patch, or one latent vector."""
+        return self.latent_channels or self.channels * self.patch**2
 
 
 class HeadInput(NamedTuple):
@@ -176,6 +185,11 @@ class MMAROptions:
     max_text_tokens: int = 32  # text slots per sequence (captions are truncated beyond this)
     iterations: int = 16  # masked-AR sampling iterations over N tokens (MAR: 64 for 256 tokens)
     temperature: float = 1.0  # scales the fresh noise of each DDPM step of the head (MAR sec. 3.4)
+    # None: pixel patches. Else a trained continuous VAE (runs/vae_s/model), or a registered name (test_vae:
+    # fresh weights, for tests only); its latents, times latent_scale (LDM/MAR's scale factor, which brings
+    # them near unit variance), are the image tokens
+    image_tokenizer: str | None = None
+    latent_scale: float = 1.0
 
 
 @SYSTEMS.register("mmar")
@@ -185,9 +199,21 @@ class MMARSystem(SystemBase):
     capabilities = ("t2i", "caption", "qa")
     Options = MMAROptions
 
-    def __init__(self, tokenizer, config: MMARConfig, options: MMAROptions | None = None):
+    def __init__(self, tokenizer, config: MMARConfig, options: MMAROptions | None = None,
+                 image_tokenizer: nn.Module | None = None):
         super().__init__(tokenizer, config, options)
         opts = self.options
+        self.image_tokenizer = None
+        if opts.image_tokenizer is not None:
+            self.image_tokenizer = image_tokenizer or self.load_image_tokenizer(opts)
+            vae = self.image_tokenizer
+            if (vae.latent_channels, vae.grid[0], vae.config.image_size) != (
+                    config.latent_channels, config.latent_grid, config.image_size):
+                raise UmmError(f"image tokenizer {opts.image_tokenizer!r} gives {vae.latent_channels}-d latents on a "
+                               f"{vae.grid[0]}-grid of {vae.config.image_size}px images; the model expects "
+                               f"{config.latent_channels}, {config.latent_grid}, {config.image_size}")
+        elif config.latent_channels:
+            raise UmmError("the model reads VAE latents (latent_channels > 0) but system_args.image_tokenizer is unset")
         if opts.order not in ("masked", "raster"):
             raise UmmError(f"system_args.order must be 'masked' or 'raster', got {opts.order!r}")
         if not 0.0 <= opts.mask_ratio_min <= 1.0 or opts.mask_ratio_std <= 0:
@@ -200,9 +226,36 @@ class MMARSystem(SystemBase):
                            f"got {opts.iterations}")
         self.path = GaussianPath(opts.schedule, opts.parameterization)
 
+    @staticmethod
+    def load_image_tokenizer(options: MMAROptions) -> nn.Module:
+        vae = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
+        if vae.config.family != "vae":
+            raise UmmError(f"MMAR reads continuous latents: system_args.image_tokenizer {options.image_tokenizer!r} "
+                           f"is a {vae.config.family!r}, not a 'vae' (see umm.tokenizers.image)")
+        return vae
+
     @classmethod
     def model_overrides(cls, tokenizer, options: MMAROptions) -> dict:
-        return {"vocab_size": tokenizer.vocab_size}
+        if options.image_tokenizer is None:
+            return {"vocab_size": tokenizer.vocab_size}
+        vae = cls.load_image_tokenizer(options)
+        return {"vocab_size": tokenizer.vocab_size, "latent_channels": vae.latent_channels,
+                "latent_grid": vae.grid[0], "image_size": vae.config.image_size}
+
+    def save(self, directory: Path) -> None:
+        super().save(directory)
+        if self.image_tokenizer is not None:  # the saved system is complete on its own
+            (directory / TOKENIZER_DIR).mkdir()
+            write_pretrained(self.image_tokenizer, directory / TOKENIZER_DIR)
+
+    @classmethod
+    def load(cls, directory: Path, config: MMARConfig, options: MMAROptions) -> SystemBase:
+        from umm.tokenizers.text import TextTokenizer
+
+        vae = None
+        if options.image_tokenizer is not None:
+            vae = image_tokenizers.load_image_tokenizer(directory / TOKENIZER_DIR)
+        return cls(TextTokenizer.load(directory), config, options, image_tokenizer=vae)
 
     # -- capabilities (the loops live in umm/pipelines/masked_ar.py) ------------------------------------
 
@@ -225,13 +278,31 @@ class MMARSystem(SystemBase):
     def text_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)[: self.options.max_text_tokens]
 
-    def image_patches(self, image: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) in [0, 1] -> (N, P) patches in [-1, 1]."""
+    @property
+    def token_clip(self) -> float | None:
+        """Bound of a token's values: pixels live in [-1, 1]; latents are unbounded (MAR clips nothing)."""
+        return None if self.image_tokenizer is not None else 1.0
+
+    def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, N, P) image tokens: patches in [-1, 1], or scaled VAE latents."""
         config = self.config
-        if tuple(image.shape) != (config.channels, config.image_size, config.image_size):
-            raise UmmError(f"image of shape {tuple(image.shape)} but the model expects "
-                           f"{(config.channels, config.image_size, config.image_size)}")
-        return patchify(image[None] * 2 - 1, config.patch)[0]
+        if tuple(images.shape[1:]) != (config.channels, config.image_size, config.image_size):
+            raise UmmError(f"images of shape {tuple(images.shape)} but the model expects "
+                           f"(B, {config.channels}, {config.image_size}, {config.image_size})")
+        if self.image_tokenizer is None:
+            return patchify(images * 2 - 1, config.patch)
+        with torch.no_grad():
+            latents = self.image_tokenizer.encode(images.to(next(self.image_tokenizer.parameters()).device))
+        return patchify(latents.float().cpu() * self.options.latent_scale, 1)  # (B, h*w, C)
+
+    def tokens_to_images(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, P) image tokens -> (B, 3, H, W) in [0, 1]; the inverse of :meth:`image_tokens`."""
+        config = self.config
+        if self.image_tokenizer is None:
+            return unpatchify(tokens.float(), config.patch, config.channels, config.image_size, config.image_size) * 0.5 + 0.5
+        latents = unpatchify(tokens.float(), 1, config.latent_channels, config.grid, config.grid)
+        vae_device = next(self.image_tokenizer.parameters()).device
+        return self.image_tokenizer.decode(latents.to(vae_device) / self.options.latent_scale).to(tokens.device)
 
     def t2i_prompt(self, caption: str | None) -> Sequence:
         """``[BOS] caption [BOI]``: what precedes a generated image (no caption: the unconditional prompt)."""
@@ -239,26 +310,26 @@ class MMARSystem(SystemBase):
         ids = [] if caption is None else self.text_ids(caption)
         return Sequence(pad_id=tok.pad_id).text([tok.bos_id] + ids + [tok.boi_id], loss=True)
 
-    def image_prompt(self, image: torch.Tensor, question: str | None) -> Sequence:
-        """``[BOS] [BOI] <clean image> [EOI] (question)``: what precedes a caption or an answer."""
+    def image_prompt(self, tokens: torch.Tensor, question: str | None) -> Sequence:
+        """``[BOS] [BOI] <clean image tokens (N, P)> [EOI] (question)``: what precedes a caption or an answer."""
         tok, grid = self.tokenizer, (self.config.grid, self.config.grid)
         seq = Sequence(pad_id=tok.pad_id).text([tok.bos_id, tok.boi_id], loss=False)
-        seq.image(self.image_patches(image), grid, loss=False, bidirectional=self.bidirectional_image)
+        seq.image(tokens, grid, loss=False, bidirectional=self.bidirectional_image)
         return seq.text([tok.eoi_id] + (self.text_ids(question) if question is not None else []), loss=False)
 
-    def build(self, sample: dict, task: str, drop_caption: bool = False) -> Sequence:
+    def build(self, sample: dict, tokens: torch.Tensor, task: str, drop_caption: bool = False) -> Sequence:
+        """The training sequence of one sample whose image tokens are ``tokens`` (N, P)."""
         tok = self.tokenizer
         if task == "t2i":
             seq = self.t2i_prompt(None if drop_caption else sample["caption"])
-            seq.image(self.image_patches(sample["image"]), (self.config.grid, self.config.grid), loss=True,
-                      bidirectional=self.bidirectional_image)
+            seq.image(tokens, (self.config.grid, self.config.grid), loss=True, bidirectional=self.bidirectional_image)
             return seq.text([tok.eoi_id, tok.eos_id], loss=True)
         if task == "caption":
             target = sample.get("caption_full", sample["caption"])  # ShapesWorld's complete caption if present
-            return self.image_prompt(sample["image"], None).text(self.text_ids(target) + [tok.eos_id], loss=True)
+            return self.image_prompt(tokens, None).text(self.text_ids(target) + [tok.eos_id], loss=True)
         if task == "qa":
             qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
-            seq = self.image_prompt(sample["image"], qa["question"])
+            seq = self.image_prompt(tokens, qa["question"])
             return seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
         self.check_task(task)
         raise AssertionError("unreachable")
@@ -273,8 +344,11 @@ class MMARSystem(SystemBase):
         return (1.0 - scale * torch.special.erfinv(u)).clamp(opts.mask_ratio_min, 1.0)
 
     def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
+        self.check_task(task)
+        # a frozen VAE runs here, without gradients, so losses() only calls the model
+        tokens = self.image_tokens(torch.stack([s["image"] for s in samples]))  # (B, N, P)
         drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
-        seqs = [self.build(s, task, bool(d) and task == "t2i") for s, d in zip(samples, drop)]
+        seqs = [self.build(s, x, task, bool(d) and task == "t2i") for s, x, d in zip(samples, tokens, drop)]
         config = self.config
         # pad to the longest sequence (a multiple of 8 keeps matmul shapes friendly)
         batch = collate(seqs, None, config.patch_dim, config.transformer.rope_axes, pad_id=self.tokenizer.pad_id,

@@ -2,8 +2,9 @@
 
 The model is any module with ``forward(tokens, kinds, patches, masked, layout, head_input, cache, commit)``
 returning ``(logits, hidden, head)``, a ``head(x_t, t, z)`` denoiser and ``new_cache(batch, max_len)``; the
-system supplies the tokenizer, the noise path, the image geometry, the prompts (``t2i_prompt``,
-``image_prompt``) and its options (``order``, ``iterations``, ``temperature``).
+system supplies the tokenizer, the noise path, the token geometry and bounds (``token_clip``), images <->
+tokens (``image_tokens``, ``tokens_to_images``), the prompts (``t2i_prompt``, ``image_prompt``) and its
+options (``order``, ``iterations``, ``temperature``).
 
 Two orders, each loop in the open:
 
@@ -28,22 +29,23 @@ import torch
 
 from umm import UmmError
 from umm.data.sequence import PATCH, TEXT, Sequence, collate
-from umm.nn import Layout, Span, continue_layout, unpatchify
+from umm.nn import Layout, Span, continue_layout
 from umm.nn.diffusion_head import DiffusionHead
 from umm.pipelines.decode import decode_tokens
 from umm.samplers import DDIMSampler, DDPMSampler, cfg, linear_cfg_scale
 
 IMAGE_BLOCK = 1_000_000  # span id for generated images: never equal to a prompt span's id
 
-def make_head_sampler(name: str | None, path, temperature: float) -> DDIMSampler:
-    """The head's sampler: ``ddpm`` (default; MAR's ancestral sampling with temperature) or ``ddim`` (eta 0)."""
+def make_head_sampler(name: str | None, path, temperature: float, clip: float | None = 1.0) -> DDIMSampler:
+    """The head's sampler: ``ddpm`` (default; MAR's ancestral sampling with temperature) or ``ddim`` (eta 0).
+    ``clip`` bounds the predicted tokens (pixels: 1; latents: None)."""
     if name in (None, "ddpm"):
-        return DDPMSampler(path, noise_scale=temperature)
+        return DDPMSampler(path, clip=clip, noise_scale=temperature)
     if name == "ddim":
         if temperature != 1.0:
             raise UmmError(f"temperature {temperature} scales the noise of stochastic steps; the ddim sampler has "
                            "none: use sampler ddpm or temperature 1")
-        return DDIMSampler(path)
+        return DDIMSampler(path, clip=clip)
     raise UmmError(f"unknown head sampler {name!r}; choose ddpm or ddim (Euler and Heun need a flow path, "
                    "MMAR's is cosine)")
 
@@ -115,7 +117,7 @@ def _split(h: torch.Tensor, guided: bool) -> tuple[torch.Tensor, torch.Tensor | 
 
 def _masked_ar(model, system, cache, next_position: torch.Tensor, b: int, guided: bool, cfg_scale: float,
                iterations: int, steps: int, sampler: DDIMSampler, generator, device) -> torch.Tensor:
-    """MAR's masked autoregression against a cached prompt; returns patches (b, N, P) in [-1, 1]."""
+    """MAR's masked autoregression against a cached prompt; returns image tokens (b, N, P)."""
     config = system.config
     n, p = config.grid**2, config.patch_dim
     rows = 2 * b if guided else b
@@ -136,12 +138,12 @@ def _masked_ar(model, system, cache, next_position: torch.Tensor, b: int, guided
         new = sample_with_head(model.head, z_cond, z_uncond, scale, system.path, sampler, steps, generator)
         x = x.scatter(1, due[..., None].expand(-1, -1, p), new.to(x.dtype))
         masked = masked.scatter(1, due, False)
-    return x.clamp(-1, 1)
+    return x
 
 
 def _raster(model, system, cache, next_position: torch.Tensor, last_hidden: torch.Tensor, b: int, guided: bool,
             cfg_scale: float, steps: int, sampler: DDIMSampler, generator, device) -> torch.Tensor:
-    """Causal generation in raster order: z of slot i models patch i + 1; returns (b, N, P) in [-1, 1]."""
+    """Causal generation in raster order: z of slot i models patch i + 1; returns image tokens (b, N, P)."""
     config = system.config
     n, p = config.grid**2, config.patch_dim
     rows = 2 * b if guided else b
@@ -155,7 +157,7 @@ def _raster(model, system, cache, next_position: torch.Tensor, last_hidden: torc
         z_cond, z_uncond = _split(z, guided)
         scale = linear_cfg_scale(cfg_scale, (i + 1) / n)
         new = sample_with_head(model.head, z_cond, z_uncond, scale, system.path, sampler, steps, generator)  # (b, 1, P)
-        x[:, i : i + 1] = new.to(x.dtype).clamp(-1, 1)
+        x[:, i : i + 1] = new.to(x.dtype)
         if i == n - 1:
             break
         fed = torch.cat([x[:, i : i + 1]] * 2) if guided else x[:, i : i + 1]
@@ -178,7 +180,7 @@ def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scal
         raise UmmError("iterations apply to masked order; raster order generates one token per step")
     iterations = options.iterations if iterations is None else iterations
     temperature = options.temperature if temperature is None else temperature
-    head_sampler = make_head_sampler(sampler, system.path, temperature)
+    head_sampler = make_head_sampler(sampler, system.path, temperature, system.token_clip)
     generator = torch.Generator(device=device).manual_seed(seed)
     guided = cfg_scale != 1.0
     images = []
@@ -193,8 +195,8 @@ def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scal
             else:
                 x = _raster(model, system, cache, batch["next_position"], last_hidden, len(chunk), guided, cfg_scale,
                             steps, head_sampler, generator, device)
-        images.append(unpatchify(x.float(), config.patch, config.channels, config.image_size, config.image_size))
-    return torch.cat(images) * 0.5 + 0.5
+        images.append(system.tokens_to_images(x.float()))
+    return torch.cat(images)
 
 
 @torch.no_grad()
@@ -220,7 +222,7 @@ def caption(model, system, images: torch.Tensor, max_new_tokens: int = 32, batch
     """Image (N, C, H, W) in [0, 1] -> caption, greedy decoding after ``[BOS] [BOI] image [EOI]``."""
     out: list[str] = []
     for start in range(0, len(images), batch_size):
-        seqs = [system.image_prompt(image, None) for image in images[start : start + batch_size]]
+        seqs = [system.image_prompt(x, None) for x in system.image_tokens(images[start : start + batch_size])]
         out += _decode_after(model, system, seqs, max_new_tokens, precision)
     return out
 
@@ -233,7 +235,7 @@ def answer(model, system, images: torch.Tensor, questions: list[str], max_new_to
         raise UmmError(f"{len(images)} images but {len(questions)} questions")
     out: list[str] = []
     for start in range(0, len(images), batch_size):
-        seqs = [system.image_prompt(image, q) for image, q in
-                zip(images[start : start + batch_size], questions[start : start + batch_size])]
+        tokens = system.image_tokens(images[start : start + batch_size])
+        seqs = [system.image_prompt(x, q) for x, q in zip(tokens, questions[start : start + batch_size])]
         out += _decode_after(model, system, seqs, max_new_tokens, precision)
     return out
