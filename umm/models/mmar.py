@@ -299,7 +299,8 @@ class MMARSystem(SystemBase):
         """(B, N, P) image tokens -> (B, 3, H, W) in [0, 1]; the inverse of :meth:`image_tokens`."""
         config = self.config
         if self.image_tokenizer is None:
-            return unpatchify(tokens.float(), config.patch, config.channels, config.image_size, config.image_size) * 0.5 + 0.5
+            pixels = unpatchify(tokens.float(), config.patch, config.channels, config.image_size, config.image_size)
+            return pixels * 0.5 + 0.5
         latents = unpatchify(tokens.float(), 1, config.latent_channels, config.grid, config.grid)
         vae_device = next(self.image_tokenizer.parameters()).device
         return self.image_tokenizer.decode(latents.to(vae_device) / self.options.latent_scale).to(tokens.device)
