@@ -38,6 +38,11 @@ def test_loss_falls_in_a_few_dozen_steps(tmp_path):
     assert (tmp_path / "run" / "train.csv").is_file()
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
     assert result.flops_per_step > 0 and result.mfu > 0
+    import json
+
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 40 and summary["family"] == "transfusion" and summary["parameters"] > 0
+    assert summary["peak_rss_mb"] > 0 and summary["samples_per_second"] > 0
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -14,6 +14,8 @@ one. Under ``torchrun`` the model is wrapped in DDP and every rank takes its sha
 from __future__ import annotations
 
 import hashlib
+import json
+import resource
 import signal
 import threading
 import time
@@ -88,7 +90,26 @@ def build_system_and_model(run: RunConfig, run_dir: Path | None, dataset: Any) -
             raise ConfigError(f"model_args.{key}={run.model_args[key]!r} conflicts with the system's {value!r}")
     torch.manual_seed(run.train.seed)
     model = build_model(model_config(run.model, {**decided, **run.model_args}))
-    return system_cls(tokenizer, model.config, options), model
+    system = system_cls(tokenizer, model.config, options)
+    system.prepare_model(model)  # e.g. start from a previous stage's weights, freeze what this stage keeps
+    return system, model
+
+
+def write_summary(path: Path, run: RunConfig, result: TrainResult, model: nn.Module, device: torch.device) -> None:
+    """The run's headline figures as JSON (read by ``umm bench`` and reports)."""
+    peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    summary = {
+        "model": run.model, "family": model.config.family, "steps": result.step, "stopped": result.stopped,
+        "seconds": result.seconds, "samples_per_second": result.samples_per_second, "mfu": result.mfu,
+        "flops_per_step": result.flops_per_step, "samples_per_step": sum(t.batch_size for t in run.tasks),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "peak_rss_mb": peak_rss_kb / 1024, "device": str(device), "final_loss": result.losses[-1] if result.losses else None,
+        "eval": result.eval,
+    }
+    if device.type == "cuda":
+        summary["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    path.write_text(json.dumps(summary, indent=2))
 
 
 def after_optimizer_step(model: nn.Module) -> None:
@@ -302,6 +323,8 @@ def train(
                 logger.log("eval", step, result.eval)
         result.flops_per_step = flops_per_step
         result.seconds = elapsed_before + time.perf_counter() - run_start
+        if info.is_main:
+            write_summary(run_dir / "summary.json", run, result, final, device)
         return result
     finally:
         prefetch.shutdown(wait=True, cancel_futures=True)
