@@ -18,6 +18,8 @@ bare one. The contract, implemented by one class per family in ``umm/models/<fam
 ``losses(model, batch, generator)``
     a dict of named losses; keys ending in ``_loss`` are summed by the trainer. It must call the model
     only through ``model(...)`` (its ``forward``), which is what DDP hooks into.
+``prepare_model(model)`` (optional)
+    runs once on the new model before training: load a previous stage's weights, freeze parameters.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ class SystemBase:
     @classmethod
     def model_overrides(cls, tokenizer: Any, options: Any) -> dict[str, Any]:
         return {}
+
+    def prepare_model(self, model: torch.nn.Module) -> None:
+        """Called by the trainer on the freshly built model, before the optimizer exists: a staged system loads
+        the previous stage's weights here and freezes what this stage does not train. Default: nothing."""
 
     def check_task(self, task: str) -> None:
         if task not in self.tasks:
