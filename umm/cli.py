@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     from umm.pipelines.embed_commands import add_parsers as add_embed_parsers
 
     add_embed_parsers(sub)
+    from umm.bench.commands import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

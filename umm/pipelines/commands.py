@@ -80,8 +80,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for key, value in result.metrics.items():
         print(f"{key:32s} {value:.4f}")
     if args.out:
-        Path(args.out).write_text(json.dumps(result.metrics, indent=2))
+        record = {**result.metrics, **{f"seconds/{k}": v for k, v in result.seconds.items()}}
+        Path(args.out).write_text(json.dumps(record, indent=2))
         print(f"wrote {args.out}")
+    if args.samples and result.images is not None:
+        from umm.data.grid import save_grid
+
+        labels = [("ok " if hit else "x ") + p for p, hit in zip(result.prompts, result.prompt_hits)]
+        save_grid(result.images[:48], args.samples, nrow=8, labels=labels[:48])
+        print(f"wrote {args.samples}")
     return 0
 
 
@@ -121,5 +128,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=int, default=100)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--cfg", type=float, default=3.0)
-    p.add_argument("--out", help="write the metrics as JSON")
+    p.add_argument("--out", help="write the metrics (and seconds per generated item) as JSON")
+    p.add_argument("--samples", help="write a PNG grid of the generated images, marked by the judge")
     p.set_defaults(func=cmd_eval)

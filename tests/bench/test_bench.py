@@ -1,0 +1,68 @@
+"""``umm bench`` end to end on the tiny recipes: report files exist and hold one row per registered system."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import umm.models  # noqa: F401
+from umm.bench.plan import default_systems, plan
+from umm.bench.report import README_END, README_START, update_readme
+from umm.registry import SYSTEMS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_plan_orders_dependencies_first(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "vq_s.yaml").write_text("model: vq_s\ntasks: [reconstruct]\n")
+    (configs / "chameleon_s.yaml").write_text(
+        "model: chameleon_s\nsystem_args: {image_tokenizer: runs/vq_s/model}\ntasks: [t2i]\n")
+    entries = plan(["chameleon"], configs, quick=False)
+    assert [e.name for e in entries] == ["vq", "chameleon"]
+    assert entries[1].dependencies[0].key == "system_args.image_tokenizer"
+
+
+def test_readme_table_is_replaced_between_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\noutro\n")
+    assert update_readme(readme, "| new |")
+    assert readme.read_text() == f"intro\n{README_START}\n| new |\n{README_END}\noutro\n"
+
+
+@pytest.mark.slow
+def test_bench_quick_run_has_a_row_per_registered_system(tmp_path):
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "umm.cli", "bench", "--quick-steps", "2", "--out", str(out), "--n-prompts", "6",
+           "--n-images", "2", "--no-latency"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3000)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["system"]: r for r in results["rows"]}
+    assert set(default_systems(SYSTEMS.names())) <= set(rows)
+    failed = {s: r.get("error") for s, r in rows.items() if r["status"] not in ("ok", "no recipe")}
+    assert not failed, failed
+    report = (out / "report.md").read_text()
+    for system in rows:
+        assert f"| {system} |" in report
+    assert (out / "report.html").read_text().startswith("<!doctype html>")
+    # resumable: a second run reuses every finished system
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("done before") == len(rows)
+
+
+def test_bench_two_systems_quick(tmp_path):
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "umm.cli", "bench", "--quick-steps", "2", "--systems", "transfusion,vq", "--out",
+           str(out), "--n-prompts", "6", "--n-images", "2", "--no-latency"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["system"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["transfusion"]["status"] == "ok" and "geneval/overall" in rows["transfusion"]["metrics"]
+    assert rows["vq"]["status"] == "ok" and "recon/mse" in rows["vq"]["metrics"]
+    assert (out / "transfusion" / "samples.png").is_file()
+    report = (out / "report.md").read_text()
+    assert "| transfusion |" in report and "| vq |" in report and "claims" in report

@@ -1,0 +1,82 @@
+"""``umm bench``: train every system for the same budget, judge them all, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+from umm import UmmError
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    import umm.models  # noqa: F401  (registers every family)
+    from umm.bench.claims import evaluate_claims
+    from umm.bench.plan import default_systems, plan
+    from umm.bench.report import readme_table, update_readme, write_report
+    from umm.bench.runner import BenchConfig, run_entry
+    from umm.cli import REPO_CONFIGS
+    from umm.registry import SYSTEMS
+
+    registered = SYSTEMS.names()
+    systems = args.systems.split(",") if args.systems else default_systems(registered)
+    unknown = [s for s in systems if s not in registered]
+    if unknown:
+        raise UmmError(f"unknown system(s) {', '.join(unknown)}; registered: {', '.join(registered)}")
+    config = BenchConfig(Path(args.out), args.budget_minutes, args.quick_steps, args.n_prompts, args.n_images,
+                         args.eval_steps, args.split, args.threads)
+    config.out.mkdir(parents=True, exist_ok=True)
+    entries = plan(systems, REPO_CONFIGS, quick=args.quick_steps > 0)
+    rows = [run_entry(e, config, i + 1, len(entries)) for i, e in enumerate(entries)]
+    latency: list[dict] = []
+    if args.latency:
+        from umm.bench.latency import measure_latency
+
+        print("measuring sampling latency vs tokens per image ...", flush=True)
+        latency = measure_latency(quick=args.quick_steps > 0)
+    budget = f"{args.quick_steps} steps (quick)" if args.quick_steps else f"{args.budget_minutes:g} min"
+    machine = f"{platform.machine()} {torch.get_num_threads()} threads" + (
+        f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
+    meta = {"command": "umm bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]), "budget": budget,
+            "split": args.split, "n_prompts": args.n_prompts, "n_images": args.n_images, "machine": machine,
+            "out": str(config.out), "report": str(config.out / "report.md")}
+    claims = evaluate_claims(rows, latency, args.n_prompts)
+    md, page = write_report(config.out, rows, claims, latency, meta)
+    print(f"bench report: {md} and {page}")
+    for c in claims:
+        print(f"  [{c.verdict}] {c.statement}")
+    if args.update_readme:
+        readme = Path(__file__).resolve().parents[2] / "README.md"
+        if not update_readme(readme, readme_table(rows, meta)):
+            raise UmmError(f"{readme} has no bench-table markers to replace")
+        print(f"updated the systems table in {readme}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="train every system for the same budget, judge them all, write a report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  umm bench --budget-minutes 5                          # every registered system, runs/bench/\n"
+               "  umm bench --budget-minutes 5 --systems transfusion,chameleon,showo\n"
+               "  umm bench --quick-steps 3 --out /tmp/b                # tiny recipes, a smoke run\n"
+               "  umm bench --budget-minutes 5 --update-readme          # also regenerate README's systems table\n"
+               "re-running the same command resumes: finished systems are not retrained.",
+    )
+    p.add_argument("--budget-minutes", type=float, default=5.0, help="training wall-clock per system")
+    p.add_argument("--systems", help="comma-separated families (default: every registered one)")
+    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--quick-steps", type=int, default=0, help="> 0: tiny test recipes for this many steps")
+    p.add_argument("--n-prompts", type=int, default=60)
+    p.add_argument("--n-images", type=int, default=60)
+    p.add_argument("--eval-steps", type=int, default=25)
+    p.add_argument("--split", default="heldout")
+    p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of each training process (0: inherit)")
+    p.add_argument("--no-latency", dest="latency", action="store_false", help="skip the sampling-latency sweep")
+    p.add_argument("--update-readme", action="store_true", help="regenerate README's systems table from this report")
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,99 @@
+"""What ``umm bench`` trains: one entry per registered system, its recipe, and the runs it depends on.
+
+A system's bench recipe is ``configs/<family>_s.yaml`` (``configs/test_<family>.yaml`` in quick mode). A recipe
+that names another run's output in its ``system_args`` (``image_tokenizer: runs/vq_s/model``) depends on that
+run: the bench trains the dependency first, inside its own output directory, and points the system at it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from umm import UmmError
+from umm.config import load_yaml
+
+RUN_REFERENCE = re.compile(r"^runs/([A-Za-z0-9_.-]+)/model$")
+
+# The survey's systems, in the order of its taxonomy; registered families not listed here (the image
+# tokenizers) follow in name order.
+SURVEY_ORDER = (
+    "chameleon", "emu3", "lwm", "vila_u", "lavit",  # AR, discrete
+    "mmar",  # AR, continuous
+    "showo",  # AR + discrete diffusion
+    "transfusion", "monoformer",  # AR + continuous diffusion
+    "imagebind", "textbind", "nextgpt", "seedx", "unibind",  # multi-expert
+)
+CELLS = {
+    "chameleon": "AR / discrete", "emu3": "AR / discrete", "lwm": "AR / discrete", "vila_u": "AR / discrete",
+    "lavit": "AR / discrete", "mmar": "AR / continuous", "showo": "AR+diffusion / discrete",
+    "transfusion": "AR+diffusion / continuous", "monoformer": "AR+diffusion / continuous",
+    "imagebind": "multi-expert / image-centric", "textbind": "multi-expert / text-centric",
+    "nextgpt": "multi-expert / text-centric", "seedx": "multi-expert / text-centric",
+    "unibind": "multi-expert / generalised",
+}
+
+
+@dataclass(frozen=True)
+class Dependency:
+    key: str  # dotted recipe key holding the reference, e.g. "system_args.image_tokenizer"
+    run: str  # the referenced run's recipe name, e.g. "vq_s"
+
+
+@dataclass
+class Entry:
+    name: str  # the system family (or, for a dependency, the recipe name)
+    recipe: Path | None  # None: no recipe for this family (reported, not trained)
+    dependencies: list[Dependency] = field(default_factory=list)
+    cell: str = "tokenizer"
+
+
+def _references(node: Any, prefix: str) -> list[Dependency]:
+    if isinstance(node, dict):
+        return [d for k, v in node.items() for d in _references(v, f"{prefix}.{k}")]
+    if isinstance(node, str) and (m := RUN_REFERENCE.match(node)):
+        return [Dependency(prefix, m.group(1))]
+    return []
+
+
+def entry_for(name: str, configs: Path, quick: bool, is_recipe: bool = False) -> Entry:
+    recipe = configs / (f"{name}.yaml" if is_recipe else f"test_{name}.yaml" if quick else f"{name}_s.yaml")
+    if not recipe.is_file():
+        return Entry(name, None, cell=CELLS.get(name, "tokenizer"))
+    data = load_yaml(recipe)
+    deps = _references(data.get("system_args", {}), "system_args") if not quick else []
+    return Entry(name, recipe, deps, CELLS.get(name, "tokenizer"))
+
+
+def dependency_name(dep: Dependency) -> str:
+    """``runs/vq_s/model`` is the ``vq`` family's default run; other run names are recipes of their own."""
+    return dep.run[: -len("_s")] if dep.run.endswith("_s") else dep.run
+
+
+def plan(systems: list[str], configs: Path, quick: bool) -> list[Entry]:
+    """Entries in training order: every dependency before the systems that use it, each once."""
+    ordered: list[Entry] = []
+    seen: set[str] = set()
+
+    def visit(entry: Entry, stack: tuple[str, ...]) -> None:
+        if entry.name in stack:
+            raise UmmError(f"bench recipes depend on each other in a cycle: {' -> '.join(stack + (entry.name,))}")
+        for dep in entry.dependencies:
+            name = dependency_name(dep)
+            if name not in seen:
+                visit(entry_for(name, configs, quick, is_recipe=name == dep.run), stack + (entry.name,))
+        if entry.name not in seen:
+            seen.add(entry.name)
+            ordered.append(entry)
+
+    for name in systems:
+        visit(entry_for(name, configs, quick), ())
+    return ordered
+
+
+def default_systems(registered: list[str]) -> list[str]:
+    """Every registered family: the survey's systems in taxonomy order, then the rest (tokenizers)."""
+    first = [s for s in SURVEY_ORDER if s in registered]
+    return first + sorted(s for s in registered if s not in first)

@@ -1,0 +1,219 @@
+"""The bench report: Markdown and a self-contained HTML page (tables, claims, plots, sample grids), and the
+README's systems table generated from it."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from umm.bench.claims import Claim
+
+CATEGORIES = ("single_object", "two_object", "counting", "colours", "position", "colour_attribution")
+README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _m(row: dict, key: str) -> Any:
+    return row.get("metrics", {}).get(key)
+
+
+def _headline(row: dict) -> dict[str, str]:
+    """The cells of one system's row in the main table."""
+    m = row.get("metrics", {})
+    caption = [m[k] for k in ("caption/shape", "caption/colour", "caption/size", "caption/position") if k in m]
+    caption_mean = sum(caption) / len(caption) if caption and not any(math.isnan(c) for c in caption) else None
+    emergent = m.get("retrieval/emergent/mean_R@1")
+    video = m.get("video/direction_accuracy", m.get("v2t/direction_accuracy"))
+    latency = m.get("seconds/t2i_per_image")
+    return {
+        "system": row["system"], "cell": row.get("cell", ""), "status": row.get("status", "?"),
+        "params (M)": _num(row["parameters"] / 1e6, 2) if "parameters" in row else "–",
+        "steps": _num(row.get("steps")), "samples/s": _num(row.get("samples_per_second"), 1),
+        "MFU": f"{row['mfu']:.0%}" if row.get("mfu") else "–",
+        "peak MB": _num(row.get("peak_rss_mb"), 0),
+        "GenEval": _num(m.get("geneval/overall")), "caption attr.": _num(caption_mean), "QA": _num(m.get("qa/accuracy")),
+        "video dir.": _num(video), "emergent R@1": _num(emergent), "recon MSE": _num(m.get("recon/mse"), 4),
+        "s / image": _num(latency, 2),
+    }
+
+
+def _md_table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "(no rows)"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _geneval_rows(rows: list[dict]) -> list[dict[str, str]]:
+    out = []
+    for r in rows:
+        if _m(r, "geneval/overall") is not None:
+            out.append({"system": r["system"], **{c: _num(_m(r, f"geneval/{c}")) for c in CATEGORIES},
+                        "overall": _num(_m(r, "geneval/overall"))})
+    return out
+
+
+def plots(rows: list[dict], latency: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    gen = [r for r in rows if _m(r, "geneval/overall") is not None]
+    if gen:
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(gen)), 3.6))
+        width = 0.8 / len(CATEGORIES)
+        for i, c in enumerate(CATEGORIES):
+            values = [_m(r, f"geneval/{c}") or 0.0 for r in gen]
+            ax.bar([j + i * width for j in range(len(gen))], values, width, label=c.replace("_", " "))
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(gen))], [r["system"] for r in gen], rotation=30)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("judge accuracy")
+        ax.set_title("GenEval-like scores on held-out prompts")
+        ax.legend(fontsize=6, ncol=3)
+        fig.tight_layout()
+        written.append(out / "geneval.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    trained = [r for r in rows if r.get("samples_per_second")]
+    if trained:
+        fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(trained)), 3.4))
+        ax.bar([r["system"] for r in trained], [r["samples_per_second"] for r in trained], color="tab:blue")
+        ax.set_ylabel("training samples/s")
+        ax2 = ax.twinx()
+        ax2.plot([r["system"] for r in trained], [100 * (r.get("mfu") or 0) for r in trained], "o", color="tab:red")
+        ax2.set_ylabel("MFU % (red)")
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_title("Training throughput at equal wall-clock budget")
+        fig.tight_layout()
+        written.append(out / "throughput.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    if latency:
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for method in sorted({r["method"] for r in latency}):
+            points = sorted((r["tokens"], r["ms_per_image"]) for r in latency if r["method"] == method)
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("tokens per image")
+        ax.set_ylabel("ms per image")
+        ax.set_title("Sampling latency vs tokens per image")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / "latency.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    recon = [r for r in rows if _m(r, "recon/mse") is not None]
+    if recon:
+        fig, ax = plt.subplots(figsize=(5.5, 3.2))
+        ax.bar([r["system"] for r in recon], [_m(r, "recon/mse") for r in recon],
+               color=["tab:green" if r["system"] == "vae" else "tab:gray" for r in recon])
+        ax.set_ylabel("reconstruction MSE (held-out)")
+        ax.set_title("Quantisation error: discrete tokenizers vs KL-VAE (green)")
+        fig.tight_layout()
+        written.append(out / "reconstruction.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def markdown(rows: list[dict], claims: list[Claim], latency: list[dict], meta: dict, figures: list[Path]) -> str:
+    parts = [
+        "# umm bench report", "",
+        f"Command: `{meta['command']}`  ",
+        f"Budget: {meta['budget']} per system; evaluation on the `{meta['split']}` split ({meta['n_prompts']} "
+        f"prompts, {meta['n_images']} images); machine: {meta['machine']}.", "",
+        "## Systems", "", _md_table([_headline(r) for r in rows]), "",
+        "GenEval = judge accuracy over the six categories; caption attr. = mean of shape/colour/size/position "
+        "accuracy of captions; video dir. = direction accuracy; emergent R@1 = mean R@1 of never-paired "
+        "modality pairs; s / image = text-to-image sampling time.", "",
+        "## GenEval-like scores by category", "", _md_table(_geneval_rows(rows)), "",
+        "## The survey's claims, measured", "",
+    ]
+    for c in claims:
+        parts += [f"- **{c.statement}** — *{c.verdict}*. Measured: {c.measure}. {c.evidence}"]
+    if latency:
+        parts += ["", "## Sampling latency", "", _md_table([{k: _num(v, 1) for k, v in r.items()} for r in latency])]
+    parts += ["", "## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figures]
+    samples = [r["system"] for r in rows if (Path(meta["out"]) / r["system"] / "samples.png").is_file()]
+    if samples:
+        parts += ["", "## Samples (held-out prompts; `ok`/`x` = the judge's verdict)", ""]
+        parts += [f"### {s}\n\n![{s}]({s}/samples.png)\n" for s in samples]
+    return "\n".join(parts) + "\n"
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def html_page(rows: list[dict], claims: list[Claim], meta: dict, figures: list[Path]) -> str:
+    def table(items: list[dict[str, str]]) -> str:
+        if not items:
+            return "<p>(none)</p>"
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in items[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r.values()) + "</tr>" for r in items)
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    claim_items = "".join(
+        f"<li><b>{html.escape(c.statement)}</b> <span class='v {c.verdict.replace(' ', '-')}'>{c.verdict}</span><br>"
+        f"<small>{html.escape(c.measure)}</small><br>{html.escape(c.evidence)}</li>" for c in claims)
+    figs = "".join(f"<figure><img src='{_data_uri(f)}'><figcaption>{f.stem}</figcaption></figure>" for f in figures)
+    samples = ""
+    for r in rows:
+        path = Path(meta["out"]) / r["system"] / "samples.png"
+        if path.is_file():
+            samples += f"<h3>{html.escape(r['system'])}</h3><img class='grid' src='{_data_uri(path)}'>"
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
+             "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}.v{padding:1px 6px;"
+             "border-radius:3px}.supported{background:#cfc}.not-supported{background:#fcc}.mixed{background:#ffc}"
+             "figure{display:inline-block;margin:4px}img{max-width:100%}img.grid{image-rendering:pixelated}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>umm bench</title><style>{style}</style></head>"
+            f"<body><h1>umm bench report</h1><p>Command: <code>{html.escape(meta['command'])}</code><br>Budget: "
+            f"{html.escape(meta['budget'])} per system; split {html.escape(meta['split'])}; {html.escape(meta['machine'])}</p>"
+            f"<h2>Systems</h2>{table([_headline(r) for r in rows])}<h2>GenEval-like by category</h2>"
+            f"{table(_geneval_rows(rows))}<h2>The survey's claims, measured</h2><ul>{claim_items}</ul>"
+            f"<h2>Figures</h2>{figs}<h2>Samples</h2>{samples}</body></html>")
+
+
+def readme_table(rows: list[dict], meta: dict) -> str:
+    keys = ("system", "cell", "params (M)", "samples/s", "GenEval", "caption attr.", "QA", "video dir.", "emergent R@1", "recon MSE")
+    table = [{k: _headline(r)[k] for k in keys} for r in rows]
+    return (f"Generated by `{meta['command']}` ({meta['budget']} of training per system on {meta['machine']}; "
+            f"held-out split). Report: [{meta['report']}]({meta['report']}).\n\n" + _md_table(table))
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    """Replace the text between the bench-table markers; False if the README has no markers."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{table}\n{README_END}{tail}")
+    return True
+
+
+def write_report(out: Path, rows: list[dict], claims: list[Claim], latency: list[dict], meta: dict) -> tuple[Path, Path]:
+    figures = plots(rows, latency, out)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "latency": latency,
+                                                   "claims": [c.__dict__ for c in claims]}, indent=2, default=str))
+    md = out / "report.md"
+    md.write_text(markdown(rows, claims, latency, meta, figures))
+    page = out / "report.html"
+    page.write_text(html_page(rows, claims, meta, figures))
+    return md, page

@@ -1,0 +1,107 @@
+"""Run the bench: train every planned system for the same budget, evaluate each with the judge, collect rows.
+
+Each system trains and is evaluated in its own process (``umm train`` / ``umm eval``), so a crash stays one
+failed row, peak memory is that system's own, and a run that was cut off resumes from its checkpoint. A
+system whose ``result.json`` exists is not retrained: re-running the bench finishes what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from umm.bench.plan import Entry, dependency_name
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    out: Path
+    budget_minutes: float = 5.0  # wall-clock training budget of every system
+    quick_steps: int = 0  # > 0: quick mode, tiny recipes trained for this many steps (tests)
+    n_prompts: int = 60  # GenEval-like prompts (10 per category)
+    n_images: int = 60  # images to caption / question
+    eval_steps: int = 25  # diffusion / MaskGIT steps at evaluation
+    split: str = "heldout"
+    threads: int = 0  # OMP_NUM_THREADS of the child processes (0: inherit)
+
+
+def _run(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[int, str]:
+    with log.open("a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, text=True)
+    tail = [line for line in log.read_text().splitlines() if line.strip()][-1:] or [""]
+    return proc.returncode, tail[0]
+
+
+def train_command(entry: Entry, config: BenchConfig, run_dir: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "umm.cli", "train", str(entry.recipe)]
+    if config.quick_steps:
+        cmd += [f"train.steps={config.quick_steps}", "train.log_every=1", "train.warmup_steps=1"]
+    else:
+        # the budget decides when to stop (and anneals the learning rate), not the recipe's step count
+        cmd += [f"train.time_budget_minutes={config.budget_minutes}", "train.steps=1000000"]
+    for dep in entry.dependencies:
+        cmd.append(f"{dep.key}={config.out / dependency_name(dep) / 'run' / 'model'}")
+    cmd += ["--out", str(run_dir), "--quiet"]
+    if (run_dir / "checkpoints" / "latest").is_file():
+        cmd.append("--resume")
+    return cmd
+
+
+def eval_command(config: BenchConfig, model_dir: Path, out: Path) -> list[str]:
+    steps = 2 if config.quick_steps else config.eval_steps
+    return [sys.executable, "-m", "umm.cli", "eval", str(model_dir), "--split", config.split,
+            "--n-prompts", str(config.n_prompts), "--n-images", str(config.n_images), "--steps", str(steps),
+            "--out", str(out / "eval.json"), "--samples", str(out / "samples.png")]
+
+
+def run_entry(entry: Entry, config: BenchConfig, index: int, total: int) -> dict[str, Any]:
+    """Train and evaluate one entry (or reuse its finished result); returns its row."""
+    out = config.out / entry.name
+    result_path = out / "result.json"
+    label = f"[{index}/{total}] {entry.name}"
+    if result_path.is_file():
+        print(f"{label}: done before, reusing {result_path}", flush=True)
+        return json.loads(result_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    row: dict[str, Any] = {"system": entry.name, "cell": entry.cell, "recipe": str(entry.recipe) if entry.recipe else None}
+    if entry.recipe is None:
+        print(f"{label}: no recipe (configs/{entry.name}_s.yaml), reported without training", flush=True)
+        row["status"] = "no recipe"
+        result_path.write_text(json.dumps(row, indent=2))
+        return row
+    env = dict(os.environ)
+    if config.threads:
+        env["OMP_NUM_THREADS"] = str(config.threads)
+    log = out / "bench.log"
+    budget = f"{config.quick_steps} steps" if config.quick_steps else f"{config.budget_minutes:g} min"
+    print(f"{label}: training {entry.recipe.name} ({budget})", flush=True)
+    start = time.perf_counter()
+    code, tail = _run(train_command(entry, config, out / "run"), log, env)
+    row["train_wall_seconds"] = time.perf_counter() - start
+    if code != 0:
+        row.update(status="train failed", error=tail)
+        print(f"{label}: training failed: {tail}", flush=True)
+        result_path.write_text(json.dumps(row, indent=2))
+        return row
+    row.update(json.loads((out / "run" / "summary.json").read_text()))
+    print(f"{label}: evaluating", flush=True)
+    code, tail = _run(eval_command(config, out / "run" / "model", out), log, env)
+    if code != 0:
+        row.update(status="eval failed", error=tail)
+        print(f"{label}: evaluation failed: {tail}", flush=True)
+    else:
+        row["status"] = "ok"
+        row["metrics"] = json.loads((out / "eval.json").read_text())
+        headline = {k: v for k, v in row["metrics"].items() if k in ("geneval/overall", "caption/colour", "qa/accuracy")}
+        print(f"{label}: {row['steps']} steps, {row['samples_per_second']:.1f} samples/s; "
+              + ", ".join(f"{k} {v:.3f}" for k, v in headline.items()), flush=True)
+    result_path.write_text(json.dumps(row, indent=2))
+    return row
