@@ -77,13 +77,16 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
         train(recipe("train.steps=2"), tmp_path / "run", show_progress=False)
 
 
-def test_bad_config_names_the_key_and_allowed_values():
+def test_bad_config_names_the_key_and_allowed_values(tmp_path):
     with pytest.raises(ConfigError, match="'train.stepz'.*did you mean 'steps'"):
         recipe("train.stepz=3")
     with pytest.raises(ConfigError, match="precision.*'bf16', 'fp32'"):
         recipe("train.precision=fp8")
     with pytest.raises(ConfigError, match="system_args.schedul"):
-        train(recipe("system_args.schedul=flow"), None, show_progress=False)
+        train(recipe("system_args.schedul=flow"), tmp_path / "run", show_progress=False)
+    with pytest.raises(UmmError, match="unknown model 'no_such_model'"):
+        train(recipe("model=no_such_model"), tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run").exists(), "a rejected recipe must not leave a run directory behind"
 
 
 def test_sigterm_checkpoints_then_exits(tmp_path):

@@ -17,10 +17,12 @@ def build_dataset(config: DataConfig, split: str) -> Any:
     return DATASETS.get(config.name).from_config(config, split)
 
 
-def build_text_tokenizer(run: RunConfig, run_dir: Path | None, dataset: Any):
-    """Load the tokenizer named by the recipe or saved in the run; otherwise train a BPE on the data's text.
+def build_text_tokenizer(run: RunConfig, run_dir: Path | None, dataset: Any, save: bool = True):
+    """Load the tokenizer named by the recipe or saved in the run; otherwise train a BPE on the data's text
+    (and save it in the run when ``save``).
 
-    Training is deterministic, so every rank of a distributed run builds the same tokenizer.
+    Training is deterministic, so every rank of a distributed run builds the same tokenizer; only rank 0
+    writes it, so no rank can read a half-written file.
     """
     from umm.tokenizers.text import TextTokenizer
 
@@ -37,7 +39,7 @@ def build_text_tokenizer(run: RunConfig, run_dir: Path | None, dataset: Any):
             raise UmmError(f"tokenizer.corpus_path {str(path)!r} does not exist")
         texts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
     tokenizer = TextTokenizer.train(texts, cfg.vocab_size)
-    if saved is not None:
+    if saved is not None and save:
         saved.mkdir(parents=True, exist_ok=True)
         tokenizer.save(saved)
     return tokenizer

@@ -75,7 +75,8 @@ def autocast(device: torch.device, precision: str):
     return nullcontext()
 
 
-def build_system_and_model(run: RunConfig, run_dir: Path | None, dataset: Any) -> tuple[SystemBase, nn.Module]:
+def build_system_and_model(run: RunConfig, run_dir: Path | None, dataset: Any,
+                           save_tokenizer: bool = True) -> tuple[SystemBase, nn.Module]:
     """The recipe's tokenizer, system and freshly initialised model (seeded by ``train.seed``)."""
     family = MODELS.get(run.model)().family
     system_cls = SYSTEMS.get(family)
@@ -83,7 +84,7 @@ def build_system_and_model(run: RunConfig, run_dir: Path | None, dataset: Any) -
     for task in run.tasks:
         if task.name not in system_cls.tasks:
             raise ConfigError(f"system {family!r} has no task {task.name!r}; its tasks are {list(system_cls.tasks)}")
-    tokenizer = build_text_tokenizer(run, run_dir, dataset)
+    tokenizer = build_text_tokenizer(run, run_dir, dataset, save=save_tokenizer)
     decided = system_cls.model_overrides(tokenizer, options)
     for key, value in decided.items():
         if key in run.model_args and run.model_args[key] != value:
@@ -141,16 +142,16 @@ def train(
     device = info.device
     run_dir = Path(run_dir or Path("runs") / run.run_name)
     ckpt_dir = run_dir / "checkpoints"
+    if not resume and latest_checkpoint(ckpt_dir) is not None:
+        raise UmmError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose another --out")
+
+    # ---- data, system, model (everything is validated before the run directory is written) ---------------
+    dataset = build_dataset(run.data, run.data.split)
+    system, model = build_system_and_model(run, run_dir, dataset, save_tokenizer=info.is_main)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and latest_checkpoint(ckpt_dir) is not None:
-            raise UmmError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose another --out")
         save_yaml(to_dict(run), run_dir / "recipe.yaml")
     dist_utils.barrier()
-
-    # ---- data, system, model -------------------------------------------------------------------------
-    dataset = build_dataset(run.data, run.data.split)
-    system, model = build_system_and_model(run, run_dir, dataset)
     model.to(device)
     for module in model.modules():
         if hasattr(module, "gradient_checkpointing"):
