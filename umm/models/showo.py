@@ -1,0 +1,315 @@
+"""Show-o (Xie et al. 2024, "Show-o: One Single Transformer to Unify Multimodal Understanding and Generation",
+arXiv 2408.12528).
+
+One transformer over one vocabulary (text tokens + image codes of a lookup-free / finite-scalar quantizer,
+MAGVIT-v2 style) with **omni-attention** (sec. 3.2, fig. 4): text is causal, the tokens of an image see
+each other bidirectionally (``umm.nn.layout``'s bidirectional spans). Two objectives share the weights
+(sec. 3.3):
+
+- text -> image by **masked-token prediction** (discrete diffusion in MaskGIT's form): a fraction
+  cos(pi/2 * u), u ~ U(0, 1), of the image codes is replaced by [MASK] and the model predicts the original
+  code at each masked position (not the next token) from the caption and the visible codes;
+- understanding by **next-token prediction** on text after a clean image.
+
+::
+
+    t2i      <t2i> caption <boi> c_1 [MASK] c_3 ... [MASK] <eoi>      masked-code CE (+ 0.1 * LM on the caption)
+    caption  <mmu> <boi> c_1 ... c_N <eoi> caption <eos>               NTP on the caption   (mmu)
+    qa       <mmu> <boi> c_1 ... c_N <eoi> question answer <eos>       NTP on the answer    (mmu)
+
+Loss weights follow Show-o's stage-1 recipe ``t2i 1.0, lm 0.1, mmu 1.0`` (``lm_weight`` here weighs NTP on
+the t2i captions, which umm uses as its text-only LM data; the caption/qa weights are the recipe's task
+weights). The caption is dropped with probability 0.1 (``cond_dropout_prob``) so classifier-free guidance
+has an unconditional branch.
+
+Sampling (``umm/pipelines/maskgit.py``): MaskGIT's cosine schedule over ``steps`` iterations, confidence
+re-masking with annealed Gumbel noise, MUSE-style CFG ``(1 + s) * cond - s * uncond``; inpainting reuses the
+same loop on a partly masked canvas. Captioning and QA decode greedily with a KV cache
+(``umm/pipelines/ar.py``), exact because an image span is complete before any text reads it (Show-o's
+released code re-runs the sequence per token; tested equal).
+
+umm's choices: [MASK] is the text tokenizer's ``<mask>`` special token; image-code CE is taken over the K
+codes only; 2D RoPE (row, column) over the image grid (Show-o inherits Phi-1.5's 1D RoPE); the tokenizer
+is any umm tokenizer with one code per grid position (``fsq_s`` by default: on ShapesWorld it reconstructs
+what the judge checks far better than ``lfq_s``, see the tokenizer evals).
+
+Shapes: B batch, T slots, N = grid^2 codes per image, K codebook size, D width, V = text vocabulary + K.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from umm import UmmError
+from umm.data.sequence import Sequence, collate
+from umm.models.factory import register_model, write_pretrained
+from umm.models.system import SystemBase
+from umm.nn import Layout, Transformer, TransformerConfig
+from umm.objectives import IGNORE, next_token_loss
+from umm.pipelines import ar, maskgit
+from umm.registry import ARCHITECTURES, MODELS, SYSTEMS
+from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
+
+TOKENIZER_DIR = "image_tokenizer"
+
+
+@dataclass(frozen=True)
+class ShowoConfig:
+    family: ClassVar[str] = "showo"
+    text_vocab: int = 512  # decided by the system: the text tokenizer's size ([MASK] is one of its specials)
+    image_codes: int = 1000  # decided by the system: the image tokenizer's codebook size
+    image_size: int = 32  # decided by the system
+    grid: int = 8  # decided by the system: codes per image side
+    transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(qk_norm=True, rope_axes=2))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text_vocab + self.image_codes
+
+
+class ShowoOutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, V): next-token logits on text slots, the slot's own code on image slots
+
+
+@ARCHITECTURES.register("showo")
+class Showo(nn.Module):
+    """Embedding -> omni-attention trunk -> one head over text and codes. Which positions predict what is
+    the objective's business: the architecture is a plain transformer whose mask comes from the layout."""
+
+    config_class = ShowoConfig
+
+    def __init__(self, config: ShowoConfig):
+        super().__init__()
+        self.config = config
+        dim = config.transformer.dim
+        self.embed = nn.Embedding(config.vocab_size, dim)
+        self.trunk = Transformer(config.transformer)
+        self.head = nn.Linear(dim, config.vocab_size, bias=False)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        nn.init.normal_(self.head.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, layout: Layout, cache=None, commit: bool = True) -> ShowoOutput:
+        """tokens (B, T) -> logits (B, T, V)."""
+        return ShowoOutput(self.head(self.trunk(self.embed(tokens), layout, cache=cache, commit=commit)))
+
+    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
+        return self.trunk.new_cache(batch, max_len, device)
+
+
+# ---- sizes ------------------------------------------------------------------------------------------------
+
+
+@register_model
+def showo_s() -> ShowoConfig:
+    """~6M parameters with a 1000-code tokenizer (Chameleon-s width and depth, for like-for-like tables)."""
+    return ShowoConfig(transformer=TransformerConfig(dim=256, depth=6, heads=4, qk_norm=True, rope_axes=2))
+
+
+@register_model
+def showo_m() -> ShowoConfig:
+    return ShowoConfig(transformer=TransformerConfig(dim=384, depth=8, heads=6, qk_norm=True, rope_axes=2))
+
+
+@register_model
+def test_showo() -> ShowoConfig:
+    return ShowoConfig(image_size=16, grid=4, transformer=TransformerConfig(dim=32, depth=2, heads=2, qk_norm=True,
+                                                                            rope_axes=2))
+
+
+# ---- system -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShowoOptions:
+    # a trained tokenizer directory (runs/fsq_s/model) or a registered name (fresh untrained weights: tests)
+    image_tokenizer: str = "test_lfq"
+    lm_weight: float = 0.1  # Show-o's lm_coeff: NTP on the t2i captions
+    cfg_dropout: float = 0.1  # Show-o's cond_dropout_prob
+    min_mask_ratio: float = 0.0  # Show-o's min_masking_rate: floor of the cosine mask ratio
+    max_text_tokens: int = 32
+    temperature: float = 1.0  # of the code candidates' softmax at sampling
+    choice_temperature: float = 4.5  # Gumbel noise on confidences, annealed to 0 (MaskGIT's default)
+
+
+@SYSTEMS.register("showo")
+class ShowoSystem(SystemBase):
+    family = "showo"
+    tasks = ("t2i", "caption", "qa")
+    capabilities = ("t2i", "caption", "qa", "inpaint")
+    Options = ShowoOptions
+
+    def __init__(self, tokenizer, config: ShowoConfig, options: ShowoOptions | None = None,
+                 image_tokenizer: nn.Module | None = None):
+        super().__init__(tokenizer, config, options)
+        if not 0.0 <= self.options.min_mask_ratio < 1.0:
+            raise UmmError(f"system_args.min_mask_ratio must be in [0, 1), got {self.options.min_mask_ratio}")
+        self.image_tokenizer = image_tokenizer or self.load_image_tokenizer(self.options)
+        images = self.image_tokenizer
+        if images.codebook_size != config.image_codes or images.grid != (config.grid, config.grid):
+            raise UmmError(f"image tokenizer ({images.codebook_size} codes, grid {images.grid}) does not match the "
+                           f"model ({config.image_codes} codes, grid {config.grid})")
+
+    @staticmethod
+    def load_image_tokenizer(options: ShowoOptions) -> nn.Module:
+        name = options.image_tokenizer
+        if name in MODELS and not Path(name).is_dir():
+            warnings.warn(f"Show-o uses untrained image tokenizer weights ({name!r}); train one (umm train fsq_s) and "
+                          "set system_args.image_tokenizer=runs/fsq_s/model", stacklevel=3)
+        return image_tokenizers.load_image_tokenizer(name)
+
+    @classmethod
+    def model_overrides(cls, tokenizer, options: ShowoOptions) -> dict:
+        images = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
+        if getattr(images, "depth", None) != 1 or len(images.grid) != 2:
+            raise UmmError(f"Show-o needs an image tokenizer with one code per position of an image grid; "
+                           f"{options.image_tokenizer!r} is a {images.config.family!r}")
+        return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
+                "image_size": images.config.image_size, "grid": images.grid[0]}
+
+    def save(self, directory: Path) -> None:
+        super().save(directory)
+        (directory / TOKENIZER_DIR).mkdir()
+        write_pretrained(self.image_tokenizer, directory / TOKENIZER_DIR)
+
+    @classmethod
+    def load(cls, directory: Path, config: ShowoConfig, options: ShowoOptions) -> SystemBase:
+        from umm.tokenizers.text import TextTokenizer
+
+        images = image_tokenizers.load_image_tokenizer(directory / TOKENIZER_DIR)
+        return cls(TextTokenizer.load(directory), config, options, image_tokenizer=images)
+
+    # -- capabilities ---------------------------------------------------------------------------------------
+
+    def generate_images(self, model, prompts: list[str], steps: int = 16, cfg_scale: float = 3.0, seed: int = 0,
+                        batch_size: int = 16, sampler: str | None = None, **kwargs) -> torch.Tensor:
+        """Text -> images (N, 3, H, W) in [0, 1] by MaskGIT in ``steps`` iterations; ``cfg_scale`` is MUSE's s
+        (0 = none; Show-o samples with 1.75 to 5)."""
+        if sampler not in (None, "maskgit"):
+            raise UmmError(f"Show-o samples image codes with MaskGIT; there is no {sampler!r} sampler to pick")
+        kwargs = {"temperature": self.options.temperature, "choice_temperature": self.options.choice_temperature,
+                  **kwargs}
+        return maskgit.generate_images(model, self, prompts, steps=steps, cfg_scale=cfg_scale, seed=seed,
+                                       batch_size=batch_size, **kwargs)
+
+    def inpaint(self, model, images: torch.Tensor, region: torch.Tensor, prompts: list[str] | None = None,
+                **kwargs) -> torch.Tensor:
+        """Regenerate the pixels of ``region`` (B, H, W) bool (at code resolution) of ``images``."""
+        kwargs = {"temperature": self.options.temperature, "choice_temperature": self.options.choice_temperature,
+                  **kwargs}
+        return maskgit.inpaint(model, self, images, region, prompts, **kwargs)
+
+    def caption(self, model, images: torch.Tensor, **kwargs) -> list[str]:
+        return ar.caption(model, self, images, **kwargs)
+
+    def answer(self, model, images: torch.Tensor, questions: list[str], **kwargs) -> list[str]:
+        return ar.answer(model, self, images, questions, **kwargs)
+
+    # -- sequences ----------------------------------------------------------------------------------------
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
+
+    def code_range(self) -> tuple[int, int]:
+        """Image codes occupy token ids [text_vocab, text_vocab + K)."""
+        return self.config.text_vocab, self.config.vocab_size
+
+    def add_image(self, seq: Sequence, token_ids: list[int]) -> Sequence:
+        """``<boi> image <eoi>``, the image one bidirectional span (omni-attention); never a text target."""
+        grid = (self.config.grid, self.config.grid)
+        seq.text([self.tokenizer.boi_id], loss=False)
+        seq.image(None, grid, loss=False, token_ids=token_ids, bidirectional=True)
+        return seq.text([self.tokenizer.eoi_id], loss=False)
+
+    def t2i_prompt(self, text: str | None) -> Sequence:
+        """``<t2i> caption <boi>`` (``None``: no caption, the unconditional prompt)."""
+        tok = self.tokenizer
+        caption = [] if text is None else self.text_ids(text)
+        return Sequence(pad_id=tok.pad_id).text([tok.t2i_id] + caption + [tok.boi_id], loss=False)
+
+    def understanding_prompt(self, codes: torch.Tensor, question: str | None) -> Sequence:
+        """``<mmu> <boi> codes <eoi> (question)``: what captions and answers are decoded after."""
+        seq = Sequence(pad_id=self.tokenizer.pad_id).text([self.tokenizer.mmu_id], loss=False)
+        self.add_image(seq, (codes.flatten() + self.config.text_vocab).tolist())
+        return seq.text([] if question is None else self.text_ids(question), loss=False)
+
+    def mask_codes(self, codes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Which of the N codes to mask, (N,) bool: round(N * max(cos(pi/2 * u), min_mask_ratio)) of them
+        (at least one), at random positions (Show-o's ``mask_or_random_replace_tokens``, mask-only)."""
+        n = codes.numel()
+        ratio = max(math.cos(math.pi / 2 * float(torch.rand((), generator=generator))), self.options.min_mask_ratio)
+        count = min(n, max(1, round(n * ratio)))
+        order = torch.rand(n, generator=generator).argsort()
+        masked = torch.zeros(n, dtype=torch.bool)
+        masked[order[:count]] = True
+        return masked
+
+    def build(self, sample: dict, codes: torch.Tensor, task: str, generator: torch.Generator,
+              drop_caption: bool) -> tuple[Sequence, list[int]]:
+        """One sequence and its image targets (a code where the slot is masked, IGNORE elsewhere)."""
+        tok = self.tokenizer
+        seq = Sequence(pad_id=tok.pad_id)
+        flat = codes.flatten()
+        if task == "t2i":
+            caption = [] if drop_caption else self.text_ids(sample["caption"])
+            seq.text([tok.t2i_id], loss=False)
+            seq.text(caption + [tok.boi_id], loss=bool(caption))  # the LM part: NTP on the caption
+            masked = self.mask_codes(flat, generator)
+            ids = torch.where(masked, tok.mask_id, flat + self.config.text_vocab).tolist()
+            start = len(seq)
+            seq.image(None, (self.config.grid, self.config.grid), loss=False, token_ids=ids, bidirectional=True)
+            seq.text([tok.eoi_id], loss=False)
+            targets = [IGNORE] * len(seq)
+            targets[start : start + len(ids)] = torch.where(masked, flat, IGNORE).tolist()
+            return seq, targets
+        seq.text([tok.mmu_id], loss=False)
+        self.add_image(seq, (flat + self.config.text_vocab).tolist())
+        if task == "caption":
+            seq.text(self.text_ids(sample.get("caption_full", sample["caption"])) + [tok.eos_id], loss=True)
+        elif task == "qa":
+            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
+            seq.text(self.text_ids(qa["question"]), loss=False)
+            seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
+        else:
+            self.check_task(task)
+        return seq, [IGNORE] * len(seq)
+
+    def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
+        self.check_task(task)
+        codes = self.image_tokenizer.encode(torch.stack([s["image"] for s in samples]))  # (B, h, w), frozen
+        drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
+        built = [self.build(s, c, task, generator, bool(d) and task == "t2i") for s, c, d in zip(samples, codes, drop)]
+        batch = collate([seq for seq, _ in built], rope_axes=self.config.transformer.rope_axes,
+                        pad_id=self.tokenizer.pad_id, multiple_of=8)
+        image_targets = torch.full(batch["tokens"].shape, IGNORE, dtype=torch.long)
+        for i, (_, targets) in enumerate(built):
+            image_targets[i, : len(targets)] = torch.tensor(targets)
+        batch["image_targets"] = image_targets  # (B, T): unshifted, the slot's own original code
+        batch["task"] = task
+        return batch
+
+    # -- objective ----------------------------------------------------------------------------------------
+
+    def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        logits = model(batch["tokens"], layout).logits  # (B, T, V)
+        text = next_token_loss(logits, batch["text_targets"])
+        if batch["task"] != "t2i":
+            return {"mmu_loss": text}
+        # masked-token prediction: each masked slot predicts its own code, among the K codes only
+        targets = batch["image_targets"]
+        where = targets != IGNORE
+        low, high = self.code_range()
+        mask_ce = F.cross_entropy(logits[where][:, low:high].float(), targets[where])
+        out = {"t2i_loss": mask_ce}
+        if self.options.lm_weight > 0:
+            out["lm_loss"] = self.options.lm_weight * text
+            out["lm_ce"] = text.detach()
+        return out
