@@ -152,3 +152,21 @@ def test_unet_patchification_trains_and_samples(tmp_path):
     assert model.config.unet and hasattr(model, "unet_in")
     images = system.generate_images(model, ["a red circle"], steps=3, precision="fp32")
     assert images.shape == (1, 3, 16, 16) and torch.isfinite(images).all()
+
+
+@pytest.mark.parametrize("family", ["transfusion", "monoformer"])
+def test_vae_latent_option_trains_and_samples_images(family, tmp_path):
+    """Diffusion in a frozen KL-VAE's latent space: the model's tokens are latents, outputs are decoded pixels,
+    and the saved system carries its VAE."""
+    run = load_recipe(ROOT / "configs" / f"test_{family}.yaml",
+                      ["train.steps=3", "system_args.image_tokenizer=test_vae", "system_args.latent_scale=1.5",
+                       "model_args.patch=1"])
+    train(run, tmp_path / "run", show_progress=False)
+    model, system = load_system(tmp_path / "run" / "model")
+    assert (tmp_path / "run" / "model" / "image_tokenizer" / "model.safetensors").is_file()
+    assert system.vae is not None and model.config.latent_channels == system.vae.latent_channels
+    assert model.config.patch_dim == system.vae.latent_channels  # patch 1 over the latent grid
+    images = system.generate_images(model, ["a red circle"], steps=2, precision="fp32")
+    assert images.shape == (1, 3, model.config.image_size, model.config.image_size)
+    captions = system.caption(model, images, max_new_tokens=3, precision="fp32")
+    assert len(captions) == 1

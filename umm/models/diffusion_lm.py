@@ -17,17 +17,23 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
 
+from umm import UmmError
 from umm.data.sequence import PATCH, Sequence, collate
+from umm.models.factory import write_pretrained
 from umm.models.system import SystemBase
-from umm.nn import Layout, patchify
+from umm.nn import Layout, patchify, unpatchify
 from umm.objectives import diffusion_loss, next_token_loss
 from umm.paths import GaussianPath
 from umm.pipelines import diffusion_lm
+from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
+
+VAE_DIR = "image_tokenizer"
 
 
 class DiffusionLMOutput(NamedTuple):
@@ -44,6 +50,11 @@ class DiffusionLMOptions:
     caption_max_t: float = 0.5  # noise cap on images that condition text (Transfusion caps captioning at t=500/1000)
     cfg_dropout: float = 0.1  # probability of dropping the caption in text-to-image sequences
     max_text_tokens: int = 32  # text slots per segment (longer captions are truncated)
+    # None: diffuse pixel patches. Else a trained KL-VAE (runs/vae_s/model) or a registered name (test_vae: fresh
+    # weights, tests only): the model diffuses its latents times latent_scale (LDM's scale factor, which brings
+    # the latents near unit variance; vae_s's latents have std ~0.64 on ShapesWorld, so ~1.5)
+    image_tokenizer: str | None = None
+    latent_scale: float = 1.0
 
 
 class DiffusionLMSystem(SystemBase):
@@ -51,13 +62,50 @@ class DiffusionLMSystem(SystemBase):
     capabilities = ("t2i", "caption", "qa", "interleaved")
     Options = DiffusionLMOptions
 
-    def __init__(self, tokenizer, config, options: DiffusionLMOptions | None = None):
+    def __init__(self, tokenizer, config, options: DiffusionLMOptions | None = None, vae: nn.Module | None = None):
         super().__init__(tokenizer, config, options)
         self.path = GaussianPath(self.options.schedule, self.options.parameterization)
+        self.vae = None
+        if self.options.image_tokenizer is not None:
+            self.vae = vae or self.load_vae(self.options)
+            if (self.vae.latent_channels, self.vae.grid[0], self.vae.config.image_size) != (
+                    config.latent_channels, config.latent_grid, config.image_size):
+                raise UmmError(f"image tokenizer {self.options.image_tokenizer!r} gives {self.vae.latent_channels}-d "
+                               f"latents on a {self.vae.grid[0]}-grid of {self.vae.config.image_size}px images; the "
+                               f"model expects {config.latent_channels} on {config.latent_grid} of {config.image_size}px")
+        elif config.latent_channels:
+            raise UmmError("the model diffuses VAE latents (latent_channels > 0) but system_args.image_tokenizer is unset")
+        # pixel patches live in [-1, 1], so predicted x0 may be clipped there; latents have no such bound
+        self.sample_clip = None if self.vae is not None else 1.0
+
+    @staticmethod
+    def load_vae(options) -> nn.Module:
+        vae = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
+        if vae.config.family != "vae":
+            raise UmmError(f"system_args.image_tokenizer {options.image_tokenizer!r} is a {vae.config.family!r}; "
+                           "diffusion needs continuous latents: a 'vae' (see umm.tokenizers.image)")
+        return vae
 
     @classmethod
     def model_overrides(cls, tokenizer, options) -> dict:
-        return {"vocab_size": tokenizer.vocab_size}
+        if options.image_tokenizer is None:
+            return {"vocab_size": tokenizer.vocab_size}
+        vae = cls.load_vae(options)
+        return {"vocab_size": tokenizer.vocab_size, "latent_channels": vae.latent_channels,
+                "latent_grid": vae.grid[0], "image_size": vae.config.image_size}
+
+    def save(self, directory: Path) -> None:
+        super().save(directory)
+        if self.vae is not None:  # the saved system is complete on its own
+            (directory / VAE_DIR).mkdir()
+            write_pretrained(self.vae, directory / VAE_DIR)
+
+    @classmethod
+    def load(cls, directory: Path, config, options) -> SystemBase:
+        from umm.tokenizers.text import TextTokenizer
+
+        vae = image_tokenizers.load_image_tokenizer(directory / VAE_DIR) if options.image_tokenizer else None
+        return cls(TextTokenizer.load(directory), config, options, vae=vae)
 
     # -- capabilities --------------------------------------------------------------------------------------
 
@@ -82,19 +130,38 @@ class DiffusionLMSystem(SystemBase):
     def text_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)[: self.options.max_text_tokens]
 
-    def image_patches(self, image: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) in [0, 1] -> (N, P) patches in [-1, 1]."""
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, N, P) tokens: pixel patches in [-1, 1], or scaled VAE latents."""
         config = self.config
-        if tuple(image.shape) != (config.channels, config.image_size, config.image_size):
-            raise ValueError(f"image of shape {tuple(image.shape)}, but the model takes "
-                             f"{(config.channels, config.image_size, config.image_size)}")
-        return patchify(image[None] * 2 - 1, config.patch)[0]
+        if tuple(images.shape[1:]) != (config.channels, config.image_size, config.image_size):
+            raise UmmError(f"images of shape {tuple(images.shape[1:])}, but the model takes "
+                           f"{(config.channels, config.image_size, config.image_size)}")
+        if self.vae is None:
+            return patchify(images * 2 - 1, config.patch)
+        device = next(self.vae.parameters()).device
+        latents = self.vae.encode(images.to(device)).float().to(images.device) * self.options.latent_scale
+        return patchify(latents, config.patch)  # (B, N, C_latent * p^2)
 
-    def build(self, sample: dict, task: str, rng: random.Random, drop_caption: bool = False) -> Sequence:
+    @torch.no_grad()
+    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, P) generated tokens -> images (B, 3, H, W) in [0, 1]."""
+        config = self.config
+        x = unpatchify(tokens.float(), config.patch, config.token_channels, config.token_side, config.token_side)
+        if self.vae is None:
+            return (x.clamp(-1, 1) + 1) / 2
+        device = next(self.vae.parameters()).device
+        return self.vae.decode((x / self.options.latent_scale).to(device)).float().to(tokens.device)
+
+    def image_patches(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) in [0, 1] -> (N, P) tokens."""
+        return self.encode_images(image[None])[0]
+
+    def build(self, sample: dict, patches: torch.Tensor, task: str, rng: random.Random, drop_caption: bool = False) -> Sequence:
+        """One training sequence; ``patches`` (N, P) are the sample's image tokens (see :meth:`encode_images`)."""
         tok = self.tokenizer
         seq = Sequence(pad_id=tok.pad_id)
         grid = (self.config.grid, self.config.grid)
-        patches = self.image_patches(sample["image"])
         prefix = self.image_prefix()
         if task == "t2i":
             caption = [] if drop_caption else self.text_ids(sample["caption"])
@@ -120,7 +187,8 @@ class DiffusionLMSystem(SystemBase):
     def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
         drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
         rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
-        seqs = [self.build(s, task, rng, bool(d) and task == "t2i") for s, d in zip(samples, drop)]
+        patches = self.encode_images(torch.stack([s["image"] for s in samples]))  # one (VAE) call per batch
+        seqs = [self.build(s, p, task, rng, bool(d) and task == "t2i") for s, p, d in zip(samples, patches, drop)]
         config = self.config
         # pad to the longest sequence (a multiple of 8 keeps matmul shapes friendly)
         batch = collate(seqs, None, config.patch_dim, config.transformer.rope_axes, pad_id=self.tokenizer.pad_id,

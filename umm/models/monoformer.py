@@ -36,15 +36,26 @@ class MonoFormerConfig:
     image_size: int = 32
     channels: int = 3
     patch: int = 4
+    latent_channels: int = 0  # > 0: diffuse in a frozen KL-VAE's latent space (set by system_args.image_tokenizer)
+    latent_grid: int = 0
     transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(rope_axes=2))
 
     @property
+    def token_channels(self) -> int:
+        """Channels of what is patchified: RGB, or the VAE latent when ``latent_channels`` > 0."""
+        return self.latent_channels or self.channels
+
+    @property
+    def token_side(self) -> int:
+        return self.latent_grid or self.image_size
+
+    @property
     def grid(self) -> int:
-        return self.image_size // self.patch
+        return self.token_side // self.patch
 
     @property
     def patch_dim(self) -> int:
-        return self.channels * self.patch**2
+        return self.token_channels * self.patch**2
 
 
 @ARCHITECTURES.register("monoformer")

@@ -44,18 +44,30 @@ class TransfusionConfig:
     vocab_size: int = 512
     image_size: int = 32  # pixels per side
     channels: int = 3
-    patch: int = 4  # pixel patch side: a 32x32 image is an 8x8 grid of 48-d patches
+    patch: int = 4  # patch side: a 32x32 image is an 8x8 grid of 48-d patches
+    # > 0: the model diffuses in the latent space of a frozen KL-VAE (system_args.image_tokenizer sets both)
+    latent_channels: int = 0
+    latent_grid: int = 0
     unet: bool = False  # U-Net down/up blocks instead of linear patchification (paper sec. 3.3)
     unet_width: int = 32  # channels of the U-Net's first level (doubling per level)
     transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(rope_axes=2))
 
     @property
+    def token_channels(self) -> int:
+        """Channels of what is patchified: RGB, or the VAE latent when ``latent_channels`` > 0."""
+        return self.latent_channels or self.channels
+
+    @property
+    def token_side(self) -> int:
+        return self.latent_grid or self.image_size
+
+    @property
     def grid(self) -> int:
-        return self.image_size // self.patch
+        return self.token_side // self.patch
 
     @property
     def patch_dim(self) -> int:
-        return self.channels * self.patch**2
+        return self.token_channels * self.patch**2
 
 
 @ARCHITECTURES.register("transfusion")
@@ -71,8 +83,8 @@ class Transfusion(nn.Module):
         if config.unet:
             levels = config.patch.bit_length() - 1
             assert 2**levels == config.patch, f"U-Net patchification needs a power-of-two patch, got {config.patch}"
-            self.unet_in = UNetEncoder(config.channels, dim, levels, config.unet_width, dim)
-            self.unet_out = UNetDecoder(config.channels, dim, levels, config.unet_width, dim)
+            self.unet_in = UNetEncoder(config.token_channels, dim, levels, config.unet_width, dim)
+            self.unet_out = UNetDecoder(config.token_channels, dim, levels, config.unet_width, dim)
         else:
             self.patch_in = PatchEmbed(config.patch_dim, dim)
             self.patch_out = nn.Linear(dim, config.patch_dim)
@@ -104,8 +116,8 @@ class Transfusion(nn.Module):
         # embed only the image slots; every image adds its time embedding (paper sec. 2.3)
         time = self.time_embed(times[image].view(n_images, -1)[:, 0])  # (I, D)
         if config.unet:
-            pixels = unpatchify(patches[image].view(n_images, -1, config.patch_dim), config.patch, config.channels,
-                                config.image_size, config.image_size)
+            pixels = unpatchify(patches[image].view(n_images, -1, config.patch_dim), config.patch, config.token_channels,
+                                config.token_side, config.token_side)
             embedded, skips = self.unet_in(pixels, time)  # (I, N, D)
         else:
             embedded = self.patch_in(patches[image].view(n_images, -1, config.patch_dim))

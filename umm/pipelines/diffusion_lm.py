@@ -13,24 +13,25 @@ from contextlib import nullcontext
 import torch
 
 from umm.data.sequence import PATCH, SPECIAL, TEXT, Sequence, collate
-from umm.nn import Layout, Span, continue_layout, unpatchify
+from umm.nn import Layout, Span, continue_layout
 from umm.pipelines.decode import decode_tokens
 from umm.samplers import DDIMSampler, DDPMSampler, EulerSampler, HeunSampler, cfg
 
 IMAGE_BLOCK = 1_000_000  # span id for generated images: never equal to a prompt span's id
 
 
-def make_sampler(name: str | None, path):
-    """A sampler by name; ``None`` picks Euler on the flow path and DDIM on cosine/linear paths."""
+def make_sampler(name: str | None, path, clip: float | None = 1.0):
+    """A sampler by name; ``None`` picks Euler on the flow path and DDIM on cosine/linear paths. ``clip`` bounds
+    the predicted x0 (pixels live in [-1, 1]; latents pass None)."""
     name = name or ("euler" if path.schedule == "flow" else "ddim")
     if name == "euler":
-        return EulerSampler(path)
+        return EulerSampler(path, clip)
     if name == "heun":
-        return HeunSampler(path)
+        return HeunSampler(path, clip)
     if name == "ddim":
-        return DDIMSampler(path)
+        return DDIMSampler(path, clip=clip)
     if name == "ddpm":
-        return DDPMSampler(path)
+        return DDPMSampler(path, clip=clip)
     raise ValueError(f"unknown sampler {name!r}; choose one of ddim, ddpm, euler, heun")
 
 
@@ -69,12 +70,12 @@ def _image_chunk(system, rows: int, next_position: torch.Tensor, device):
 
 def _denoise_image(model, system, cache, next_position, rows: int, guided: bool, cfg_scale: float, steps: int,
                    sampler: str | None, generator, device) -> tuple[torch.Tensor, tuple]:
-    """Sample one image per prompt row against the cached prompt; returns patches (B, N, P) in [-1, 1]."""
+    """Sample one image per prompt row against the cached prompt; returns tokens (B, N, P)."""
     config = system.config
     b = rows // 2 if guided else rows
     tokens, kinds, layout = _image_chunk(system, rows, next_position, device)
     n_prefix = len(system.image_prefix())
-    sampler_ = make_sampler(sampler, system.path)
+    sampler_ = make_sampler(sampler, system.path, system.sample_clip)
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x_in = torch.cat([x, x]) if guided else x
@@ -90,7 +91,9 @@ def _denoise_image(model, system, cache, next_position, rows: int, guided: bool,
     times = system.path.sampling_times(steps)
     for t, t_next in zip(times[:-1], times[1:]):
         x = sampler_.step(denoise, x, t, t_next, generator)
-    return x.clamp(-1, 1), (tokens, kinds, layout)
+    if system.sample_clip is not None:
+        x = x.clamp(-system.sample_clip, system.sample_clip)
+    return x, (tokens, kinds, layout)
 
 
 @torch.no_grad()
@@ -115,17 +118,17 @@ def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scal
             cache, batch, _ = _prefill(model, system, seqs, len(system.image_prefix()) + config.grid**2, device)
             x, _ = _denoise_image(model, system, cache, batch["next_position"], len(seqs), guided, cfg_scale, steps,
                                   sampler, generator, device)
-        images.append(unpatchify(x.float(), config.patch, config.channels, config.image_size, config.image_size))
-    return torch.cat(images) * 0.5 + 0.5
+        images.append(system.decode_tokens(x))
+    return torch.cat(images)
 
 
 def _image_prompts(system, images: torch.Tensor, texts: list[str] | None) -> list[Sequence]:
     """``[BOS] [BOI] <clean image> [EOI] (text)`` per image."""
     tok, config = system.tokenizer, system.config
     seqs = []
-    for i, image in enumerate(images):
+    for i, patches in enumerate(system.encode_images(images)):
         seq = Sequence(pad_id=tok.pad_id).text([tok.bos_id, tok.boi_id], loss=False)
-        seq.image(system.image_patches(image), (config.grid, config.grid), loss=False, prefix=system.image_prefix())
+        seq.image(patches, (config.grid, config.grid), loss=False, prefix=system.image_prefix())
         seq.text([tok.eoi_id] + (system.text_ids(texts[i]) if texts else []), loss=False)
         seqs.append(seq)
     return seqs
@@ -208,7 +211,7 @@ def generate_interleaved(model, system, prompt: str, max_new_tokens: int = 64, s
                 patches = torch.cat([x.new_zeros(1, len(system.image_prefix()), x.shape[-1]), x], dim=1)
                 model(tokens, kinds, patches, torch.zeros(tokens.shape, device=device), layout, cache=cache)  # commit, clean
                 next_position = layout.next_position
-                segments.append(unpatchify(x.float(), config.patch, config.channels, config.image_size, config.image_size)[0] * 0.5 + 0.5)
+                segments.append(system.decode_tokens(x)[0])
                 logits, next_position = _feed(model, system, cache, tok.eoi_id, next_position, device)
                 continue
             text.append(token)
