@@ -16,7 +16,7 @@ all one bidirectional span. L = lambda_lm * L_LM + lambda_diffusion * L_diffusio
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -27,13 +27,44 @@ from umm import UmmError
 from umm.data.sequence import PATCH, Sequence, collate
 from umm.models.factory import write_pretrained
 from umm.models.system import SystemBase
-from umm.nn import Layout, patchify, unpatchify
+from umm.nn import Layout, TransformerConfig, patchify, unpatchify
 from umm.objectives import diffusion_loss, next_token_loss
 from umm.paths import GaussianPath
 from umm.pipelines import diffusion_lm
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
 
 VAE_DIR = "image_tokenizer"
+
+
+@dataclass(frozen=True)
+class DiffusionLMConfig:
+    """The fields Transfusion and MonoFormer share: vocabulary, image geometry, trunk."""
+
+    vocab_size: int = 512
+    image_size: int = 32  # pixels per side
+    channels: int = 3
+    patch: int = 4  # patch side: a 32x32 image is an 8x8 grid of 48-d patches
+    # > 0: the model diffuses in the latent space of a frozen KL-VAE (system_args.image_tokenizer sets both)
+    latent_channels: int = 0
+    latent_grid: int = 0
+    transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(rope_axes=2))
+
+    @property
+    def token_channels(self) -> int:
+        """Channels of what is patchified: RGB, or the VAE latent when ``latent_channels`` > 0."""
+        return self.latent_channels or self.channels
+
+    @property
+    def token_side(self) -> int:
+        return self.latent_grid or self.image_size
+
+    @property
+    def grid(self) -> int:
+        return self.token_side // self.patch
+
+    @property
+    def patch_dim(self) -> int:
+        return self.token_channels * self.patch**2
 
 
 class DiffusionLMOutput(NamedTuple):

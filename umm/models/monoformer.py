@@ -16,46 +16,22 @@ Shapes: B batch, T slots, I images in the batch, N patches per image, P patch di
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from umm.data.sequence import PATCH, SPECIAL
-from umm.models.diffusion_lm import DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
+from umm.models.diffusion_lm import DiffusionLMConfig, DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
 from umm.models.factory import register_model
 from umm.nn import AdaLNModulation, Layout, PatchEmbed, TimestepEmbedding, Transformer, TransformerConfig, modulate
 from umm.registry import ARCHITECTURES, SYSTEMS
 
 
 @dataclass(frozen=True)
-class MonoFormerConfig:
+class MonoFormerConfig(DiffusionLMConfig):
     family: ClassVar[str] = "monoformer"
-    vocab_size: int = 512
-    image_size: int = 32
-    channels: int = 3
-    patch: int = 4
-    latent_channels: int = 0  # > 0: diffuse in a frozen KL-VAE's latent space (set by system_args.image_tokenizer)
-    latent_grid: int = 0
-    transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(rope_axes=2))
-
-    @property
-    def token_channels(self) -> int:
-        """Channels of what is patchified: RGB, or the VAE latent when ``latent_channels`` > 0."""
-        return self.latent_channels or self.channels
-
-    @property
-    def token_side(self) -> int:
-        return self.latent_grid or self.image_size
-
-    @property
-    def grid(self) -> int:
-        return self.token_side // self.patch
-
-    @property
-    def patch_dim(self) -> int:
-        return self.token_channels * self.patch**2
 
 
 @ARCHITECTURES.register("monoformer")

@@ -24,14 +24,14 @@ Shapes: B batch, T slots, N patches per image, P = channels * patch^2, D model w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from umm.data.sequence import PATCH
-from umm.models.diffusion_lm import DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
+from umm.models.diffusion_lm import DiffusionLMConfig, DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
 from umm.models.factory import register_model
 from umm.nn import Layout, PatchEmbed, TimestepEmbedding, Transformer, TransformerConfig, patchify, unpatchify
 from umm.nn.unet import UNetDecoder, UNetEncoder
@@ -39,35 +39,10 @@ from umm.registry import ARCHITECTURES, SYSTEMS
 
 
 @dataclass(frozen=True)
-class TransfusionConfig:
+class TransfusionConfig(DiffusionLMConfig):
     family: ClassVar[str] = "transfusion"
-    vocab_size: int = 512
-    image_size: int = 32  # pixels per side
-    channels: int = 3
-    patch: int = 4  # patch side: a 32x32 image is an 8x8 grid of 48-d patches
-    # > 0: the model diffuses in the latent space of a frozen KL-VAE (system_args.image_tokenizer sets both)
-    latent_channels: int = 0
-    latent_grid: int = 0
     unet: bool = False  # U-Net down/up blocks instead of linear patchification (paper sec. 3.3)
     unet_width: int = 32  # channels of the U-Net's first level (doubling per level)
-    transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(rope_axes=2))
-
-    @property
-    def token_channels(self) -> int:
-        """Channels of what is patchified: RGB, or the VAE latent when ``latent_channels`` > 0."""
-        return self.latent_channels or self.channels
-
-    @property
-    def token_side(self) -> int:
-        return self.latent_grid or self.image_size
-
-    @property
-    def grid(self) -> int:
-        return self.token_side // self.patch
-
-    @property
-    def patch_dim(self) -> int:
-        return self.token_channels * self.patch**2
 
 
 @ARCHITECTURES.register("transfusion")
