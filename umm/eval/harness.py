@@ -30,6 +30,7 @@ class EvalConfig:
     seed: int = 1234  # keeps eval samples apart from the training stream (train uses seed 0, split "train")
     n_prompts: int = 120  # text-to-image prompts (cycled over the 6 categories)
     n_images: int = 100  # images to caption / question
+    n_videos: int = 50  # clips to generate (t2v) and to caption (v2t)
     steps: int = 25  # diffusion / MaskGIT steps
     cfg_scale: float = 3.0
     batch_size: int = 32
@@ -89,6 +90,14 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
 
         result.metrics.update(evaluate_reconstruction(model, system, config.split, config.seed, config.n_images,
                                                       config.batch_size))
+
+    if "t2v" in wanted or "v2t" in wanted:  # video systems: the judge's tracks (umm.eval.video_eval)
+        from umm.eval.video_eval import evaluate_video
+
+        metrics, seconds = evaluate_video(model, system, tuple(t for t in ("t2v", "v2t") if t in wanted), config.split,
+                                          config.seed, config.n_videos, config.batch_size, config.cfg_scale)
+        result.metrics.update(metrics)
+        result.seconds.update(seconds)
 
     if "embed" in wanted:  # embedding systems: all-pairs retrieval matrix, zero-shot (umm.eval.retrieval)
         from umm.eval.retrieval import evaluate_embeddings

@@ -1,0 +1,419 @@
+"""EMU3 (Wang et al. 2024, "Emu3: Next-Token Prediction is All You Need", arXiv 2409.18869).
+
+Text, images and videos are all tokens of one vocabulary, modelled by one decoder-only transformer with causal
+attention and one next-token loss (sec. 2). A visual span carries its own geometry, so one model handles
+several sizes and aspect ratios (sec. 2.2, ``processing_emu3.py``): a *resolution prefix* written as text
+("h*w", or "t*h*w" for a clip), then the codes in raster order with an end-of-row token after every row and an
+end-of-frame token after every frame::
+
+    [BOS] a red circle [BOI] "8*8" [IMG] c c c c c c c c [EOL] ... [EOL] [EOF] [EOI] [EOS]      text -> image
+    [BOS] a red circle moves up [BOV] "4*8*8" [IMG] (8 rows + [EOL]s, [EOF]) x 4 [EOV] [EOS]   text -> video
+    [BOS] [BOI] "8*8" [IMG] ... [EOF] [EOI] a small red circle at the top left [EOS]               captioning
+
+Sampling (README and released inference code): KV cache, top-k, a prefix-constrained processor that forces
+the structure (EOL at the end of every row, EOF at the end of every frame, codes elsewhere; here a
+:func:`~umm.pipelines.ar_video.grid_plan`), and classifier-free guidance whose unconditional branch is a
+*negative prompt* (``negative_prompt``; empty = plain CFG, which training supports by dropping the caption with
+probability ``cfg_dropout``, the SFT script's ``null_prompt_prob`` 0.05). ``vision_loss_only`` puts the loss of
+text -> image / video sequences on the visual tokens only (the SFT option ``apply_loss_on_only_vision``).
+
+umm's choices, for a CPU and ShapesWorld:
+
+- two frozen tokenizers rather than one: EMU3's single tokenizer codes images as one-frame clips, but umm's small
+  (2+1)D video VQ (``vqvideo_s``) reconstructs still images badly (judge-exact 0.10 against 0.77 for ``vq_s``,
+  measured on 48 heldout images), so images use an image VQ and clips the video VQ (temporal downsampling x2,
+  as EMU3's x4). Both codebooks sit in the one vocabulary: text | IMG EOL EOF | image codes | video codes.
+- variable size with a fixed-size tokenizer: an image canvas is a multiple ``s`` of the tokenizer's
+  (``canvas_scales``); it is coded tile by tile and the tiles' code grids are stitched into one
+  ``(s*h, s*w)`` grid, so a 64x64 image is a 16x16 grid with its own prefix "16*16". One scale is drawn per
+  batch (no padding waste). Images of another size are resized to the drawn canvas.
+- captioning and QA put the loss on the text answer only (instruction-tuning style), as Chameleon in umm.
+
+Shapes: B batch, T slots, D width, V = text vocabulary + 3 + image codes + video codes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from umm import UmmError
+from umm.data.sequence import Sequence, collate
+from umm.models.factory import register_model, write_pretrained
+from umm.models.system import SystemBase
+from umm.nn import Layout, Transformer, TransformerConfig
+from umm.objectives import IGNORE, next_token_loss
+from umm.pipelines import ar_video
+from umm.pipelines.ar import TokenPlan
+from umm.registry import ARCHITECTURES, MODELS, SYSTEMS
+from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
+
+IMAGE_TOKENIZER_DIR = "image_tokenizer"
+VIDEO_TOKENIZER_DIR = "video_tokenizer"
+IMG, EOL, EOF = 0, 1, 2  # structure tokens, offset by the text vocabulary: start of grid, end of row, end of frame
+
+
+@dataclass(frozen=True)
+class Emu3Config:
+    family: ClassVar[str] = "emu3"
+    text_vocab: int = 512  # decided by the system: the text tokenizer's size
+    image_codes: int = 512  # decided by the system: the image tokenizer's codebook size
+    video_codes: int = 512  # decided by the system: the video tokenizer's codebook size
+    image_size: int = 32  # decided by the system: the tokenizers' canvas in pixels (scale 1)
+    frames: int = 8  # decided by the system: frames per clip of the video tokenizer
+    # EMU3-8B: GQA (8 KV heads), RoPE theta 1e6, no QK-norm (``configuration_emu3.py``)
+    transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(qk_norm=False, rope_theta=1e6))
+
+    @property
+    def image_low(self) -> int:
+        return self.text_vocab + 3
+
+    @property
+    def video_low(self) -> int:
+        return self.image_low + self.image_codes
+
+    @property
+    def vocab_size(self) -> int:
+        return self.video_low + self.video_codes
+
+
+class Emu3Output(NamedTuple):
+    logits: torch.Tensor  # (B, T, V) next-token logits over the whole vocabulary
+
+
+@ARCHITECTURES.register("emu3")
+class Emu3(nn.Module):
+    config_class = Emu3Config
+
+    def __init__(self, config: Emu3Config):
+        super().__init__()
+        self.config = config
+        dim = config.transformer.dim
+        self.embed = nn.Embedding(config.vocab_size, dim)
+        self.trunk = Transformer(config.transformer)
+        self.head = nn.Linear(dim, config.vocab_size, bias=False)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        nn.init.normal_(self.head.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, layout: Layout, cache=None, commit: bool = True) -> Emu3Output:
+        """tokens (B, T) in one vocabulary -> logits (B, T, V)."""
+        return Emu3Output(self.head(self.trunk(self.embed(tokens), layout, cache=cache, commit=commit)))
+
+    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
+        return self.trunk.new_cache(batch, max_len, device)
+
+
+# ---- sizes ------------------------------------------------------------------------------------------------
+
+
+@register_model
+def emu3_s() -> Emu3Config:
+    """~6.5M parameters (with 512-code image and video tokenizers): the CPU size."""
+    return Emu3Config(transformer=TransformerConfig(dim=256, depth=6, heads=4, kv_heads=2, qk_norm=False, rope_theta=1e6))
+
+
+@register_model
+def emu3_m() -> Emu3Config:
+    return Emu3Config(transformer=TransformerConfig(dim=384, depth=8, heads=6, kv_heads=2, qk_norm=False, rope_theta=1e6))
+
+
+@register_model
+def test_emu3() -> Emu3Config:
+    return Emu3Config(image_size=16, transformer=TransformerConfig(dim=32, depth=2, heads=2, kv_heads=1, qk_norm=False))
+
+
+# ---- tiles: a canvas that is a multiple of the tokenizer's ----------------------------------------------
+
+
+def encode_canvas(tokenizer: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Images (B, 3, n*S, m*S) -> codes (B, n*h, m*w), tile by tile with a tokenizer of canvas S and grid (h, w)."""
+    size = tokenizer.config.image_size
+    b, c, height, width = images.shape
+    if height % size or width % size:
+        raise UmmError(f"EMU3 canvases are multiples of the tokenizer's {size} px, got {height}x{width}")
+    n, m = height // size, width // size
+    tiles = images.view(b, c, n, size, m, size).permute(0, 2, 4, 1, 3, 5).reshape(b * n * m, c, size, size)
+    codes = tokenizer.encode(tiles.to(next(tokenizer.parameters()).device)).cpu()  # (B*n*m, h, w)
+    h, w = codes.shape[1:]
+    return codes.view(b, n, m, h, w).permute(0, 1, 3, 2, 4).reshape(b, n * h, m * w)
+
+
+def decode_canvas(tokenizer: nn.Module, codes: torch.Tensor) -> torch.Tensor:
+    """Codes (B, n*h, m*w) -> images (B, 3, n*S, m*S) in [0, 1]: the inverse of :func:`encode_canvas`."""
+    h, w = tokenizer.grid
+    b, rows, cols = codes.shape
+    if rows % h or cols % w:
+        raise UmmError(f"an EMU3 image grid is a multiple of the tokenizer's {h}x{w} codes, got {rows}x{cols}")
+    n, m = rows // h, cols // w
+    tiles = codes.view(b, n, h, m, w).permute(0, 1, 3, 2, 4).reshape(b * n * m, h, w)
+    images = tokenizer.decode(tiles.to(next(tokenizer.parameters()).device)).float().cpu()  # (B*n*m, 3, S, S)
+    size = images.shape[-1]
+    return images.view(b, n, m, 3, size, size).permute(0, 3, 1, 4, 2, 5).reshape(b, 3, n * size, m * size)
+
+
+# ---- system: data formatting, losses, capabilities --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Emu3Options:
+    # trained tokenizer directories (runs/vq_s/model, runs/vqvideo_s/model) or registered names; a name gives
+    # fresh untrained weights, only good for tests (the defaults, so that the registry tests need no training)
+    image_tokenizer: str = "test_vq"
+    video_tokenizer: str = "test_vqvideo"
+    canvas_scales: tuple[int, ...] = (1,)  # image canvases in tokenizer canvases; one drawn per batch
+    vision_loss_only: bool = False  # SFT's apply_loss_on_only_vision for t2i / t2v sequences
+    cfg_dropout: float = 0.05  # SFT's null_prompt_prob: the caption of t2i / t2v is dropped
+    negative_prompt: str = ""  # the unconditional branch of guidance ("" = the dropped caption)
+    max_text_tokens: int = 32  # text slots per caption / question (truncated beyond)
+    temperature: float = 1.0  # sampling defaults of generate_images / generate_videos
+    top_k: int = 0  # EMU3 samples with top-k 2048 of 32768 codes
+    top_p: float = 1.0
+
+
+@SYSTEMS.register("emu3")
+class Emu3System(SystemBase):
+    family = "emu3"
+    tasks = ("t2i", "caption", "qa", "t2v", "v2t")
+    capabilities = ("t2i", "caption", "qa", "t2v", "v2t")
+    modalities = ("image", "caption", "qa", "video")  # what a training sample must carry
+    Options = Emu3Options
+
+    def __init__(self, tokenizer, config: Emu3Config, options: Emu3Options | None = None,
+                 image_tokenizer: nn.Module | None = None, video_tokenizer: nn.Module | None = None):
+        super().__init__(tokenizer, config, options)
+        if not self.options.canvas_scales or min(self.options.canvas_scales) < 1:
+            raise UmmError(f"system_args.canvas_scales must list positive integers, got {list(self.options.canvas_scales)}")
+        self.image_tokenizer = image_tokenizer or _load_tokenizer(self.options.image_tokenizer, "vq_s")
+        self.video_tokenizer = video_tokenizer or _load_tokenizer(self.options.video_tokenizer, "vqvideo_s")
+        _check_tokenizers(self.image_tokenizer, self.video_tokenizer, config)
+
+    @classmethod
+    def model_overrides(cls, tokenizer, options: Emu3Options) -> dict:
+        images = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
+        videos = image_tokenizers.load_image_tokenizer(options.video_tokenizer)
+        if getattr(images, "depth", None) != 1 or len(images.grid) != 2:
+            raise UmmError(f"EMU3 needs an image tokenizer with one code per position of an image grid; "
+                           f"{options.image_tokenizer!r} is a {images.config.family!r}")
+        if videos.config.family != "vqvideo":
+            raise UmmError(f"system_args.video_tokenizer must be a video tokenizer (vqvideo), "
+                           f"{options.video_tokenizer!r} is a {videos.config.family!r}")
+        if images.config.image_size != videos.config.image_size:
+            raise UmmError(f"the image tokenizer's canvas ({images.config.image_size} px) differs from the video "
+                           f"tokenizer's ({videos.config.image_size} px)")
+        return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
+                "video_codes": videos.codebook_size, "image_size": images.config.image_size,
+                "frames": videos.config.frames}
+
+    def save(self, directory: Path) -> None:
+        super().save(directory)
+        for name, tokenizer in ((IMAGE_TOKENIZER_DIR, self.image_tokenizer), (VIDEO_TOKENIZER_DIR, self.video_tokenizer)):
+            (directory / name).mkdir()
+            write_pretrained(tokenizer, directory / name)  # the saved system is complete on its own
+
+    @classmethod
+    def load(cls, directory: Path, config: Emu3Config, options: Emu3Options) -> SystemBase:
+        from umm.tokenizers.text import TextTokenizer
+
+        return cls(TextTokenizer.load(directory), config, options,
+                   image_tokenizer=image_tokenizers.load_image_tokenizer(directory / IMAGE_TOKENIZER_DIR),
+                   video_tokenizer=image_tokenizers.load_image_tokenizer(directory / VIDEO_TOKENIZER_DIR))
+
+    # -- the visual span --------------------------------------------------------------------------------
+
+    def image_grid(self, scale: int = 1) -> tuple[int, int, int]:
+        """(1, h, w) codes of an image at ``scale`` times the tokenizer canvas: one frame."""
+        h, w = self.image_tokenizer.grid
+        return (1, scale * h, scale * w)
+
+    def video_grid(self, frames: int | None = None) -> tuple[int, int, int]:
+        """(t, h, w) codes of a clip of ``frames`` frames (default: the tokenizer's clip length)."""
+        frames = self.config.frames if frames is None else frames
+        k = self.video_tokenizer.config.temporal_downsample
+        if frames < k or frames % k:
+            raise UmmError(f"EMU3 clips need a multiple of {k} frames (the video tokenizer's temporal downsampling), "
+                           f"got {frames}")
+        return (frames // k, *self.video_tokenizer.grid[1:])
+
+    def grid_plan(self, grid: tuple[int, int, int], video: bool) -> TokenPlan:
+        """The structure processor of a span of ``grid`` (t, h, w): codes, EOL after every row, EOF after every
+        frame, then EOI (image) or EOV (video); codes are sampled from the image or the video codebook."""
+        c, tok = self.config, self.tokenizer
+        low, high, close = (c.video_low, c.vocab_size, tok.eov_id) if video else (c.image_low, c.video_low, tok.eoi_id)
+        t, h, w = grid
+        return ar_video.grid_plan(t, h, w, low, high, row_end=c.text_vocab + EOL, frame_ends=(c.text_vocab + EOF,) * t,
+                                  end=(close,))
+
+    def open_span(self, grid: tuple[int, int, int], video: bool) -> list[int]:
+        """``[BOI] "h*w" [IMG]`` or ``[BOV] "t*h*w" [IMG]``: the resolution prefix is plain text (EMU3)."""
+        t, h, w = grid
+        size = f"{t}*{h}*{w}" if video else f"{h}*{w}"
+        opener = self.tokenizer.bov_id if video else self.tokenizer.boi_id
+        return [opener] + self.tokenizer.encode(size) + [self.config.text_vocab + IMG]
+
+    def add_visual(self, seq: Sequence, codes: torch.Tensor, video: bool, loss: bool) -> Sequence:
+        """Append a whole visual span of ``codes`` ((h, w) image or (t, h, w) clip), laid out exactly as the
+        structure processor generates it; the prefix carries a loss only with the grid when ``loss``."""
+        grid = tuple(codes.shape) if video else (1, *codes.shape)
+        plan = self.grid_plan(grid, video)
+        stream = torch.tensor(plan.forced)
+        stream[stream < 0] = codes.flatten() + plan.low
+        seq.text(self.open_span(grid, video), loss=loss and not self.options.vision_loss_only)
+        return seq.text(stream.tolist(), loss=loss)
+
+    # -- sequences --------------------------------------------------------------------------------------
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
+
+    def generation_prompt(self, text: str, grid: tuple[int, int, int], video: bool) -> Sequence:
+        """``[BOS] text [BOI] "h*w" [IMG]`` (or the video opener): what precedes a generated span."""
+        seq = Sequence(pad_id=self.tokenizer.pad_id).text([self.tokenizer.bos_id] + self.text_ids(text), loss=False)
+        return seq.text(self.open_span(grid, video), loss=False)
+
+    def understanding_prompt(self, codes: torch.Tensor, video: bool, question: str | None = None) -> Sequence:
+        """``[BOS] <visual span> (question)``, after which captions and answers are decoded."""
+        seq = Sequence(pad_id=self.tokenizer.pad_id).text([self.tokenizer.bos_id], loss=False)
+        self.add_visual(seq, codes, video, loss=False)
+        return seq.text([] if question is None else self.text_ids(question), loss=False)
+
+    def build(self, sample: dict, codes: torch.Tensor, task: str, drop_text: bool) -> Sequence:
+        tok = self.tokenizer
+        seq = Sequence(pad_id=tok.pad_id)
+        if task in ("t2i", "t2v"):  # generation: the whole sequence is a target unless vision_loss_only
+            caption = sample["caption"] if task == "t2i" else sample["video_caption"]
+            text_loss = not self.options.vision_loss_only
+            seq.text([tok.bos_id] + ([] if drop_text else self.text_ids(caption)), loss=text_loss)
+            self.add_visual(seq, codes, video=task == "t2v", loss=True)
+            return seq.text([tok.eos_id], loss=text_loss)
+        seq.text([tok.bos_id], loss=False)
+        self.add_visual(seq, codes, video=task == "v2t", loss=False)
+        if task == "caption":
+            target = sample.get("caption_full", sample["caption"])  # ShapesWorld's complete caption if present
+        elif task == "v2t":
+            target = sample["video_caption"]
+        else:  # qa
+            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
+            seq.text(self.text_ids(qa["question"]), loss=False)
+            target = qa["answer"]
+        return seq.text(self.text_ids(target) + [tok.eos_id], loss=True)
+
+    def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
+        self.check_task(task)
+        video = task in ("t2v", "v2t")
+        key = "video" if video else "image"
+        if any(key not in s for s in samples):
+            raise UmmError(f"EMU3 task {task!r} needs samples with {key!r}; add {key} to data.modalities")
+        # the frozen tokenizers run here, without gradients, so losses() only calls the model
+        if video:
+            clips = torch.stack([s["video"] for s in samples])  # (B, T, 3, H, W)
+            codes = self.video_tokenizer.encode(clips.to(next(self.video_tokenizer.parameters()).device)).cpu()
+        else:
+            scales = self.options.canvas_scales
+            scale = scales[int(torch.randint(len(scales), (), generator=generator))]  # one canvas per batch
+            codes = encode_canvas(self.image_tokenizer, self.resize(torch.stack([s["image"] for s in samples]), scale))
+        drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
+        seqs = [self.build(s, c, task, bool(d) and task in ("t2i", "t2v")) for s, c, d in zip(samples, codes, drop)]
+        return collate(seqs, rope_axes=self.config.transformer.rope_axes, pad_id=self.tokenizer.pad_id, multiple_of=8)
+
+    def resize(self, images: torch.Tensor, scale: int) -> torch.Tensor:
+        """Images (B, 3, H, W) -> (B, 3, S, S) with S = scale x the tokenizer canvas (unchanged if already S)."""
+        size = scale * self.config.image_size
+        if images.shape[-2:] == (size, size):
+            return images
+        return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+    # -- objective --------------------------------------------------------------------------------------
+
+    def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        logits = model(batch["tokens"], layout).logits  # (B, T, V)
+        targets = batch["text_targets"]
+        out = {"lm_loss": next_token_loss(logits, targets)}
+        with torch.no_grad():  # diagnostics: the same cross-entropy split by what is predicted
+            vision = targets >= self.config.text_vocab  # codes and structure tokens
+            for name, mask in (("vision_ce", vision), ("text_ce", (targets != IGNORE) & ~vision)):
+                if mask.any():
+                    out[name] = F.cross_entropy(logits[mask].float(), targets[mask])
+        return out
+
+    # -- capabilities -----------------------------------------------------------------------------------
+
+    def _sample(self, model, prompts: list[str], grid: tuple[int, int, int], video: bool, cfg_scale: float,
+                negative_prompt: str | None, seed: int, batch_size: int, **kwargs) -> torch.Tensor:
+        """Codes (N, t, h, w) of spans sampled after ``prompts`` under the structure processor."""
+        o = self.options
+        kwargs = {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, **kwargs}
+        negative = o.negative_prompt if negative_prompt is None else negative_prompt
+        plan = self.grid_plan(grid, video)
+        seqs = [self.generation_prompt(p, grid, video) for p in prompts]
+        negatives = [self.generation_prompt(negative, grid, video) for _ in prompts]
+        tokens = ar_video.generate_plan(model, self, seqs, plan, negatives, cfg_scale, seed=seed, batch_size=batch_size,
+                                        **kwargs)
+        return ar_video.plan_codes(plan, tokens, grid)
+
+    def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 3.0, seed: int = 0,
+                        batch_size: int = 16, sampler: str | None = None, scale: int = 1,
+                        negative_prompt: str | None = None, return_codes: bool = False, **kwargs) -> torch.Tensor:
+        """Text -> images (N, 3, S, S) in [0, 1], S = ``scale`` x the tokenizer canvas (any scale the model was
+        trained on). ``steps`` is accepted for the harness and unused (one step per token); guidance takes
+        ``negative_prompt`` (default: the option) as its unconditional branch."""
+        if sampler is not None:
+            raise UmmError(f"EMU3 samples one token at a time; there is no {sampler!r} sampler to pick "
+                           "(set temperature/top_k/top_p instead)")
+        grid = self.image_grid(scale)
+        codes = self._sample(model, prompts, grid, False, cfg_scale, negative_prompt, seed, batch_size, **kwargs)[:, 0]
+        return codes if return_codes else decode_canvas(self.image_tokenizer, codes)
+
+    def generate_videos(self, model, prompts: list[str], cfg_scale: float = 3.0, seed: int = 0, batch_size: int = 16,
+                        frames: int | None = None, negative_prompt: str | None = None, return_codes: bool = False,
+                        **kwargs) -> torch.Tensor:
+        """Text -> clips (N, frames, 3, H, W) in [0, 1] through the video tokenizer's (t, h, w) grid."""
+        grid = self.video_grid(frames)
+        codes = self._sample(model, prompts, grid, True, cfg_scale, negative_prompt, seed, batch_size, **kwargs)
+        if return_codes:
+            return codes
+        return self.video_tokenizer.decode(codes.to(next(self.video_tokenizer.parameters()).device)).float().cpu()
+
+    def caption(self, model, images: torch.Tensor, batch_size: int = 64, max_new_tokens: int = 32,
+                precision: str = "bf16") -> list[str]:
+        return self.answer(model, images, None, batch_size, max_new_tokens, precision)
+
+    def answer(self, model, images: torch.Tensor, questions: list[str] | None, batch_size: int = 64,
+               max_new_tokens: int = 8, precision: str = "bf16") -> list[str]:
+        """Images (N, 3, S, S) -> greedy answers to ``questions`` (captions when None); any trained canvas."""
+        size = images.shape[-1]
+        if size % self.config.image_size or images.shape[-2] != size:
+            raise UmmError(f"EMU3 reads square images of a multiple of {self.config.image_size} px, got {tuple(images.shape)}")
+        codes = encode_canvas(self.image_tokenizer, images)
+        asks = [None] * len(codes) if questions is None else questions
+        seqs = [self.understanding_prompt(c, False, q) for c, q in zip(codes, asks)]
+        return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
+
+    def caption_videos(self, model, videos: torch.Tensor, batch_size: int = 32, max_new_tokens: int = 32,
+                       precision: str = "bf16") -> list[str]:
+        """Clips (N, T, 3, H, W) -> greedy captions."""
+        codes = self.video_tokenizer.encode(videos.to(next(self.video_tokenizer.parameters()).device)).cpu()
+        seqs = [self.understanding_prompt(c, True) for c in codes]
+        return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
+
+
+def _load_tokenizer(name: str, trained: str) -> nn.Module:
+    if name in MODELS and not Path(name).is_dir():
+        warnings.warn(f"EMU3 uses untrained tokenizer weights ({name!r}); train one (umm train {trained}) and point "
+                      f"system_args at runs/{trained}/model", stacklevel=3)
+    return image_tokenizers.load_image_tokenizer(name)
+
+
+def _check_tokenizers(images: nn.Module, videos: nn.Module, config: Emu3Config) -> None:
+    if images.codebook_size != config.image_codes or videos.codebook_size != config.video_codes:
+        raise UmmError(f"tokenizers ({images.codebook_size} image / {videos.codebook_size} video codes) do not match the "
+                       f"model ({config.image_codes} / {config.video_codes})")
+    if images.config.image_size != config.image_size or videos.config.frames != config.frames:
+        raise UmmError(f"tokenizers ({images.config.image_size} px, {videos.config.frames} frames) do not match the "
+                       f"model ({config.image_size} px, {config.frames} frames)")
