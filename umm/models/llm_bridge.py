@@ -23,6 +23,7 @@ S image slots in the LM, T sequence slots, D LM width, Q queries.
 from __future__ import annotations
 
 import random
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ class FrozenEncoders:
         self.tokenizer = tokenizer
         self.cache: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
         self.cache_size = cache_size
+        self.cache_lock = threading.Lock()  # the trainer collates in a background thread while eval may run
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -74,7 +76,8 @@ class FrozenEncoders:
                 torch.manual_seed(0)
                 model = build_model(model_config(str(source), {"vocab_size": tokenizer.vocab_size}))
             return cls(model, tokenizer)
-        raise ConfigError(f"encoders {str(source)!r} is neither a trained model directory nor a registered model name")
+        raise ConfigError(f"encoders {str(source)!r} is neither a trained model directory nor a registered "
+                          "model name")
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -121,24 +124,25 @@ class FrozenEncoders:
         if not isinstance(encoder, TextEncoder):
             raise ConfigError("these encoders read text through frozen MiniLM features (one vector per text); "
                               "set system_args.text_features=pooled")
-        missing = [t for t in dict.fromkeys(texts) if (t, max_tokens) not in self.cache]
-        self.cache_hits += len(texts) - len(missing)
-        self.cache_misses += len(missing)
         device = next(encoder.parameters()).device
-        for text in missing:
-            ids = self.tokenizer.encode(text)[:max_tokens]
-            tokens = torch.full((1, max_tokens), self.tokenizer.pad_id, dtype=torch.long)
-            valid = torch.zeros((1, max_tokens), dtype=torch.bool)
-            tokens[0, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            valid[0, : len(ids)] = True
-            hidden = encoder.features(tokens.to(device), valid.to(device))[0].float().cpu()  # (1 + L, E)
-            keep = torch.cat([torch.ones(1, dtype=torch.bool), valid[0]])  # CLS + the text's tokens
-            self.cache[(text, max_tokens)] = hidden * keep[:, None]
-        out = torch.stack([self.cache[(t, max_tokens)] for t in texts])
-        for text in texts:
-            self.cache.move_to_end((text, max_tokens))
-        while len(self.cache) > self.cache_size:
-            self.cache.popitem(last=False)
+        with self.cache_lock:
+            missing = [t for t in dict.fromkeys(texts) if (t, max_tokens) not in self.cache]
+            self.cache_hits += len(texts) - len(missing)
+            self.cache_misses += len(missing)
+            for text in missing:
+                ids = self.tokenizer.encode(text)[:max_tokens]
+                tokens = torch.full((1, max_tokens), self.tokenizer.pad_id, dtype=torch.long)
+                valid = torch.zeros((1, max_tokens), dtype=torch.bool)
+                tokens[0, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                valid[0, : len(ids)] = True
+                hidden = encoder.features(tokens.to(device), valid.to(device))[0].float().cpu()  # (1 + L, E)
+                keep = torch.cat([torch.ones(1, dtype=torch.bool), valid[0]])  # CLS + the text's tokens
+                self.cache[(text, max_tokens)] = hidden * keep[:, None]
+            out = torch.stack([self.cache[(t, max_tokens)] for t in texts])
+            for text in texts:
+                self.cache.move_to_end((text, max_tokens))
+            while len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
         return out
 
     @torch.no_grad()
@@ -347,7 +351,8 @@ class BridgeSystem(SystemBase):
     def understanding_sequence(self, sample: dict, task: str, rng: random.Random) -> Sequence:
         if task == "caption":
             seq = self.understanding_prompt(None)
-            return seq.text(self.text_ids(sample.get("caption_full", sample["caption"])) + [self.tokenizer.eos_id], loss=True)
+            caption = self.text_ids(sample.get("caption_full", sample["caption"]))
+            return seq.text(caption + [self.tokenizer.eos_id], loss=True)
         qa = rng.choice(sample["qa"])
         seq = self.understanding_prompt(qa["question"])
         return seq.text(self.text_ids(qa["answer"]) + [self.tokenizer.eos_id], loss=True)
@@ -357,7 +362,8 @@ class BridgeSystem(SystemBase):
         config = self.config
         batch = collate(seqs, patch_dim=0, rope_axes=config.transformer.rope_axes, pad_id=self.tokenizer.pad_id,
                         multiple_of=8)
-        batch["features"] = features if features is not None else torch.zeros(0, config.feature_tokens, config.feature_dim)
+        no_images = torch.zeros(0, config.feature_tokens, config.feature_dim)
+        batch["features"] = features if features is not None else no_images
         return batch
 
     def collate_understanding(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:

@@ -173,9 +173,9 @@ class NextGPTSystem(BridgeSystem):
     def model_overrides(cls, tokenizer, options: NextGPTOptions) -> dict:
         encoders = FrozenEncoders.load(options.encoders, tokenizer)
         _, decoder = frozen_system(options.decoder, tokenizer)
-        return {"vocab_size": tokenizer.vocab_size, "image_size": encoders.image_size, "feature_dim": encoders.image_dim,
-                "feature_tokens": 1 + encoders.image_grid**2, "context_tokens": decoder.config.context_tokens,
-                "context_dim": decoder.config.context_dim}
+        return {"vocab_size": tokenizer.vocab_size, "image_size": encoders.image_size,
+                "feature_dim": encoders.image_dim, "feature_tokens": 1 + encoders.image_grid**2,
+                "context_tokens": decoder.config.context_tokens, "context_dim": decoder.config.context_dim}
 
     def prepare_model(self, model: nn.Module) -> None:
         """Start from the previous stage and train only this stage's parts."""
@@ -192,14 +192,16 @@ class NextGPTSystem(BridgeSystem):
     def load(cls, directory: Path, config: NextGPTConfig, options: NextGPTOptions) -> BridgeSystem:
         from umm.tokenizers.text import TextTokenizer
 
-        return cls(TextTokenizer.load(directory), config, options, encoders=FrozenEncoders.load(directory / ENCODERS_DIR),
-                   decoder=load_system(directory / DECODER_DIR))
+        encoders = FrozenEncoders.load(directory / ENCODERS_DIR)
+        return cls(TextTokenizer.load(directory), config, options, encoders, load_system(directory / DECODER_DIR))
 
     def token_name(self, token: int) -> str:
         for modality, ids in self.signals.items():
             if token in ids:
                 return f"[{SIGNAL_NAMES[modality]}{ids.index(token)}]"
-        return repr(self.tokenizer.decode([token])) if token >= len(self.tokenizer.special_ids) else f"<special {token}>"
+        if token in self.tokenizer.special_ids:
+            return f"<special {token}>"
+        return repr(self.tokenizer.decode([token]))
 
     # -- generation ---------------------------------------------------------------------------------------
 
@@ -209,7 +211,8 @@ class NextGPTSystem(BridgeSystem):
         ids = [tok.bos_id] + self.text_ids(prompt) + list(generated) + list(self.signals["image"])
         return Sequence(pad_id=tok.pad_id).text(ids, loss=False)
 
-    def render(self, model, seqs: list[Sequence], batch_size: int = 16, precision: str = "bf16", **kwargs) -> torch.Tensor:
+    def render(self, model, seqs: list[Sequence], batch_size: int = 16, precision: str = "bf16",
+               **kwargs) -> torch.Tensor:
         """Sequences ending with the image signal group -> output projector -> image decoder -> (B, 3, H, W)."""
         context = multi_expert.image_query(model, self, seqs, self.config.signal_tokens, precision=precision)
         return self.decoder.render(self.decoder_model, context, batch_size=batch_size, precision=precision, **kwargs)
@@ -229,7 +232,8 @@ class NextGPTSystem(BridgeSystem):
         results = []
         for prompt, ids in zip(prompts, streams):
             routed = multi_expert.route(ids, self.signals, self.decoders, self.token_name)
-            text = tok.decode([i for i in ids[: routed.start if routed.start >= 0 else len(ids)] if i < tok.vocab_size])
+            before = ids[: routed.start] if routed.start >= 0 else ids  # the text the LM wrote before the signal
+            text = tok.decode([i for i in before if i < tok.vocab_size])
             image = None
             if routed.kind == "image":
                 image = self.render(model, [self.signal_prompt(prompt, ids[: routed.start])], precision=precision,
@@ -261,7 +265,8 @@ class NextGPTSystem(BridgeSystem):
         return batch
 
     def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        out = model(batch["tokens"], batch["kinds"], batch["features"], layout_of(batch), out_slots=batch.get("out_slots"))
+        out = model(batch["tokens"], batch["kinds"], batch["features"], layout_of(batch),
+                    out_slots=batch.get("out_slots"))
         lm = next_token_loss(out.logits, batch["text_targets"])
         losses = {"lm_loss": lm}
         if out.out is not None:
@@ -279,4 +284,5 @@ def _check_decoder(decoder, config: NextGPTConfig) -> None:
         raise ConfigError(f"decoder condition {(decoder.config.context_tokens, decoder.config.context_dim)} does not "
                           f"match the model's output projector {(config.context_tokens, config.context_dim)}")
     if decoder.config.image_size != config.image_size:
-        raise ConfigError(f"decoder draws {decoder.config.image_size} px images, the encoders read {config.image_size} px")
+        raise ConfigError(f"decoder draws {decoder.config.image_size} px images, the encoders read "
+                          f"{config.image_size} px")

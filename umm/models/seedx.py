@@ -151,9 +151,9 @@ class SeedXSystem(BridgeSystem):
     def model_overrides(cls, tokenizer, options: SeedXOptions) -> dict:
         _, detokenizer = _detokenizer(options.detokenizer, tokenizer)
         encoders = detokenizer.encoders
-        return {"vocab_size": tokenizer.vocab_size, "image_size": encoders.image_size, "feature_dim": encoders.image_dim,
-                "feature_tokens": 1 + encoders.image_grid**2, "target_tokens": detokenizer.config.context_tokens,
-                "target_dim": detokenizer.config.context_dim}
+        return {"vocab_size": tokenizer.vocab_size, "image_size": encoders.image_size,
+                "feature_dim": encoders.image_dim, "feature_tokens": 1 + encoders.image_grid**2,
+                "target_tokens": detokenizer.config.context_tokens, "target_dim": detokenizer.config.context_dim}
 
     def save(self, directory: Path) -> None:
         super().save(directory)
@@ -163,7 +163,7 @@ class SeedXSystem(BridgeSystem):
     def load(cls, directory: Path, config: SeedXConfig, options: SeedXOptions) -> BridgeSystem:
         from umm.tokenizers.text import TextTokenizer
 
-        return cls(TextTokenizer.load(directory), config, options, detokenizer=load_system(directory / DETOKENIZER_DIR))
+        return cls(TextTokenizer.load(directory), config, options, load_system(directory / DETOKENIZER_DIR))
 
     # -- text -> image: regress features, de-tokenize ------------------------------------------------------
 
@@ -205,7 +205,8 @@ class SeedXSystem(BridgeSystem):
         return batch
 
     def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        out = model(batch["tokens"], batch["kinds"], batch["features"], layout_of(batch), out_slots=batch.get("out_slots"))
+        out = model(batch["tokens"], batch["kinds"], batch["features"], layout_of(batch),
+                    out_slots=batch.get("out_slots"))
         losses = {"lm_loss": next_token_loss(out.logits, batch["text_targets"])}
         if out.out is not None:
             target = batch["target"]

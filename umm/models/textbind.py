@@ -154,8 +154,8 @@ class TextBindSystem(BridgeSystem):
     def load(cls, directory: Path, config: TextBindConfig, options: TextBindOptions) -> BridgeSystem:
         from umm.tokenizers.text import TextTokenizer
 
-        return cls(TextTokenizer.load(directory), config, options, encoders=FrozenEncoders.load(directory / ENCODERS_DIR),
-                   generator=load_system(directory / GENERATOR_DIR))
+        encoders = FrozenEncoders.load(directory / ENCODERS_DIR)
+        return cls(TextTokenizer.load(directory), config, options, encoders, load_system(directory / GENERATOR_DIR))
 
     # -- text -> image: the LM writes a caption, the generator draws it ----------------------------------
 

@@ -42,7 +42,8 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def sample_images(model, system, context: torch.Tensor, steps: int = 25, cfg_scale: float = 3.0,
-                  sampler: str | None = None, seed: int = 0, batch_size: int = 16, precision: str = "bf16") -> torch.Tensor:
+                  sampler: str | None = None, seed: int = 0, batch_size: int = 16,
+                  precision: str = "bf16") -> torch.Tensor:
     """Condition (B, M, C) -> (B, 3, H, W) in [0, 1]. ``system`` gives the noise path and the image geometry."""
     device = _device(model)
     config = system.config
@@ -110,7 +111,8 @@ def understand(model, system, images: torch.Tensor, questions: list[str] | None,
     tok = system.tokenizer
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        seqs = [system.understanding_prompt(None if questions is None else questions[start + i]) for i in range(len(chunk))]
+        asked = [None] * len(chunk) if questions is None else questions[start : start + len(chunk)]
+        seqs = [system.understanding_prompt(q) for q in asked]
         ids = decode_text(model, system, seqs, system.input_features(chunk), max_new_tokens, tok.eos_id,
                           vocab=tok.vocab_size, precision=precision)
         out += [tok.decode(row) for row in ids]
