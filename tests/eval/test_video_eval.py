@@ -41,7 +41,7 @@ def samples():
 def test_true_captions_score_one_and_wrong_directions_zero(samples):
     motions = [s["motion"] for s in samples]
     truth = caption_motion_scores([s["video_caption"] for s in samples], motions)
-    assert truth == {"direction_accuracy": 1.0, "colour": 1.0, "shape": 1.0, "direction": 1.0, "count": 1.0, "exact": 1.0}
+    assert truth == dict.fromkeys(("direction_accuracy", "colour", "shape", "direction", "count", "exact"), 1.0)
     wrong = []
     for s in samples:
         words = s["video_caption"].split()
@@ -54,7 +54,8 @@ def test_true_captions_score_one_and_wrong_directions_zero(samples):
 
 
 def test_alignment_is_one_to_one_and_order_free():
-    movers = [{"colour": "red", "shape": "circle", "direction": "up"}, {"colour": "blue", "shape": "star", "direction": "left"}]
+    movers = [{"colour": "red", "shape": "circle", "direction": "up"},
+              {"colour": "blue", "shape": "star", "direction": "left"}]
     predicted = [{"colour": "blue", "shape": "star", "direction": "left"}, {"colour": "red", "shape": "circle"}]
     assert align(movers, predicted) == [predicted[1], predicted[0]]
     assert align(movers, predicted[:1]) == [None, predicted[0]]

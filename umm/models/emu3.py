@@ -115,12 +115,14 @@ class Emu3(nn.Module):
 @register_model
 def emu3_s() -> Emu3Config:
     """~6.5M parameters (with 512-code image and video tokenizers): the CPU size."""
-    return Emu3Config(transformer=TransformerConfig(dim=256, depth=6, heads=4, kv_heads=2, qk_norm=False, rope_theta=1e6))
+    trunk = TransformerConfig(dim=256, depth=6, heads=4, kv_heads=2, qk_norm=False, rope_theta=1e6)
+    return Emu3Config(transformer=trunk)
 
 
 @register_model
 def emu3_m() -> Emu3Config:
-    return Emu3Config(transformer=TransformerConfig(dim=384, depth=8, heads=6, kv_heads=2, qk_norm=False, rope_theta=1e6))
+    trunk = TransformerConfig(dim=384, depth=8, heads=6, kv_heads=2, qk_norm=False, rope_theta=1e6)
+    return Emu3Config(transformer=trunk)
 
 
 @register_model
@@ -188,7 +190,8 @@ class Emu3System(SystemBase):
                  image_tokenizer: nn.Module | None = None, video_tokenizer: nn.Module | None = None):
         super().__init__(tokenizer, config, options)
         if not self.options.canvas_scales or min(self.options.canvas_scales) < 1:
-            raise UmmError(f"system_args.canvas_scales must list positive integers, got {list(self.options.canvas_scales)}")
+            raise UmmError(f"system_args.canvas_scales must list positive integers, "
+                           f"got {list(self.options.canvas_scales)}")
         self.image_tokenizer = image_tokenizer or _load_tokenizer(self.options.image_tokenizer, "vq_s")
         self.video_tokenizer = video_tokenizer or _load_tokenizer(self.options.video_tokenizer, "vqvideo_s")
         _check_tokenizers(self.image_tokenizer, self.video_tokenizer, config)
@@ -212,9 +215,9 @@ class Emu3System(SystemBase):
 
     def save(self, directory: Path) -> None:
         super().save(directory)
-        for name, tokenizer in ((IMAGE_TOKENIZER_DIR, self.image_tokenizer), (VIDEO_TOKENIZER_DIR, self.video_tokenizer)):
+        for name, frozen in ((IMAGE_TOKENIZER_DIR, self.image_tokenizer), (VIDEO_TOKENIZER_DIR, self.video_tokenizer)):
             (directory / name).mkdir()
-            write_pretrained(tokenizer, directory / name)  # the saved system is complete on its own
+            write_pretrained(frozen, directory / name)  # the saved system is complete on its own
 
     @classmethod
     def load(cls, directory: Path, config: Emu3Config, options: Emu3Options) -> SystemBase:
@@ -326,7 +329,8 @@ class Emu3System(SystemBase):
         size = scale * self.config.image_size
         if images.shape[-2:] == (size, size):
             return images
-        return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        resized = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return resized.clamp(0, 1)
 
     # -- objective --------------------------------------------------------------------------------------
 
@@ -357,8 +361,8 @@ class Emu3System(SystemBase):
                                         **kwargs)
         return ar_video.plan_codes(plan, tokens, grid)
 
-    def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 3.0, seed: int = 0,
-                        batch_size: int = 16, sampler: str | None = None, scale: int = 1,
+    def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 3.0,
+                        seed: int = 0, batch_size: int = 16, sampler: str | None = None, scale: int = 1,
                         negative_prompt: str | None = None, return_codes: bool = False, **kwargs) -> torch.Tensor:
         """Text -> images (N, 3, S, S) in [0, 1], S = ``scale`` x the tokenizer canvas (any scale the model was
         trained on). ``steps`` is accepted for the harness and unused (one step per token); guidance takes
@@ -389,7 +393,8 @@ class Emu3System(SystemBase):
         """Images (N, 3, S, S) -> greedy answers to ``questions`` (captions when None); any trained canvas."""
         size = images.shape[-1]
         if size % self.config.image_size or images.shape[-2] != size:
-            raise UmmError(f"EMU3 reads square images of a multiple of {self.config.image_size} px, got {tuple(images.shape)}")
+            raise UmmError(f"EMU3 reads square images of a multiple of {self.config.image_size} px, "
+                           f"got {tuple(images.shape)}")
         codes = encode_canvas(self.image_tokenizer, images)
         asks = [None] * len(codes) if questions is None else questions
         seqs = [self.understanding_prompt(c, False, q) for c, q in zip(codes, asks)]
@@ -412,8 +417,8 @@ def _load_tokenizer(name: str, trained: str) -> nn.Module:
 
 def _check_tokenizers(images: nn.Module, videos: nn.Module, config: Emu3Config) -> None:
     if images.codebook_size != config.image_codes or videos.codebook_size != config.video_codes:
-        raise UmmError(f"tokenizers ({images.codebook_size} image / {videos.codebook_size} video codes) do not match the "
-                       f"model ({config.image_codes} / {config.video_codes})")
+        raise UmmError(f"tokenizers ({images.codebook_size} image / {videos.codebook_size} video codes) do not match "
+                       f"the model ({config.image_codes} / {config.video_codes})")
     if images.config.image_size != config.image_size or videos.config.frames != config.frames:
         raise UmmError(f"tokenizers ({images.config.image_size} px, {videos.config.frames} frames) do not match the "
                        f"model ({config.image_size} px, {config.frames} frames)")

@@ -101,8 +101,8 @@ class LWM(nn.Module):
         self.trunk = Transformer(config.transformer)
         self.text_head = nn.Linear(dim, config.text_vocab, bias=False)
         self.vision_head = nn.Linear(dim, config.vision_vocab, bias=False)
-        for weight in (self.text_embed.weight, self.vision_embed.weight, self.text_head.weight, self.vision_head.weight):
-            nn.init.normal_(weight, std=0.02)
+        for layer in (self.text_embed, self.vision_embed, self.text_head, self.vision_head):
+            nn.init.normal_(layer.weight, std=0.02)
 
     def forward(self, tokens: torch.Tensor, layout: Layout, cache=None, commit: bool = True) -> LWMOutput:
         """tokens (B, T) in the one id space -> both heads' logits at every slot."""
@@ -170,9 +170,10 @@ class LWMSystem(SystemBase):
             raise UmmError(f"system_args.frames and frame_stride must be >= 1, got {self.options.frames}, "
                            f"{self.options.frame_stride}")
         self.image_tokenizer = image_tokenizer or _load_tokenizer(self.options.image_tokenizer)
-        if self.image_tokenizer.codebook_size != config.vision_codes or self.image_tokenizer.config.image_size != config.image_size:
-            raise UmmError(f"image tokenizer ({self.image_tokenizer.codebook_size} codes, {self.image_tokenizer.config.image_size} px) "
-                           f"does not match the model ({config.vision_codes} codes, {config.image_size} px)")
+        codes, size = self.image_tokenizer.codebook_size, self.image_tokenizer.config.image_size
+        if (codes, size) != (config.vision_codes, config.image_size):
+            raise UmmError(f"image tokenizer ({codes} codes, {size} px) does not match the model "
+                           f"({config.vision_codes} codes, {config.image_size} px)")
 
     @classmethod
     def model_overrides(cls, tokenizer, options: LWMOptions) -> dict:
@@ -307,7 +308,7 @@ class LWMSystem(SystemBase):
             text_ce = F.cross_entropy(out_model.text_logits[text].float(), targets[text])  # over Vt only
             out["text_loss"], out["text_ce"] = self.options.text_loss_weight * text_ce, text_ce.detach()
         if vision.any():
-            vision_ce = F.cross_entropy(out_model.vision_logits[vision].float(), targets[vision] - text_vocab)  # over Vv
+            vision_ce = F.cross_entropy(out_model.vision_logits[vision].float(), targets[vision] - text_vocab)  # Vv
             out["vision_loss"], out["vision_ce"] = self.options.vision_loss_weight * vision_ce, vision_ce.detach()
         return out
 
@@ -325,8 +326,8 @@ class LWMSystem(SystemBase):
                                         batch_size=batch_size, **kwargs)
         return ar_video.plan_codes(plan, tokens, (frames, *self.image_tokenizer.grid))
 
-    def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 5.0, seed: int = 0,
-                        batch_size: int = 16, sampler: str | None = None, return_codes: bool = False,
+    def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 5.0,
+                        seed: int = 0, batch_size: int = 16, sampler: str | None = None, return_codes: bool = False,
                         **kwargs) -> torch.Tensor:
         """Text -> images (N, 3, H, W) in [0, 1] (LWM's image CFG default 5.0). ``steps`` is accepted for the
         harness and unused (one step per token)."""

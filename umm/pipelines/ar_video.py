@@ -57,13 +57,15 @@ def plan_codes(plan: ar.TokenPlan, tokens: torch.Tensor, grid: tuple[int, ...]) 
     """
     forced = torch.tensor(plan.forced, device=tokens.device)
     if tokens.ndim != 2 or tokens.shape[1] != len(plan.forced):
-        raise UmmError(f"a grid stream of {tuple(grid)} has {len(plan.forced)} slots, got tokens of shape {tuple(tokens.shape)}")
+        raise UmmError(f"a grid stream of {tuple(grid)} has {len(plan.forced)} slots, "
+                       f"got tokens of shape {tuple(tokens.shape)}")
     is_code = forced < 0
     bad = torch.where(is_code, (tokens < plan.low) | (tokens >= plan.high), tokens != forced)  # (B, L)
     if bad.any():
         row, slot = (int(i) for i in bad.nonzero()[0])
         want = f"a code in [{plan.low}, {plan.high})" if is_code[slot] else f"structure token {int(forced[slot])}"
-        raise UmmError(f"malformed grid stream: sequence {row}, slot {slot} holds {int(tokens[row, slot])}, expected {want}")
+        raise UmmError(f"malformed grid stream: sequence {row}, slot {slot} holds {int(tokens[row, slot])}, "
+                       f"expected {want}")
     return (tokens[:, is_code] - plan.low).reshape(tokens.shape[0], *grid)
 
 
