@@ -158,6 +158,7 @@ def test_understanding_uses_the_cache_consistently(tiny):
     assert a == b and all(isinstance(t, str) for t in a)
 
 
+@pytest.mark.slow
 def test_tower_and_model_recipes_end_to_end(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -5,7 +5,8 @@ Metrics (prefix ``recon/``):
 - ``mse`` and ``psnr``: pixel error in [0, 1] scale (PSNR averaged per image, peak 1).
 - ``codebook_used``: fraction of the K codes that occur in the codes of the held-out set; ``perplexity``:
   exp of the entropy of their empirical distribution (K = uniform use; 1 = a single code). RQ counts the
-  codes of every depth against its K; the VAE has no codebook and reports ``latent_mean`` / ``latent_std``
+  codes of every depth against its K; a variable-length tokenizer (LaVIT) also reports ``tokens_per_image``
+  and counts only the codes it kept; the VAE has no codebook and reports ``latent_mean`` / ``latent_std``
   instead (a diffusion model on these latents wants them standardised).
 - ``judge_exact``: fraction of images whose reconstruction the judge reads as exactly the true scene (same
   shapes, colours, sizes, cells); ``judge_objects``: fraction of true objects found with all attributes.
@@ -68,8 +69,11 @@ def evaluate_reconstruction(model: torch.nn.Module, system, split: str = "heldou
     if codes_all.is_floating_point():  # continuous latents (VAE)
         metrics.update({"latent_mean": float(codes_all.mean()), "latent_std": float(codes_all.std())})
     else:
-        metrics.update(codebook_usage(codes_all, model.codebook_size))
-        metrics["bits_per_image"] = codes_all[0].numel() * math.log2(model.codebook_size)
+        codes_kept = codes_all[codes_all >= 0]  # a variable-length tokenizer (LaVIT's) pads its rows with -1
+        metrics.update(codebook_usage(codes_kept, model.codebook_size))
+        metrics["bits_per_image"] = codes_kept.numel() / len(codes_all) * math.log2(model.codebook_size)
+        if codes_kept.numel() < codes_all.numel():
+            metrics["tokens_per_image"] = codes_kept.numel() / len(codes_all)
     if video:
         metrics["direction_accuracy"] = video_direction_accuracy(list(recon), [s["motion"] for s in samples])
     else:

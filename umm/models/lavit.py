@@ -1,0 +1,308 @@
+"""LaVIT (Jin et al. 2023, "Unified Language-Vision Pretraining in LLM with Dynamic Discrete Visual
+Tokenization", arXiv 2309.04669).
+
+An image becomes a *variable* number of discrete tokens: the dynamic visual tokenizer
+(``umm/tokenizers/image/dynamic.py``, its own recipe ``lavit_tokenizer_s``) keeps the informative patches,
+merges the dropped ones into them and quantizes the result. The language model treats those codes as words
+of one vocabulary with text (offset by the text vocabulary) and is trained by next-token prediction over
+both, with causal attention everywhere (sec. 3.2):
+
+    t2i      [BOS] caption [BOI] c_1 ... c_n [EOI] [EOS]        NTP on everything (n varies per image)
+    caption  [BOS] [BOI] c_1 ... c_n [EOI] caption [EOS]        NTP on the caption
+    qa       [BOS] [BOI] c_1 ... c_n [EOI] question answer [EOS]
+
+Generation (sec. 3.3) samples codes after BOI until the model emits EOI, so the model decides how many
+tokens an image gets (at least one, at most the tokenizer's N), with classifier-free guidance (the caption
+is dropped with probability ``cfg_dropout`` in training) and top-k/top-p; the tokenizer's decoder turns the
+sequence back into pixels (LaVIT uses a diffusion de-tokenizer; umm's tokenizer decodes pixels itself).
+Captioning and QA decode greedily with the KV cache (``umm/pipelines/ar.py``).
+
+Shapes: B batch, T slots, n kept codes of an image (<= N), K codebook size, D width, V = text vocab + K.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from umm import UmmError
+from umm.data.sequence import Sequence, collate
+from umm.models.factory import register_model, write_pretrained
+from umm.models.system import SystemBase
+from umm.nn import Layout, Span, Transformer, TransformerConfig, continue_layout
+from umm.objectives import IGNORE, next_token_loss
+from umm.pipelines import ar
+from umm.registry import ARCHITECTURES, MODELS, SYSTEMS
+from umm.samplers.ar import sample_next
+from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
+from umm.tokenizers.image.dynamic import PAD_CODE
+
+TOKENIZER_DIR = "image_tokenizer"
+
+
+@dataclass(frozen=True)
+class LavitConfig:
+    family: ClassVar[str] = "lavit"
+    text_vocab: int = 512  # decided by the system: the text tokenizer's size
+    image_codes: int = 1024  # decided by the system: the dynamic tokenizer's codebook size
+    image_size: int = 32  # decided by the system
+    max_image_tokens: int = 64  # decided by the system: the most tokens the tokenizer keeps (its grid's N)
+    transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(qk_norm=True))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text_vocab + self.image_codes
+
+
+class LavitOutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, V) next-token logits over text and image codes
+
+
+@ARCHITECTURES.register("lavit")
+class Lavit(nn.Module):
+    """A decoder-only language model over one vocabulary of text tokens and visual codes (1D RoPE: the
+    visual tokens of a dynamic tokenizer have an order, not a grid)."""
+
+    config_class = LavitConfig
+
+    def __init__(self, config: LavitConfig):
+        super().__init__()
+        self.config = config
+        dim = config.transformer.dim
+        self.embed = nn.Embedding(config.vocab_size, dim)
+        self.trunk = Transformer(config.transformer)
+        self.head = nn.Linear(dim, config.vocab_size, bias=False)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        nn.init.normal_(self.head.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, layout: Layout, cache=None, commit: bool = True) -> LavitOutput:
+        """tokens (B, T) -> logits (B, T, V)."""
+        return LavitOutput(self.head(self.trunk(self.embed(tokens), layout, cache=cache, commit=commit)))
+
+    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
+        return self.trunk.new_cache(batch, max_len, device)
+
+
+@register_model
+def lavit_s() -> LavitConfig:
+    """~6M parameters (Chameleon-s width and depth)."""
+    return LavitConfig(transformer=TransformerConfig(dim=256, depth=6, heads=4, qk_norm=True))
+
+
+@register_model
+def test_lavit() -> LavitConfig:
+    return LavitConfig(image_size=16, max_image_tokens=16, transformer=TransformerConfig(dim=32, depth=2, heads=2,
+                                                                                         qk_norm=True))
+
+
+# ---- system -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LavitOptions:
+    # a trained dynamic tokenizer (runs/lavit_tokenizer_s/model) or a registered name (fresh weights: tests)
+    image_tokenizer: str = "test_lavit_tokenizer"
+    cfg_dropout: float = 0.1
+    max_text_tokens: int = 32
+    temperature: float = 1.0  # image-code sampling defaults of generate_images
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+@SYSTEMS.register("lavit")
+class LavitSystem(SystemBase):
+    family = "lavit"
+    tasks = ("t2i", "caption", "qa")
+    capabilities = ("t2i", "caption", "qa")
+    Options = LavitOptions
+
+    def __init__(self, tokenizer, config: LavitConfig, options: LavitOptions | None = None,
+                 image_tokenizer: nn.Module | None = None):
+        super().__init__(tokenizer, config, options)
+        self.image_tokenizer = image_tokenizer or self.load_image_tokenizer(self.options)
+        images = self.image_tokenizer
+        if (images.codebook_size, images.tokens_per_image) != (config.image_codes, config.max_image_tokens):
+            raise UmmError(f"image tokenizer ({images.codebook_size} codes, up to {images.tokens_per_image} tokens) "
+                           f"does not match the model ({config.image_codes} codes, up to {config.max_image_tokens})")
+
+    @staticmethod
+    def load_image_tokenizer(options: LavitOptions) -> nn.Module:
+        name = options.image_tokenizer
+        if name in MODELS and not Path(name).is_dir():
+            warnings.warn(f"LaVIT uses untrained tokenizer weights ({name!r}); train one (umm train lavit_tokenizer_s) "
+                          "and set system_args.image_tokenizer=runs/lavit_tokenizer_s/model", stacklevel=3)
+        images = image_tokenizers.load_image_tokenizer(name)
+        if images.config.family != "dynamic":
+            raise UmmError(f"LaVIT needs a dynamic (variable-length) visual tokenizer; {name!r} is a "
+                           f"{images.config.family!r} (train one with umm train lavit_tokenizer_s)")
+        return images
+
+    @classmethod
+    def model_overrides(cls, tokenizer, options: LavitOptions) -> dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the system warns once, when it is built
+            images = cls.load_image_tokenizer(options)
+        return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
+                "image_size": images.config.image_size, "max_image_tokens": images.tokens_per_image}
+
+    def save(self, directory: Path) -> None:
+        super().save(directory)
+        (directory / TOKENIZER_DIR).mkdir()
+        write_pretrained(self.image_tokenizer, directory / TOKENIZER_DIR)
+
+    @classmethod
+    def load(cls, directory: Path, config: LavitConfig, options: LavitOptions) -> SystemBase:
+        from umm.tokenizers.text import TextTokenizer
+
+        images = image_tokenizers.load_image_tokenizer(directory / TOKENIZER_DIR)
+        return cls(TextTokenizer.load(directory), config, options, image_tokenizer=images)
+
+    # -- sequences ----------------------------------------------------------------------------------------
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
+
+    def image_ids(self, codes: torch.Tensor) -> list[int]:
+        """One image's codes (N,) padded with PAD_CODE -> its n token ids in the shared vocabulary."""
+        return (codes[codes != PAD_CODE] + self.config.text_vocab).tolist()
+
+    def add_image(self, seq: Sequence, codes: torch.Tensor, loss: bool) -> Sequence:
+        """``[BOI] c_1 .. c_n [EOI]``: plain causal tokens, as many as the tokenizer kept."""
+        return seq.text([self.tokenizer.boi_id] + self.image_ids(codes) + [self.tokenizer.eoi_id], loss=loss)
+
+    def build(self, sample: dict, codes: torch.Tensor, task: str, drop_caption: bool) -> Sequence:
+        tok = self.tokenizer
+        seq = Sequence(pad_id=tok.pad_id)
+        if task == "t2i":
+            caption = [] if drop_caption else self.text_ids(sample["caption"])
+            seq.text([tok.bos_id] + caption, loss=True)
+            self.add_image(seq, codes, loss=True)
+            return seq.text([tok.eos_id], loss=True)
+        seq.text([tok.bos_id], loss=False)
+        self.add_image(seq, codes, loss=False)
+        if task == "caption":
+            seq.text(self.text_ids(sample.get("caption_full", sample["caption"])) + [tok.eos_id], loss=True)
+        elif task == "qa":
+            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
+            seq.text(self.text_ids(qa["question"]), loss=False)
+            seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
+        else:
+            self.check_task(task)
+        return seq
+
+    def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
+        """Sequences of different lengths (each image has its own number of tokens), right-padded."""
+        self.check_task(task)
+        codes = self.image_tokenizer.encode(torch.stack([s["image"] for s in samples]))  # (B, N), frozen
+        drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
+        seqs = [self.build(s, c, task, bool(d) and task == "t2i") for s, c, d in zip(samples, codes, drop)]
+        return collate(seqs, rope_axes=self.config.transformer.rope_axes, pad_id=self.tokenizer.pad_id, multiple_of=8)
+
+    def understanding_prompt(self, codes: torch.Tensor, question: str | None) -> Sequence:
+        """``[BOS] [BOI] codes [EOI] (question)`` for ``umm.pipelines.ar``'s captioning and QA."""
+        seq = self.add_image(Sequence(pad_id=self.tokenizer.pad_id).text([self.tokenizer.bos_id], loss=False),
+                             codes, loss=False)
+        return seq.text([] if question is None else self.text_ids(question), loss=False)
+
+    # -- objective --------------------------------------------------------------------------------------
+
+    def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        logits = model(batch["tokens"], layout).logits  # (B, T, V)
+        targets = batch["text_targets"]
+        out = {"lm_loss": next_token_loss(logits, targets)}
+        with torch.no_grad():  # diagnostics: the same cross-entropy split by what is predicted
+            image = targets >= self.config.text_vocab
+            for name, mask in (("image_ce", image), ("text_ce", (targets != IGNORE) & ~image)):
+                if mask.any():
+                    out[name] = F.cross_entropy(logits[mask].float(), targets[mask])
+        return out
+
+    # -- capabilities ------------------------------------------------------------------------------------
+
+    def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 3.0,
+                        seed: int = 0, batch_size: int = 16, sampler: str | None = None, **kwargs) -> torch.Tensor:
+        """Text -> images (N, 3, H, W) in [0, 1]; ``steps`` is accepted for the harness and unused (one step per
+        token, as many tokens as the model wants)."""
+        if sampler is not None:
+            raise UmmError(f"LaVIT samples visual tokens one at a time until EOI; there is no {sampler!r} sampler")
+        o = self.options
+        kwargs = {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, **kwargs}
+        return generate_images(model, self, prompts, cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, **kwargs)
+
+    def caption(self, model, images: torch.Tensor, **kwargs) -> list[str]:
+        return ar.caption(model, self, images, **kwargs)
+
+    def answer(self, model, images: torch.Tensor, questions: list[str], **kwargs) -> list[str]:
+        return ar.answer(model, self, images, questions, **kwargs)
+
+
+# ---- generation: visual tokens until EOI ------------------------------------------------------------------
+
+
+def allowed_tokens(config: LavitConfig, eoi_id: int, generated: int) -> torch.Tensor:
+    """(V,) bool: image codes, and EOI once at least one code exists; only EOI when the image is full."""
+    allowed = torch.zeros(config.vocab_size, dtype=torch.bool)
+    if generated < config.max_image_tokens:
+        allowed[config.text_vocab :] = True
+    allowed[eoi_id] = generated > 0
+    return allowed
+
+
+@torch.no_grad()
+def generate_images(model: Lavit, system: LavitSystem, prompts: list[str], cfg_scale: float = 3.0,
+                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16,
+                    precision: str = "bf16", use_cache: bool = True, return_codes: bool = False) -> torch.Tensor:
+    """Text -> images (N, 3, H, W) in [0, 1] (or codes (N, max_image_tokens) padded with -1).
+
+    Each row samples codes after ``[BOS] caption [BOI]`` until it emits EOI; guidance combines the prompt and
+    the caption-free ``[BOS] [BOI]`` on log-probabilities, and both branches are fed the sampled token. A row
+    that has finished keeps being fed EOI (its outputs are ignored) until every row has finished.
+    """
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    config, tok = system.config, system.tokenizer
+    n = config.max_image_tokens
+    branches = 2 if cfg_scale != 1.0 else 1
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        b = len(chunk)
+        texts = chunk + ([None] * b if branches == 2 else [])
+        seqs = [Sequence(pad_id=tok.pad_id).text([tok.bos_id] + ([] if t is None else system.text_ids(t)) + [tok.boi_id],
+                                                 loss=False) for t in texts]
+        tokens, layout = ar.prompt_batch(system, seqs, device)
+        codes = torch.full((b, n), PAD_CODE, dtype=torch.long)
+        done = torch.zeros(b, dtype=torch.bool)
+        with ar.autocast(precision, device):
+            if use_cache:
+                step, logits = ar.cached_steps(model, tokens, layout, n + 1)
+            else:
+                step, logits = ar.recompute_steps(model, tokens, layout)
+            next_position = layout.next_position
+            for i in range(n + 1):
+                guided = logits.log_softmax(-1)
+                if branches == 2:
+                    cond, uncond = guided.chunk(2)
+                    guided = uncond + cfg_scale * (cond - uncond)
+                # restrict after guidance (-inf inside the guidance arithmetic would give nan)
+                guided = guided.masked_fill(~allowed_tokens(config, tok.eoi_id, i).to(device), float("-inf"))
+                token = sample_next(guided, temperature, top_k, top_p, generator).cpu()  # (B,)
+                token = torch.where(done, tok.eoi_id, token)
+                is_code = token >= config.text_vocab
+                if i < n:
+                    codes[:, i] = torch.where(is_code, token - config.text_vocab, PAD_CODE)
+                done |= ~is_code
+                if bool(done.all()):
+                    break
+                token_layout = continue_layout(next_position, Span(1))
+                logits = step(token.repeat(branches)[:, None].to(device), token_layout)
+                next_position = token_layout.next_position
+        out.append(codes if return_codes else ar.decode_codes(system, codes))
+    return torch.cat(out)
