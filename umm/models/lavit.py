@@ -138,7 +138,7 @@ class LavitSystem(SystemBase):
             warnings.warn(f"LaVIT uses untrained tokenizer weights ({name!r}); train one (umm train lavit_tokenizer_s) "
                           "and set system_args.image_tokenizer=runs/lavit_tokenizer_s/model", stacklevel=3)
         images = image_tokenizers.load_image_tokenizer(name)
-        if images.config.family != "dynamic":
+        if images.config.family != "lavit_tokenizer":
             raise UmmError(f"LaVIT needs a dynamic (variable-length) visual tokenizer; {name!r} is a "
                            f"{images.config.family!r} (train one with umm train lavit_tokenizer_s)")
         return images

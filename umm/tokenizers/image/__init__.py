@@ -7,8 +7,8 @@ with :func:`load_image_tokenizer` and keep it frozen. The interface they rely on
 
 ``encode(images (B, 3, H, W) in [0, 1]) -> codes``
     (B, h, w) long; (B, h, w, D) for RQ; videos (B, T, 3, H, W) -> (B, t, h, w); the VAE returns float
-    latents (B, C, h, w) (the posterior mean, or a sample with ``generator=``); LaVIT's ``dynamic``
-    tokenizer returns (B, N) codes of a variable number of kept tokens, padded with -1.
+    latents (B, C, h, w) (the posterior mean, or a sample with ``generator=``); LaVIT's dynamic
+    tokenizer (``lavit_tokenizer``) returns (B, N) codes of a variable number of kept tokens, padded with -1.
 ``decode(codes) -> images in [0, 1]``
     the inverse layout of ``encode``.
 ``codebook_size``, ``grid`` ((h, w), or (t, h, w) for video), ``depth`` (RQ's D, else 1),
@@ -53,7 +53,7 @@ from umm.tokenizers.image.models import (
 )
 from umm.tokenizers.image.quantizers import FSQ, LFQ, QuantizerOutput, ResidualQuantizer, VectorQuantizer
 
-FAMILIES = ("vq", "rq", "fsq", "lfq", "vqvideo", "vae", "dynamic")
+FAMILIES = ("vq", "rq", "fsq", "lfq", "vqvideo", "vae", "lavit_tokenizer")
 
 
 def load_image_tokenizer(name_or_dir: str | Path, device: str | torch.device = "cpu", seed: int = 0) -> nn.Module:

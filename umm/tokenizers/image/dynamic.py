@@ -21,7 +21,8 @@ Discrete Visual Tokenization", arXiv 2309.04669, sec. 3.1): a variable number of
   order in the sequence, never their grid position, exactly what the language model generates; the grid
   then goes through the convolutional decoder every umm tokenizer shares.
 
-Training (``umm train lavit_tokenizer_s``): pixel reconstruction + commitment (EMA codebook) + the keep-ratio
+Registered as the ``lavit_tokenizer`` family (sizes ``lavit_tokenizer_s``, ``test_lavit_tokenizer``). Training
+(``umm train lavit_tokenizer_s``): pixel reconstruction + commitment (EMA codebook) + the keep-ratio
 loss (mean(M) - rho)^2 that sets how many tokens survive (LaVIT / DynamicViT's ratio loss).
 
 Interface (what LaVIT's system and the eval harness use): ``encode(images) -> codes (B, N) long``, the kept
@@ -55,7 +56,7 @@ PAD_CODE = -1  # code padding after an image's kept tokens
 
 @dataclass(frozen=True)
 class DynamicConfig:
-    family: ClassVar[str] = "dynamic"
+    family: ClassVar[str] = "lavit_tokenizer"
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     dim: int = 128  # token width of the selector, merger and decoder
     heads: int = 4
@@ -122,7 +123,7 @@ class MergerBlock(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
-@ARCHITECTURES.register("dynamic")
+@ARCHITECTURES.register("lavit_tokenizer")
 class DynamicTokenizer(nn.Module):
     config_class = DynamicConfig
 
@@ -296,11 +297,11 @@ class DynamicOptions:
     keep_weight: float = 2.0  # weight of (mean(M) - rho)^2
 
 
-@SYSTEMS.register("dynamic")
+@SYSTEMS.register("lavit_tokenizer")
 class DynamicTokenizerSystem(TokenizerSystem):
     """L = |x - D(x)|^2 + beta * commitment + w_keep * (mean(M) - rho)^2 (the codebook is an EMA)."""
 
-    family = "dynamic"
+    family = "lavit_tokenizer"
     Options = DynamicOptions
 
     def __init__(self, tokenizer, config, options: DynamicOptions | None = None):
