@@ -114,7 +114,7 @@ class Emu3(nn.Module):
 
 @register_model
 def emu3_s() -> Emu3Config:
-    """~6.5M parameters (with 512-code image and video tokenizers): the CPU size."""
+    """~5.1M parameters (with a 512-token BPE and 512-code image and video tokenizers): the CPU size."""
     trunk = TransformerConfig(dim=256, depth=6, heads=4, kv_heads=2, qk_norm=False, rope_theta=1e6)
     return Emu3Config(transformer=trunk)
 

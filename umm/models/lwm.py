@@ -122,7 +122,7 @@ class LWM(nn.Module):
 
 @register_model
 def lwm_s() -> LWMConfig:
-    """~6.5M parameters (with a 512-code tokenizer): the CPU size."""
+    """~5.3M parameters (with a 512-token BPE and a 512-code image tokenizer): the CPU size."""
     return LWMConfig(transformer=TransformerConfig(dim=256, depth=6, heads=4, qk_norm=False))
 
 
