@@ -9,6 +9,7 @@ import pytest
 
 import umm.models  # noqa: F401
 from umm.bench.plan import default_systems, plan
+from umm.bench.runner import BenchConfig, dependency_model
 from umm.bench.report import README_END, README_START, update_readme
 from umm.registry import SYSTEMS
 
@@ -24,6 +25,31 @@ def test_plan_orders_dependencies_first(tmp_path):
     entries = plan(["chameleon"], configs, quick=False)
     assert [e.name for e in entries] == ["vq", "chameleon"]
     assert entries[1].dependencies[0].key == "system_args.image_tokenizer"
+
+
+def test_plan_follows_shared_tokenizer_paths_and_reuses_trained_tokenizers(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "vq_s.yaml").write_text("model: vq_s\ntasks: [reconstruct]\n")
+    (configs / "imagebind_s.yaml").write_text("model: imagebind_s\ntasks: [contrastive]\n")
+    (configs / "textbind_s.yaml").write_text(
+        "model: textbind_s\ntokenizer: {path: runs/imagebind_s/model}\n"
+        "system_args: {encoders: runs/imagebind_s/model, generator: runs/vq_s/model}\ntasks: [caption]\n")
+    entries = plan(["textbind"], configs, quick=False)
+    assert [e.name for e in entries] == ["imagebind", "vq", "textbind"]
+    deps = {d.key: d for d in entries[-1].dependencies}
+    assert set(deps) == {"tokenizer.path", "system_args.encoders", "system_args.generator"}
+    # a trained tokenizer in the reuse directory stands in for training it; a survey system never does
+    trained = tmp_path / "runs" / "vq_s" / "model"
+    trained.mkdir(parents=True)
+    (trained / "config.json").write_text("{}")
+    (tmp_path / "runs" / "imagebind_s" / "model").mkdir(parents=True)
+    (tmp_path / "runs" / "imagebind_s" / "model" / "config.json").write_text("{}")
+    config = BenchConfig(out=tmp_path / "bench", reuse_from=tmp_path / "runs")
+    assert dependency_model(deps["system_args.generator"], config, configs) == trained
+    assert dependency_model(deps["tokenizer.path"], config, configs) == tmp_path / "bench" / "imagebind" / "run" / "model"
+    assert dependency_model(deps["system_args.generator"], BenchConfig(out=tmp_path / "b"), configs) == \
+        tmp_path / "b" / "vq" / "run" / "model"
 
 
 def test_readme_table_is_replaced_between_markers(tmp_path):

@@ -28,7 +28,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if unknown:
         raise UmmError(f"unknown system(s) {', '.join(unknown)}; registered: {', '.join(registered)}")
     config = BenchConfig(Path(args.out), args.budget_minutes, args.quick_steps, args.n_prompts, args.n_images,
-                         args.eval_steps, args.split, args.threads)
+                         args.eval_steps, args.split, args.threads,
+                         Path(args.reuse_from) if args.reuse_from else None)
     config.out.mkdir(parents=True, exist_ok=True)
     entries = plan(systems, REPO_CONFIGS, quick=args.quick_steps > 0)
     rows = [run_entry(e, config, i + 1, len(entries)) for i, e in enumerate(entries)]
@@ -66,6 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                "  umm bench --budget-minutes 5 --systems transfusion,chameleon,showo\n"
                "  umm bench --quick-steps 3 --out /tmp/b                # tiny recipes, a smoke run\n"
                "  umm bench --budget-minutes 5 --update-readme          # also regenerate README's systems table\n"
+               "  umm bench --budget-minutes 5 --reuse-from runs        # tokenizers trained before, systems here\n"
                "re-running the same command resumes: finished systems are not retrained.",
     )
     p.add_argument("--budget-minutes", type=float, default=5.0, help="training wall-clock per system")
@@ -77,6 +79,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-steps", type=int, default=25)
     p.add_argument("--split", default="heldout")
     p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of each training process (0: inherit)")
+    p.add_argument("--reuse-from", metavar="DIR",
+                   help="take tokenizers/decoders already trained in DIR/<recipe>/model (e.g. runs) instead of "
+                        "training them under the budget; the survey's systems are always trained")
     p.add_argument("--no-latency", dest="latency", action="store_false", help="skip the sampling-latency sweep")
     p.add_argument("--update-readme", action="store_true", help="regenerate README's systems table from this report")
     p.set_defaults(func=cmd_bench)

@@ -38,7 +38,7 @@ CELLS = {
 
 @dataclass(frozen=True)
 class Dependency:
-    key: str  # dotted recipe key holding the reference, e.g. "system_args.image_tokenizer"
+    key: str  # dotted recipe key holding the reference, e.g. "system_args.image_tokenizer", "tokenizer.path"
     run: str  # the referenced run's recipe name, e.g. "vq_s"
 
 
@@ -63,7 +63,8 @@ def entry_for(name: str, configs: Path, quick: bool, is_recipe: bool = False) ->
     if not recipe.is_file():
         return Entry(name, None, cell=CELLS.get(name, "tokenizer"))
     data = load_yaml(recipe)
-    deps = _references(data.get("system_args", {}), "system_args") if not quick else []
+    # a recipe names other runs in its system_args (sub-models) and in tokenizer.path (a shared tokenizer)
+    deps = [] if quick else [d for section in ("system_args", "tokenizer") for d in _references(data.get(section, {}), section)]
     return Entry(name, recipe, deps, CELLS.get(name, "tokenizer"))
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from umm.bench.plan import Entry, dependency_name
+from umm.bench.plan import Dependency, Entry, dependency_name, entry_for
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,24 @@ class BenchConfig:
     eval_steps: int = 25  # diffusion / MaskGIT steps at evaluation
     split: str = "heldout"
     threads: int = 0  # OMP_NUM_THREADS of the child processes (0: inherit)
+    # where to take already-trained tokenizers / decoders (``<dir>/<recipe>/model``) instead of training them
+    # under the bench budget; the survey's systems are always trained here
+    reuse_from: Path | None = None
+
+
+def reused_model(entry: Entry, config: BenchConfig) -> Path | None:
+    """The pre-trained model that stands in for a non-system entry (tokenizer, decoder), if one is there."""
+    if config.reuse_from is None or entry.recipe is None or entry.cell != "tokenizer":
+        return None
+    model = config.reuse_from / entry.recipe.stem / "model"
+    return model if (model / "config.json").is_file() else None
+
+
+def dependency_model(dep: Dependency, config: BenchConfig, configs: Path) -> Path:
+    """Where a dependency's trained model is: reused from ``reuse_from`` or trained by this bench."""
+    name = dependency_name(dep)
+    reused = reused_model(entry_for(name, configs, quick=False, is_recipe=name == dep.run), config)
+    return reused if reused is not None else config.out / name / "run" / "model"
 
 
 def _run(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[int, str]:
@@ -48,7 +66,7 @@ def train_command(entry: Entry, config: BenchConfig, run_dir: Path) -> list[str]
         # the budget decides when to stop (and anneals the learning rate), not the recipe's step count
         cmd += [f"train.time_budget_minutes={config.budget_minutes}", "train.steps=1000000"]
     for dep in entry.dependencies:
-        cmd.append(f"{dep.key}={config.out / dependency_name(dep) / 'run' / 'model'}")
+        cmd.append(f"{dep.key}={dependency_model(dep, config, entry.recipe.parent)}")
     cmd += ["--out", str(run_dir), "--quiet"]
     if (run_dir / "checkpoints" / "latest").is_file():
         cmd.append("--resume")
@@ -81,6 +99,15 @@ def run_entry(entry: Entry, config: BenchConfig, index: int, total: int) -> dict
     if config.threads:
         env["OMP_NUM_THREADS"] = str(config.threads)
     log = out / "bench.log"
+    reused = reused_model(entry, config)
+    if reused is not None:
+        # trained earlier under its own recipe: evaluated here, its training figures read from its summary
+        print(f"{label}: reusing {reused} (trained under its own recipe), evaluating", flush=True)
+        row["reused"] = str(reused)
+        summary = reused.parent / "summary.json"
+        if summary.is_file():
+            row.update(json.loads(summary.read_text()))
+        return _evaluate(row, config, reused, out, log, env, label, result_path)
     budget = f"{config.quick_steps} steps" if config.quick_steps else f"{config.budget_minutes:g} min"
     print(f"{label}: training {entry.recipe.name} ({budget})", flush=True)
     start = time.perf_counter()
@@ -93,15 +120,20 @@ def run_entry(entry: Entry, config: BenchConfig, index: int, total: int) -> dict
         return row
     row.update(json.loads((out / "run" / "summary.json").read_text()))
     print(f"{label}: evaluating", flush=True)
-    code, tail = _run(eval_command(config, out / "run" / "model", out), log, env)
+    return _evaluate(row, config, out / "run" / "model", out, log, env, label, result_path)
+
+
+def _evaluate(row: dict[str, Any], config: BenchConfig, model: Path, out: Path, log: Path, env: dict[str, str],
+              label: str, result_path: Path) -> dict[str, Any]:
+    code, tail = _run(eval_command(config, model, out), log, env)
     if code != 0:
         row.update(status="eval failed", error=tail)
         print(f"{label}: evaluation failed: {tail}", flush=True)
     else:
-        row["status"] = "ok"
+        row["status"] = "reused" if "reused" in row else "ok"
         row["metrics"] = json.loads((out / "eval.json").read_text())
         headline = {k: v for k, v in row["metrics"].items() if k in ("geneval/overall", "caption/colour", "qa/accuracy")}
-        print(f"{label}: {row['steps']} steps, {row['samples_per_second']:.1f} samples/s; "
+        print(f"{label}: {row.get('steps', '?')} steps, {row.get('samples_per_second', float('nan')):.1f} samples/s; "
               + ", ".join(f"{k} {v:.3f}" for k, v in headline.items()), flush=True)
     result_path.write_text(json.dumps(row, indent=2))
     return row
