@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import umm.models  # noqa: F401
-from umm.data.sequence import PATCH, SPECIAL, TEXT, Sequence, collate
+from umm.data.sequence import TEXT, Sequence, collate
 from umm.models.system import load_system
 from umm.nn import Layout, attention_mask, unpatchify
 from umm.pipelines.diffusion_lm import make_sampler

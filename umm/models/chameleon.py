@@ -28,7 +28,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,7 @@ from umm import UmmError
 from umm.data.sequence import Sequence, collate
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
-from umm.nn import Layout, Span, Transformer, TransformerConfig, continue_layout
+from umm.nn import Layout, Span, TokenLM, TransformerConfig, continue_layout
 from umm.objectives import IGNORE, next_token_loss, z_loss
 from umm.pipelines import ar
 from umm.registry import ARCHITECTURES, MODELS, SYSTEMS
@@ -62,30 +62,9 @@ class ChameleonConfig:
         return self.text_vocab + self.image_codes
 
 
-class ChameleonOutput(NamedTuple):
-    logits: torch.Tensor  # (B, T, V) next-token logits over text and image codes
-
-
 @ARCHITECTURES.register("chameleon")
-class Chameleon(nn.Module):
+class Chameleon(TokenLM):
     config_class = ChameleonConfig
-
-    def __init__(self, config: ChameleonConfig):
-        super().__init__()
-        self.config = config
-        dim = config.transformer.dim
-        self.embed = nn.Embedding(config.vocab_size, dim)
-        self.trunk = Transformer(config.transformer)
-        self.head = nn.Linear(dim, config.vocab_size, bias=False)
-        nn.init.normal_(self.embed.weight, std=0.02)
-        nn.init.normal_(self.head.weight, std=0.02)
-
-    def forward(self, tokens: torch.Tensor, layout: Layout, cache=None, commit: bool = True) -> ChameleonOutput:
-        """tokens (B, T) in one vocabulary -> logits (B, T, V)."""
-        return ChameleonOutput(self.head(self.trunk(self.embed(tokens), layout, cache=cache, commit=commit)))
-
-    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
-        return self.trunk.new_cache(batch, max_len, device)
 
 
 # ---- sizes ------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,7 @@ from umm import UmmError
 from umm.data.sequence import Sequence, collate
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
-from umm.nn import Layout, Transformer, TransformerConfig
+from umm.nn import Layout, TokenLM, TransformerConfig
 from umm.objectives import IGNORE, next_token_loss
 from umm.pipelines import ar_video
 from umm.pipelines.ar import TokenPlan
@@ -83,30 +83,9 @@ class Emu3Config:
         return self.video_low + self.video_codes
 
 
-class Emu3Output(NamedTuple):
-    logits: torch.Tensor  # (B, T, V) next-token logits over the whole vocabulary
-
-
 @ARCHITECTURES.register("emu3")
-class Emu3(nn.Module):
+class Emu3(TokenLM):
     config_class = Emu3Config
-
-    def __init__(self, config: Emu3Config):
-        super().__init__()
-        self.config = config
-        dim = config.transformer.dim
-        self.embed = nn.Embedding(config.vocab_size, dim)
-        self.trunk = Transformer(config.transformer)
-        self.head = nn.Linear(dim, config.vocab_size, bias=False)
-        nn.init.normal_(self.embed.weight, std=0.02)
-        nn.init.normal_(self.head.weight, std=0.02)
-
-    def forward(self, tokens: torch.Tensor, layout: Layout, cache=None, commit: bool = True) -> Emu3Output:
-        """tokens (B, T) in one vocabulary -> logits (B, T, V)."""
-        return Emu3Output(self.head(self.trunk(self.embed(tokens), layout, cache=cache, commit=commit)))
-
-    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
-        return self.trunk.new_cache(batch, max_len, device)
 
 
 # ---- sizes ------------------------------------------------------------------------------------------------

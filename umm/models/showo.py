@@ -42,7 +42,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,7 @@ from umm import UmmError
 from umm.data.sequence import Sequence, collate
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
-from umm.nn import Layout, Transformer, TransformerConfig
+from umm.nn import Layout, TokenLM, TransformerConfig
 from umm.objectives import IGNORE, next_token_loss
 from umm.pipelines import ar, maskgit
 from umm.registry import ARCHITECTURES, MODELS, SYSTEMS
@@ -75,33 +75,12 @@ class ShowoConfig:
         return self.text_vocab + self.image_codes
 
 
-class ShowoOutput(NamedTuple):
-    logits: torch.Tensor  # (B, T, V): next-token logits on text slots, the slot's own code on image slots
-
-
 @ARCHITECTURES.register("showo")
-class Showo(nn.Module):
+class Showo(TokenLM):
     """Embedding -> omni-attention trunk -> one head over text and codes. Which positions predict what is
     the objective's business: the architecture is a plain transformer whose mask comes from the layout."""
 
     config_class = ShowoConfig
-
-    def __init__(self, config: ShowoConfig):
-        super().__init__()
-        self.config = config
-        dim = config.transformer.dim
-        self.embed = nn.Embedding(config.vocab_size, dim)
-        self.trunk = Transformer(config.transformer)
-        self.head = nn.Linear(dim, config.vocab_size, bias=False)
-        nn.init.normal_(self.embed.weight, std=0.02)
-        nn.init.normal_(self.head.weight, std=0.02)
-
-    def forward(self, tokens: torch.Tensor, layout: Layout, cache=None, commit: bool = True) -> ShowoOutput:
-        """tokens (B, T) -> logits (B, T, V)."""
-        return ShowoOutput(self.head(self.trunk(self.embed(tokens), layout, cache=cache, commit=commit)))
-
-    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
-        return self.trunk.new_cache(batch, max_len, device)
 
 
 # ---- sizes ------------------------------------------------------------------------------------------------

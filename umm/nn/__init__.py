@@ -8,11 +8,12 @@ from umm.nn.layout import Layout, Span, attention_mask, build_layout, continue_l
 from umm.nn.mlp import MLP, SwiGLU
 from umm.nn.norm import QKNorm, RMSNorm
 from umm.nn.rope import RotaryEmbedding, apply_rope
+from umm.nn.token_lm import TokenLM, TokenLMOutput
 from umm.nn.transformer import Block, Transformer, TransformerConfig
 
 __all__ = [
     "AdaLNModulation", "Attention", "Block", "KVCache", "Layout", "MLP", "PatchEmbed", "QKNorm", "RMSNorm",
-    "RotaryEmbedding", "Span", "SwiGLU", "TimestepEmbedding", "Transformer", "TransformerConfig", "apply_rope",
+    "RotaryEmbedding", "Span", "SwiGLU", "TimestepEmbedding", "TokenLM", "TokenLMOutput", "Transformer", "TransformerConfig", "apply_rope",
     "attention_mask", "build_layout", "continue_layout", "image_span", "modulate", "patchify", "patchify_video",
     "sinusoidal_embedding", "text_span", "unpatchify", "video_span",
 ]

@@ -42,7 +42,6 @@ from torch import nn
 
 from umm import UmmError
 from umm.models.factory import register_model
-from umm.models.system import SystemBase
 from umm.nn import Attention, Layout, RMSNorm, SwiGLU, Transformer, TransformerConfig, attention_mask
 from umm.nn.attention import explicit_attention
 from umm.nn.mlp import swiglu_hidden
