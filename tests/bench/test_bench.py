@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import umm.models  # noqa: F401
+from umm.bench.claims import evaluate_claims
 from umm.bench.plan import default_systems, plan
 from umm.bench.runner import BenchConfig, dependency_model
 from umm.bench.report import README_END, README_START, update_readme
@@ -69,7 +70,7 @@ def test_bench_quick_run_has_a_row_per_registered_system(tmp_path):
     results = json.loads((out / "results.json").read_text())
     rows = {r["system"]: r for r in results["rows"]}
     assert set(default_systems(SYSTEMS.names())) <= set(rows)
-    failed = {s: r.get("error") for s, r in rows.items() if r["status"] not in ("ok", "no recipe")}
+    failed = {s: r.get("error") for s, r in rows.items() if r["status"] not in ("ok", "reused", "no recipe")}
     assert not failed, failed
     report = (out / "report.md").read_text()
     for system in rows:
@@ -92,3 +93,20 @@ def test_bench_two_systems_quick(tmp_path):
     assert (out / "transfusion" / "samples.png").is_file()
     report = (out / "report.md").read_text()
     assert "| transfusion |" in report and "| vq |" in report and "claims" in report
+
+
+def test_claims_read_reused_tokenizers_and_give_verdicts_with_their_figures():
+    rows = [{"system": "vae", "status": "reused", "metrics": {"recon/mse": 0.0004}},
+            {"system": "vq", "status": "reused", "metrics": {"recon/mse": 0.0006}},
+            {"system": "rq", "status": "ok", "metrics": {"recon/mse": 0.0009}},
+            {"system": "transfusion", "status": "ok", "samples_per_second": 50.0, "metrics": {"geneval/overall": 0.6}},
+            {"system": "chameleon", "status": "ok", "samples_per_second": 100.0, "metrics": {"geneval/overall": 0.1}},
+            {"system": "emu3", "status": "train failed"}]
+    latency = [{"method": "ar_cached", "tokens": 64, "ms_per_image": 90.0},
+               {"method": "diffusion", "tokens": 64, "ms_per_image": 30.0}]
+    claims = {c.statement.split()[0] + " " + c.statement.split()[1]: c for c in evaluate_claims(rows, latency, 60)}
+    assert claims["Continuous tokens"].verdict == "supported" and "vq 0.0006" in claims["Continuous tokens"].evidence
+    assert claims["AR+diffusion gives"].verdict == "supported"  # 0.6 vs 0.1 over 60 prompts each
+    assert claims["Diffusion inference"].verdict == "supported"
+    assert claims["Autoregressive models"].verdict == "supported" and "2.00x" in claims["Autoregressive models"].evidence
+    assert claims["Multi-expert models"].verdict == "mixed"  # nothing measured on that side

@@ -32,7 +32,8 @@ class Claim:
 
 
 def _ok(rows: list[dict]) -> dict[str, dict]:
-    return {r["system"]: r for r in rows if r.get("status") == "ok"}
+    """Rows with measurements: trained and evaluated here, or reused (trained before) and evaluated here."""
+    return {r["system"]: r for r in rows if r.get("status") in ("ok", "reused")}
 
 
 def _metric(row: dict, key: str) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import shlex
 import sys
@@ -34,11 +35,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     entries = plan(systems, REPO_CONFIGS, quick=args.quick_steps > 0)
     rows = [run_entry(e, config, i + 1, len(entries)) for i, e in enumerate(entries)]
     latency: list[dict] = []
-    if args.latency:
+    latency_path = config.out / "latency.json"
+    if args.latency and latency_path.is_file():
+        print(f"sampling latency: measured before, reusing {latency_path}", flush=True)
+        latency = json.loads(latency_path.read_text())
+    elif args.latency:
         from umm.bench.latency import measure_latency
 
         print("measuring sampling latency vs tokens per image ...", flush=True)
         latency = measure_latency(quick=args.quick_steps > 0)
+        latency_path.write_text(json.dumps(latency, indent=2))
     budget = f"{args.quick_steps} steps (quick)" if args.quick_steps else f"{args.budget_minutes:g} min"
     machine = f"{platform.machine()} {torch.get_num_threads()} threads" + (
         f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
