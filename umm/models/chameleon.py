@@ -25,7 +25,6 @@ Shapes: B batch, T slots, D model width, V = text vocabulary + codebook size.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -41,7 +40,7 @@ from umm.models.system import SystemBase
 from umm.nn import Layout, Span, TokenLM, TransformerConfig, continue_layout
 from umm.objectives import IGNORE, next_token_loss, z_loss
 from umm.pipelines import ar
-from umm.registry import ARCHITECTURES, MODELS, SYSTEMS
+from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.samplers.ar import sample_next
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
@@ -118,18 +117,13 @@ class ChameleonSystem(SystemBase):
 
     @staticmethod
     def load_image_tokenizer(options: ChameleonOptions) -> nn.Module:
-        name = options.image_tokenizer
-        if name in MODELS and not Path(name).is_dir():
-            warnings.warn(f"Chameleon uses untrained image tokenizer weights ({name!r}); train one (umm train vq_s) "
-                          "and set system_args.image_tokenizer=runs/vq_s/model", stacklevel=3)
-        return image_tokenizers.load_image_tokenizer(name)
+        image_tokenizers.warn_if_untrained(options.image_tokenizer, "Chameleon", "vq_s")
+        return image_tokenizers.load_image_tokenizer(options.image_tokenizer)
 
     @classmethod
     def model_overrides(cls, tokenizer, options: ChameleonOptions) -> dict:
         images = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
-        if getattr(images, "depth", None) != 1 or len(images.grid) != 2:
-            raise UmmError(f"Chameleon needs an image tokenizer with one code per position of an image grid; "
-                           f"{options.image_tokenizer!r} is a {images.config.family!r}")
+        image_tokenizers.require_grid(images, options.image_tokenizer, "Chameleon")
         return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
                 "image_size": images.config.image_size, "grid": images.grid[0]}
 

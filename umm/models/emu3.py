@@ -34,7 +34,6 @@ Shapes: B batch, T slots, D width, V = text vocabulary + 3 + image codes + video
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -51,7 +50,7 @@ from umm.nn import Layout, TokenLM, TransformerConfig
 from umm.objectives import IGNORE, next_token_loss
 from umm.pipelines import ar_video
 from umm.pipelines.ar import TokenPlan
-from umm.registry import ARCHITECTURES, MODELS, SYSTEMS
+from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
@@ -171,17 +170,16 @@ class Emu3System(SystemBase):
         if not self.options.canvas_scales or min(self.options.canvas_scales) < 1:
             raise UmmError(f"system_args.canvas_scales must list positive integers, "
                            f"got {list(self.options.canvas_scales)}")
-        self.image_tokenizer = image_tokenizer or _load_tokenizer(self.options.image_tokenizer, "vq_s")
-        self.video_tokenizer = video_tokenizer or _load_tokenizer(self.options.video_tokenizer, "vqvideo_s")
+        self.image_tokenizer = image_tokenizer or _load_tokenizer(self.options.image_tokenizer, "vq_s", "system_args.image_tokenizer")
+        self.video_tokenizer = video_tokenizer or _load_tokenizer(self.options.video_tokenizer, "vqvideo_s",
+                                                                      "system_args.video_tokenizer")
         _check_tokenizers(self.image_tokenizer, self.video_tokenizer, config)
 
     @classmethod
     def model_overrides(cls, tokenizer, options: Emu3Options) -> dict:
         images = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
         videos = image_tokenizers.load_image_tokenizer(options.video_tokenizer)
-        if getattr(images, "depth", None) != 1 or len(images.grid) != 2:
-            raise UmmError(f"EMU3 needs an image tokenizer with one code per position of an image grid; "
-                           f"{options.image_tokenizer!r} is a {images.config.family!r}")
+        image_tokenizers.require_grid(images, options.image_tokenizer, "EMU3")
         if videos.config.family != "vqvideo":
             raise UmmError(f"system_args.video_tokenizer must be a video tokenizer (vqvideo), "
                            f"{options.video_tokenizer!r} is a {videos.config.family!r}")
@@ -387,10 +385,8 @@ class Emu3System(SystemBase):
         return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
 
 
-def _load_tokenizer(name: str, trained: str) -> nn.Module:
-    if name in MODELS and not Path(name).is_dir():
-        warnings.warn(f"EMU3 uses untrained tokenizer weights ({name!r}); train one (umm train {trained}) and point "
-                      f"system_args at runs/{trained}/model", stacklevel=3)
+def _load_tokenizer(name: str, trained: str, key: str) -> nn.Module:
+    image_tokenizers.warn_if_untrained(name, "EMU3", trained, key)
     return image_tokenizers.load_image_tokenizer(name)
 
 

@@ -38,7 +38,7 @@ from umm.models.system import SystemBase
 from umm.nn import Layout, Span, TokenLM, TransformerConfig, continue_layout
 from umm.objectives import IGNORE, next_token_loss
 from umm.pipelines import ar
-from umm.registry import ARCHITECTURES, MODELS, SYSTEMS
+from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.samplers.ar import sample_next
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
 from umm.tokenizers.image.dynamic import PAD_CODE
@@ -113,9 +113,7 @@ class LavitSystem(SystemBase):
     @staticmethod
     def load_image_tokenizer(options: LavitOptions) -> nn.Module:
         name = options.image_tokenizer
-        if name in MODELS and not Path(name).is_dir():
-            warnings.warn(f"LaVIT uses untrained tokenizer weights ({name!r}); train one (umm train lavit_tokenizer_s) "
-                          "and set system_args.image_tokenizer=runs/lavit_tokenizer_s/model", stacklevel=3)
+        image_tokenizers.warn_if_untrained(name, "LaVIT", "lavit_tokenizer_s")
         images = image_tokenizers.load_image_tokenizer(name)
         if images.config.family != "lavit_tokenizer":
             raise UmmError(f"LaVIT needs a dynamic (variable-length) visual tokenizer; {name!r} is a "

@@ -32,7 +32,6 @@ vocabulary, Vv = codes + 2 vision vocabulary.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -49,7 +48,7 @@ from umm.nn import Layout, Transformer, TransformerConfig
 from umm.objectives import IGNORE
 from umm.pipelines import ar_video
 from umm.pipelines.ar import TokenPlan
-from umm.registry import ARCHITECTURES, MODELS, SYSTEMS
+from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
 TOKENIZER_DIR = "image_tokenizer"
@@ -178,9 +177,7 @@ class LWMSystem(SystemBase):
     @classmethod
     def model_overrides(cls, tokenizer, options: LWMOptions) -> dict:
         images = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
-        if getattr(images, "depth", None) != 1 or len(images.grid) != 2:
-            raise UmmError(f"LWM needs a per-frame image tokenizer with one code per position; "
-                           f"{options.image_tokenizer!r} is a {images.config.family!r}")
+        image_tokenizers.require_grid(images, options.image_tokenizer, "LWM")
         return {"text_vocab": tokenizer.vocab_size, "vision_codes": images.codebook_size,
                 "image_size": images.config.image_size}
 
@@ -367,7 +364,5 @@ class LWMSystem(SystemBase):
 
 
 def _load_tokenizer(name: str) -> nn.Module:
-    if name in MODELS and not Path(name).is_dir():
-        warnings.warn(f"LWM uses untrained image tokenizer weights ({name!r}); train one (umm train vq_s) and set "
-                      "system_args.image_tokenizer=runs/vq_s/model", stacklevel=3)
+    image_tokenizers.warn_if_untrained(name, "LWM", "vq_s")
     return image_tokenizers.load_image_tokenizer(name)

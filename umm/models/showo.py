@@ -39,7 +39,6 @@ Shapes: B batch, T slots, N = grid^2 codes per image, K codebook size, D width, 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -55,7 +54,7 @@ from umm.models.system import SystemBase
 from umm.nn import Layout, TokenLM, TransformerConfig
 from umm.objectives import IGNORE, next_token_loss
 from umm.pipelines import ar, maskgit
-from umm.registry import ARCHITECTURES, MODELS, SYSTEMS
+from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
 
 TOKENIZER_DIR = "image_tokenizer"
@@ -138,18 +137,13 @@ class ShowoSystem(SystemBase):
 
     @staticmethod
     def load_image_tokenizer(options: ShowoOptions) -> nn.Module:
-        name = options.image_tokenizer
-        if name in MODELS and not Path(name).is_dir():
-            warnings.warn(f"Show-o uses untrained image tokenizer weights ({name!r}); train one (umm train fsq_s) and "
-                          "set system_args.image_tokenizer=runs/fsq_s/model", stacklevel=3)
-        return image_tokenizers.load_image_tokenizer(name)
+        image_tokenizers.warn_if_untrained(options.image_tokenizer, "Show-o", "fsq_s")
+        return image_tokenizers.load_image_tokenizer(options.image_tokenizer)
 
     @classmethod
     def model_overrides(cls, tokenizer, options: ShowoOptions) -> dict:
         images = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
-        if getattr(images, "depth", None) != 1 or len(images.grid) != 2:
-            raise UmmError(f"Show-o needs an image tokenizer with one code per position of an image grid; "
-                           f"{options.image_tokenizer!r} is a {images.config.family!r}")
+        image_tokenizers.require_grid(images, options.image_tokenizer, "Show-o")
         return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
                 "image_size": images.config.image_size, "grid": images.grid[0]}
 

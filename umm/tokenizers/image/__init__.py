@@ -24,6 +24,7 @@ the tokenizer's.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -85,9 +86,26 @@ def load_image_tokenizer(name_or_dir: str | Path, device: str | torch.device = "
     return model
 
 
+def warn_if_untrained(name_or_dir: str | Path, system: str, recipe: str,
+                      key: str = "system_args.image_tokenizer") -> None:
+    """A system given a registered tokenizer *name* gets fresh weights (fine for tests, useless for training):
+    say so, and which recipe trains a real one."""
+    if str(name_or_dir) in MODELS and not Path(name_or_dir).is_dir():
+        warnings.warn(f"{system} uses untrained tokenizer weights ({str(name_or_dir)!r}); train one (umm train "
+                      f"{recipe}) and set {key}=runs/{recipe}/model", stacklevel=3)
+
+
+def require_grid(images: nn.Module, name: str | Path, system: str) -> None:
+    """Systems that place one code at each position of an image grid (Chameleon, EMU3, LWM, Show-o) cannot read
+    residual stacks (RQ), dynamic sequences (LaVIT) or continuous latents (VAE)."""
+    if getattr(images, "depth", None) != 1 or len(getattr(images, "grid", ())) != 2:
+        raise UmmError(f"{system} needs an image tokenizer with one code per position of an image grid; "
+                       f"{str(name)!r} is a {images.config.family!r}")
+
+
 __all__ = [
     "FAMILIES", "FSQ", "LFQ", "AutoencoderConfig", "DiscreteTokenizer", "FSQConfig", "FSQTokenizer",
     "KLAutoencoder", "LFQConfig", "LFQTokenizer", "QuantizerOutput", "RQConfig", "RQTokenizer",
     "ResidualQuantizer", "TokenizerOutput", "VAEConfig", "VQConfig", "VQTokenizer", "VQVideoConfig",
-    "VQVideoTokenizer", "VectorQuantizer", "load_image_tokenizer",
+    "VQVideoTokenizer", "VectorQuantizer", "load_image_tokenizer", "require_grid", "warn_if_untrained",
 ]
