@@ -25,8 +25,9 @@ from umm.train.ema import EMA
 LATEST = "latest"
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    state = optimizer.state_dict()
+def _optimizer_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer state dict (slots keyed by parameter index, or by parameter name when gathered from
+    FSDP) split into tensors for safetensors and the rest for JSON."""
     tensors, scalars = {}, {}
     for index, slots in state["state"].items():
         for name, value in slots.items():
@@ -38,24 +39,37 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def _load_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                    meta: dict[str, Any]) -> None:
     slots: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            slots.setdefault(int(index), {})[name] = value
-    for key, value in meta["scalars"].items():
-        _, index, name = key.split(".", 2)
-        slots.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+    def slot(key: str) -> tuple[int | str, str]:  # "optimizer.<index or parameter name>.<slot>"
+        owner, name = key[len("optimizer."):].rsplit(".", 1)
+        return (int(owner) if owner.isdigit() else owner), name
+
+    for key, value in [*((k, v) for k, v in tensors.items() if k.startswith("optimizer.")), *meta["scalars"].items()]:
+        owner, name = slot(key)
+        slots.setdefault(owner, {})[name] = value
+    state = {"state": slots, "param_groups": meta["param_groups"]}
+    by_name = any(isinstance(p, str) for group in meta["param_groups"] for p in group["params"])
+    if by_name:  # written by an FSDP run: restore through the parameter names (sharded or not)
+        from umm.train.parallel import load_full_optimizer_state
+
+        load_full_optimizer_state(model, optimizer, state)
+    else:
+        optimizer.load_state_dict(state)
 
 
 def save_checkpoint(
-    directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None, extra: dict[str, Any], keep: int = 2
+    directory: Path, step: int, model: nn.Module | dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | dict,
+    ema: EMA | None, extra: dict[str, Any], keep: int = 2
 ) -> Path:
-    """Write ``directory/step_<step>`` atomically, point ``latest`` at it, prune to the newest ``keep``."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in unwrap(model).state_dict().items()}
-    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    """Write ``directory/step_<step>`` atomically, point ``latest`` at it, prune to the newest ``keep``.
+
+    ``model`` and ``optimizer`` may be given as (full) state dicts instead, as gathered from an FSDP run.
+    """
+    model_state = model if isinstance(model, dict) else unwrap(model).state_dict()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model_state.items()}
+    opt_tensors, opt_meta = _optimizer_tensors(optimizer if isinstance(optimizer, dict) else optimizer.state_dict())
     tensors.update(opt_tensors)
     if ema is not None:
         tensors.update({f"ema.{k}": v.cpu().contiguous().clone() for k, v in ema.shadow.items()})
@@ -82,16 +96,30 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None) -> dict[str, Any]:
-    """Restore model, optimizer and EMA in place; return the JSON state (step, elapsed, ...)."""
-    tensors = safetensors.torch.load_file(str(path / "state.safetensors"))
-    meta = json.loads((path / "state.json").read_text())
-    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    unwrap(model).load_state_dict(model_state, strict=True)
-    _load_optimizer(optimizer, tensors, meta["optimizer"])
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """All tensors of a checkpoint and its JSON state."""
+    return safetensors.torch.load_file(str(path / "state.safetensors")), json.loads((path / "state.json").read_text())
+
+
+def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """The model's weights from a checkpoint (into the unsharded model, before any FSDP sharding)."""
+    unwrap(model).load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+
+
+def load_training_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], model: nn.Module,
+                        optimizer: torch.optim.Optimizer, ema: EMA | None) -> None:
+    """The optimizer moments (and EMA shadow) from a checkpoint; the optimizer may be over sharded parameters."""
+    _load_optimizer(model, optimizer, tensors, meta["optimizer"])
     if ema is not None:
         shadow = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
         if not shadow:
             raise UmmError(f"checkpoint {path} has no EMA weights but this run uses EMA (train.ema_decay > 0)")
         ema.shadow = shadow
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None) -> dict[str, Any]:
+    """Restore model, optimizer and EMA in place; return the JSON state (step, elapsed, ...)."""
+    tensors, meta = read_checkpoint(path)
+    load_model_state(model, tensors)
+    load_training_state(tensors, meta, model, optimizer, ema)
     return meta

@@ -36,7 +36,8 @@ from umm.models.system import SystemBase, save_system
 from umm.registry import MODELS, SYSTEMS
 from umm.train import distributed as dist_utils
 from umm.train.build import build_dataset, build_text_tokenizer
-from umm.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from umm.train import parallel
+from umm.train.checkpoint import latest_checkpoint, load_model_state, load_training_state, read_checkpoint, save_checkpoint
 from umm.train.data import BatchSource
 from umm.train.ema import EMA
 from umm.train.logging import MetricsLogger, Progress
@@ -157,7 +158,10 @@ def train(
         if hasattr(module, "gradient_checkpointing"):
             module.gradient_checkpointing = cfg.grad_checkpointing
     source = BatchSource(dataset, run.tasks, info.rank, info.world_size, cfg.seed)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+    sharded = cfg.parallel == "fsdp" and info.world_size > 1
+    if sharded and cfg.ema_decay > 0:
+        raise UmmError("train.ema_decay > 0 keeps a full copy of the weights on every rank, which defeats "
+                       "train.parallel=fsdp; use train.parallel=ddp for EMA")
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     start_step, elapsed_before = 0, 0.0
@@ -165,18 +169,17 @@ def train(
     if resume and checkpoint is None and info.is_main:
         print(f"umm: no checkpoint in {ckpt_dir}; starting from step 0")
     flops_per_step = 0
+    if checkpoint is not None:  # full weights go into the model before FSDP shards it
+        ckpt_tensors, ckpt_meta = read_checkpoint(checkpoint)
+        load_model_state(model, ckpt_tensors)
+    # DDP wraps the model; FSDP shards it in place, so the optimizer is built after, over the shards
+    train_model = parallel.wrap(model, info, cfg.parallel)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, model, optimizer, ema)
-        start_step, elapsed_before = state["step"], state.get("elapsed", 0.0)
-        flops_per_step = state.get("flops_per_step", 0)
-
-    train_model: nn.Module = model
-    if dist_utils.is_distributed():
-        # find_unused_parameters: a recipe need not use every head of a model (a caption-only run never
-        # touches the diffusion head), and DDP must not wait for those gradients.
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
+        load_training_state(ckpt_tensors, ckpt_meta, model, optimizer, ema)
+        start_step, elapsed_before = ckpt_meta["step"], ckpt_meta.get("elapsed", 0.0)
+        flops_per_step = ckpt_meta.get("flops_per_step", 0)
+        del ckpt_tensors
     if cfg.compile:
         train_model = torch.compile(train_model)
 
@@ -200,11 +203,17 @@ def train(
     budget = cfg.time_budget_minutes * 60
 
     def save(step: int) -> None:
+        # under FSDP every rank takes part in gathering the full state; rank 0 writes it
+        weights, moments = parallel.full_state(model, optimizer) if sharded else (model, optimizer)
         if info.is_main:
             elapsed = elapsed_before + time.perf_counter() - run_start
             extra = {"elapsed": elapsed, "flops_per_step": flops_per_step}
-            save_checkpoint(ckpt_dir, step, model, optimizer, ema, extra, keep=cfg.keep_checkpoints)
+            save_checkpoint(ckpt_dir, step, weights, moments, ema, extra, keep=cfg.keep_checkpoints)
         dist_utils.barrier()
+
+    def evaluation_model() -> nn.Module | None:
+        """The model to evaluate or export on rank 0 (an unsharded copy under FSDP; collective then)."""
+        return parallel.full_model(model, device, info.is_main) if sharded else unwrap(model)
 
     def make_batches(step: int) -> dict[str, dict]:
         """This rank's collated batches of ``step`` (on CPU): a pure function of (seed, step, rank)."""
@@ -238,7 +247,8 @@ def train(
                 # are those of backward(sum_k lambda_k L_k).
                 total = torch.zeros((), device=device)
                 for i, task in enumerate(run.tasks):
-                    defer = dist_utils.is_distributed() and i < len(run.tasks) - 1
+                    # (FSDP reduce-scatters after each backward and accumulates the sharded gradients)
+                    defer = dist_utils.is_distributed() and not sharded and i < len(run.tasks) - 1
                     with train_model.no_sync() if defer else nullcontext():
                         with autocast(device, cfg.precision):
                             losses = system.losses(train_model, batches[task.name], generator)
@@ -266,6 +276,8 @@ def train(
             else:
                 total = forward_backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if sharded:
+                grad_norm = grad_norm.full_tensor()  # a DTensor over the shards
             if not torch.isfinite(grad_norm):
                 raise UmmError(f"gradient norm became {grad_norm.item()} at step {step}; stopping (checkpoint in {ckpt_dir})")
             optimizer.step()
@@ -294,8 +306,9 @@ def train(
                 progress.update(step, f"loss {mean_total:.4f}")
 
             if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+                evaluated = evaluation_model()
                 if info.is_main:
-                    logger.log("eval", step, eval_fn(unwrap(model), system, step))
+                    logger.log("eval", step, eval_fn(evaluated, system, step))
                 dist_utils.barrier()
 
             out_of_time = budget > 0 and elapsed_before + time.perf_counter() - run_start >= budget
@@ -314,7 +327,7 @@ def train(
             save(step)
 
         # ---- the trained system --------------------------------------------------------------------------
-        final = unwrap(model)
+        final = evaluation_model()
         if ema is not None:
             ema.copy_to(final)  # the exported weights are the EMA weights
         if info.is_main:

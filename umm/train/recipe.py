@@ -72,6 +72,9 @@ class TrainConfig:
     time_budget_minutes: float = 0.0  # > 0: stop (and anneal the LR) by wall-clock instead of steps alone
     grad_checkpointing: bool = False
     compile: bool = False
+    # under torchrun: replicate the model on every rank (ddp) or shard weights, gradients and optimizer
+    # state across ranks (fsdp, PyTorch's FSDP2) for models that do not fit one device
+    parallel: Literal["ddp", "fsdp"] = "ddp"
 
 
 @dataclass(frozen=True)
