@@ -113,13 +113,6 @@ def load_training_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], 
     if ema is not None:
         shadow = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
         if not shadow:
-            raise UmmError(f"checkpoint {path} has no EMA weights but this run uses EMA (train.ema_decay > 0)")
+            raise UmmError("the checkpoint has no EMA weights but this run uses EMA (train.ema_decay > 0)")
         ema.shadow = shadow
 
-
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None) -> dict[str, Any]:
-    """Restore model, optimizer and EMA in place; return the JSON state (step, elapsed, ...)."""
-    tensors, meta = read_checkpoint(path)
-    load_model_state(model, tensors)
-    load_training_state(tensors, meta, model, optimizer, ema)
-    return meta

@@ -19,8 +19,8 @@ import resource
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +35,15 @@ from umm.models.factory import build_model, model_config, unwrap
 from umm.models.system import SystemBase, save_system
 from umm.registry import MODELS, SYSTEMS
 from umm.train import distributed as dist_utils
-from umm.train.build import build_dataset, build_text_tokenizer
 from umm.train import parallel
-from umm.train.checkpoint import latest_checkpoint, load_model_state, load_training_state, read_checkpoint, save_checkpoint
+from umm.train.build import build_dataset, build_text_tokenizer
+from umm.train.checkpoint import (
+    latest_checkpoint,
+    load_model_state,
+    load_training_state,
+    read_checkpoint,
+    save_checkpoint,
+)
 from umm.train.data import BatchSource
 from umm.train.ema import EMA
 from umm.train.logging import MetricsLogger, Progress
