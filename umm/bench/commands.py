@@ -12,6 +12,16 @@ from pathlib import Path
 from umm import UmmError
 
 
+def _cpu_name() -> str:
+    """The CPU model (Linux), else the architecture: the report says what machine its timings are from."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -46,7 +56,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         latency = measure_latency(quick=args.quick_steps > 0)
         latency_path.write_text(json.dumps(latency, indent=2))
     budget = f"{args.quick_steps} steps (quick)" if args.quick_steps else f"{args.budget_minutes:g} min"
-    machine = f"{platform.machine()} {torch.get_num_threads()} threads" + (
+    threads = args.threads or torch.get_num_threads()
+    machine = f"{_cpu_name()}, {threads} thread(s) per system" + (
         f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
     meta = {"command": "umm bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]), "budget": budget,
             "split": args.split, "n_prompts": args.n_prompts, "n_images": args.n_images, "machine": machine,
