@@ -53,6 +53,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from umm.bench.latency import measure_latency
 
         print("measuring sampling latency vs tokens per image ...", flush=True)
+        if args.threads:  # the same thread count the systems trained with (and no oversubscription)
+            torch.set_num_threads(args.threads)
         latency = measure_latency(quick=args.quick_steps > 0)
         latency_path.write_text(json.dumps(latency, indent=2))
     budget = f"{args.quick_steps} steps (quick)" if args.quick_steps else f"{args.budget_minutes:g} min"
