@@ -145,6 +145,8 @@ def train(
     ``stop_after`` ends the run after that many steps as if it had been interrupted (used by tests).
     """
     cfg = run.train
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     info = dist_utils.init_distributed(cfg.device)
     device = info.device
     run_dir = Path(run_dir or Path("runs") / run.run_name)
