@@ -85,8 +85,10 @@ def test_bench_two_systems_quick(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "umm.cli", "bench", "--quick-steps", "2", "--systems", "transfusion,vq", "--out",
            str(out), "--n-prompts", "6", "--n-images", "2", "--no-latency"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    proc = subprocess.run(cmd + ["--publish", str(tmp_path / "docs")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "docs" / "report.md").is_file() and (tmp_path / "docs" / "transfusion" / "samples.png").is_file()
     rows = {r["system"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert rows["transfusion"]["status"] == "ok" and "geneval/overall" in rows["transfusion"]["metrics"]
     assert rows["vq"]["status"] == "ok" and "recon/mse" in rows["vq"]["metrics"]

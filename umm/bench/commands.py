@@ -22,6 +22,21 @@ def _cpu_name() -> str:
     return platform.machine()
 
 
+def publish(out: Path, target: Path, rows: list[dict]) -> Path:
+    """Copy the report (Markdown, HTML, figures, each system's sample grid) to ``target``, e.g. docs/bench."""
+    import shutil
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("report.md", "report.html", "results.json", *(p.name for p in out.glob("*.png"))):
+        shutil.copy2(out / name, target / name)
+    for row in rows:
+        grid = out / row["system"] / "samples.png"
+        if grid.is_file():
+            (target / row["system"]).mkdir(exist_ok=True)
+            shutil.copy2(grid, target / row["system"] / "samples.png")
+    return target / "report.md"
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -69,6 +84,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"bench report: {md} and {page}")
     for c in claims:
         print(f"  [{c.verdict}] {c.statement}")
+    if args.publish:
+        meta["report"] = str(publish(config.out, Path(args.publish), rows))
+        print(f"published the report to {args.publish}")
     if args.update_readme:
         readme = Path(__file__).resolve().parents[2] / "README.md"
         if not update_readme(readme, readme_table(rows, meta)):
@@ -86,6 +104,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                "  umm bench --budget-minutes 5 --systems transfusion,chameleon,showo\n"
                "  umm bench --quick-steps 3 --out /tmp/b                # tiny recipes, a smoke run\n"
                "  umm bench --budget-minutes 5 --update-readme          # also regenerate README's systems table\n"
+               "  umm bench --budget-minutes 5 --publish docs/bench --update-readme   # commit-ready report\n"
                "  umm bench --budget-minutes 5 --reuse-from runs        # tokenizers trained before, systems here\n"
                "re-running the same command resumes: finished systems are not retrained.",
     )
@@ -102,5 +121,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="take tokenizers/decoders already trained in DIR/<recipe>/model (e.g. runs) instead of "
                         "training them under the budget; the survey's systems are always trained")
     p.add_argument("--no-latency", dest="latency", action="store_false", help="skip the sampling-latency sweep")
+    p.add_argument("--publish", metavar="DIR", help="also copy the report, figures and sample grids to DIR "
+                                                     "(e.g. docs/bench); the README table then links there")
     p.add_argument("--update-readme", action="store_true", help="regenerate README's systems table from this report")
     p.set_defaults(func=cmd_bench)
