@@ -33,6 +33,8 @@ CELLS = {
     "imagebind": "multi-expert / image-centric", "textbind": "multi-expert / text-centric",
     "nextgpt": "multi-expert / text-centric", "seedx": "multi-expert / text-centric",
     "unibind": "multi-expert / generalised",
+    # sub-models other systems read (not survey systems themselves)
+    "cond_decoder": "decoder", "seedx_detokenizer": "decoder",
 }
 
 

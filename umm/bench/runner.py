@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from umm.bench.plan import Dependency, Entry, dependency_name, entry_for
+from umm.bench.plan import SURVEY_ORDER, Dependency, Entry, dependency_name, entry_for
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class BenchConfig:
 
 def reused_model(entry: Entry, config: BenchConfig) -> Path | None:
     """The pre-trained model that stands in for a non-system entry (tokenizer, decoder), if one is there."""
-    if config.reuse_from is None or entry.recipe is None or entry.cell != "tokenizer":
+    if config.reuse_from is None or entry.recipe is None or entry.name in SURVEY_ORDER:
         return None
     model = config.reuse_from / entry.recipe.stem / "model"
     return model if (model / "config.json").is_file() else None
