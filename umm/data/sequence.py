@@ -88,6 +88,48 @@ class Sequence:
         return self
 
 
+def understanding_turn(sample: dict, task: str) -> tuple[str | None, str]:
+    """(question or None, target text) of an understanding task on one sample.
+
+    caption: ShapesWorld's complete caption when the sample has one (it names every object's size, colour,
+    shape and cell, which is what the caption scores read), else the caption; v2t: the video's caption;
+    qa: one of the sample's question/answer pairs, cycled by the sample's index.
+    """
+    if task == "caption":
+        return None, sample.get("caption_full", sample["caption"])
+    if task == "v2t":
+        return None, sample["video_caption"]
+    if task == "qa":
+        qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
+        return qa["question"], qa["answer"]
+    raise ValueError(f"{task!r} is not an understanding task (caption, v2t, qa)")
+
+
+def ar_sequence(tokenizer, sample: dict, task: str, add_visual, text_ids, drop_caption: bool = False,
+                text_loss: bool = True) -> Sequence:
+    """The autoregressive formats shared by Chameleon, EMU3, LWM, VILA-U and LaVIT:
+
+        t2i / t2v            [BOS] caption <visual> [EOS]         (caption dropped for CFG)
+        caption / v2t / qa   [BOS] <visual> [question] target [EOS]   (loss on the target only)
+
+    ``add_visual(seq, loss)`` appends the system's own visual span (BOI codes EOI, frames with EOF, ...);
+    ``text_ids(text)`` tokenises (and truncates) text; ``text_loss=False`` trains generation on the visual
+    tokens only (EMU3's vision_loss_only).
+    """
+    seq = Sequence(pad_id=tokenizer.pad_id)
+    if task in ("t2i", "t2v"):
+        caption = sample["caption"] if task == "t2i" else sample["video_caption"]
+        seq.text([tokenizer.bos_id] + ([] if drop_caption else text_ids(caption)), loss=text_loss)
+        add_visual(seq, True)
+        return seq.text([tokenizer.eos_id], loss=text_loss)
+    question, target = understanding_turn(sample, task)
+    seq.text([tokenizer.bos_id], loss=False)
+    add_visual(seq, False)
+    if question is not None:
+        seq.text(text_ids(question), loss=False)
+    return seq.text(text_ids(target) + [tokenizer.eos_id], loss=True)
+
+
 def collate(seqs: list[Sequence], length: int | None = None, patch_dim: int = 0, rope_axes: int = 1,
             pad_left: bool = False, pad_id: int = 0, multiple_of: int = 1) -> dict[str, torch.Tensor]:
     """Pad ``seqs`` to ``length`` (default: the longest, rounded up to ``multiple_of``) and stack.

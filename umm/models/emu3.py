@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import Sequence, collate
+from umm.data.sequence import Sequence, ar_sequence, collate
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
 from umm.nn import Layout, TokenLM, TransformerConfig
@@ -263,25 +263,11 @@ class Emu3System(SystemBase):
         return seq.text([] if question is None else self.text_ids(question), loss=False)
 
     def build(self, sample: dict, codes: torch.Tensor, task: str, drop_text: bool) -> Sequence:
-        tok = self.tokenizer
-        seq = Sequence(pad_id=tok.pad_id)
-        if task in ("t2i", "t2v"):  # generation: the whole sequence is a target unless vision_loss_only
-            caption = sample["caption"] if task == "t2i" else sample["video_caption"]
-            text_loss = not self.options.vision_loss_only
-            seq.text([tok.bos_id] + ([] if drop_text else self.text_ids(caption)), loss=text_loss)
-            self.add_visual(seq, codes, video=task == "t2v", loss=True)
-            return seq.text([tok.eos_id], loss=text_loss)
-        seq.text([tok.bos_id], loss=False)
-        self.add_visual(seq, codes, video=task == "v2t", loss=False)
-        if task == "caption":
-            target = sample.get("caption_full", sample["caption"])  # ShapesWorld's complete caption if present
-        elif task == "v2t":
-            target = sample["video_caption"]
-        else:  # qa
-            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
-            seq.text(self.text_ids(qa["question"]), loss=False)
-            target = qa["answer"]
-        return seq.text(self.text_ids(target) + [tok.eos_id], loss=True)
+        self.check_task(task)
+        video = task in ("t2v", "v2t")
+        return ar_sequence(self.tokenizer, sample, task,
+                           lambda seq, loss: self.add_visual(seq, codes, video=video, loss=loss), self.text_ids,
+                           drop_text, text_loss=not self.options.vision_loss_only)
 
     def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
         self.check_task(task)

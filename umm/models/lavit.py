@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import Sequence, collate
+from umm.data.sequence import Sequence, ar_sequence, collate
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
 from umm.nn import Layout, Span, TokenLM, TransformerConfig, continue_layout
@@ -154,24 +154,9 @@ class LavitSystem(SystemBase):
         return seq.text([self.tokenizer.boi_id] + self.image_ids(codes) + [self.tokenizer.eoi_id], loss=loss)
 
     def build(self, sample: dict, codes: torch.Tensor, task: str, drop_caption: bool) -> Sequence:
-        tok = self.tokenizer
-        seq = Sequence(pad_id=tok.pad_id)
-        if task == "t2i":
-            caption = [] if drop_caption else self.text_ids(sample["caption"])
-            seq.text([tok.bos_id] + caption, loss=True)
-            self.add_image(seq, codes, loss=True)
-            return seq.text([tok.eos_id], loss=True)
-        seq.text([tok.bos_id], loss=False)
-        self.add_image(seq, codes, loss=False)
-        if task == "caption":
-            seq.text(self.text_ids(sample.get("caption_full", sample["caption"])) + [tok.eos_id], loss=True)
-        elif task == "qa":
-            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
-            seq.text(self.text_ids(qa["question"]), loss=False)
-            seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
-        else:
-            self.check_task(task)
-        return seq
+        self.check_task(task)
+        return ar_sequence(self.tokenizer, sample, task, lambda seq, loss: self.add_image(seq, codes, loss=loss),
+                           self.text_ids, drop_caption)
 
     def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
         """Sequences of different lengths (each image has its own number of tokens), right-padded."""

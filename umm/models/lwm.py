@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import Sequence, collate
+from umm.data.sequence import Sequence, ar_sequence, collate
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
 from umm.nn import Layout, Transformer, TransformerConfig
@@ -252,24 +252,9 @@ class LWMSystem(SystemBase):
         return seq.text([] if question is None else self.text_ids(question), loss=False)
 
     def build(self, sample: dict, codes: torch.Tensor, task: str, drop_text: bool) -> Sequence:
-        tok = self.tokenizer
-        seq = Sequence(pad_id=tok.pad_id)
-        if task in ("t2i", "t2v"):
-            caption = sample["caption"] if task == "t2i" else sample["video_caption"]
-            seq.text([tok.bos_id] + ([] if drop_text else self.text_ids(caption)), loss=True)
-            self.add_vision(seq, codes, loss=True)
-            return seq.text([tok.eos_id], loss=True)
-        seq.text([tok.bos_id], loss=False)
-        self.add_vision(seq, codes, loss=False)
-        if task == "caption":
-            target = sample.get("caption_full", sample["caption"])  # ShapesWorld's complete caption if present
-        elif task == "v2t":
-            target = sample["video_caption"]
-        else:  # qa
-            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
-            seq.text(self.text_ids(qa["question"]), loss=False)
-            target = qa["answer"]
-        return seq.text(self.text_ids(target) + [tok.eos_id], loss=True)
+        self.check_task(task)
+        return ar_sequence(self.tokenizer, sample, task, lambda seq, loss: self.add_vision(seq, codes, loss=loss),
+                           self.text_ids, drop_text)
 
     def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
         self.check_task(task)

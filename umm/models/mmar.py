@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import PATCH, Sequence, collate
+from umm.data.sequence import PATCH, Sequence, collate, understanding_turn
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
 from umm.nn import Layout, PatchEmbed, Transformer, TransformerConfig, patchify, unpatchify
@@ -325,15 +325,9 @@ class MMARSystem(SystemBase):
             seq = self.t2i_prompt(None if drop_caption else sample["caption"])
             seq.image(tokens, (self.config.grid, self.config.grid), loss=True, bidirectional=self.bidirectional_image)
             return seq.text([tok.eoi_id, tok.eos_id], loss=True)
-        if task == "caption":
-            target = sample.get("caption_full", sample["caption"])  # ShapesWorld's complete caption if present
-            return self.image_prompt(tokens, None).text(self.text_ids(target) + [tok.eos_id], loss=True)
-        if task == "qa":
-            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
-            seq = self.image_prompt(tokens, qa["question"])
-            return seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
         self.check_task(task)
-        raise AssertionError("unreachable")
+        question, target = understanding_turn(sample, task)
+        return self.image_prompt(tokens, question).text(self.text_ids(target) + [tok.eos_id], loss=True)
 
     def mask_ratios(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n,) training mask ratios: 1 - |N(0, std)| truncated to [mask_ratio_min, 1] (MAR's truncated normal

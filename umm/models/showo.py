@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import Sequence, collate
+from umm.data.sequence import Sequence, collate, understanding_turn
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
 from umm.nn import Layout, TokenLM, TransformerConfig
@@ -242,16 +242,13 @@ class ShowoSystem(SystemBase):
             targets = [IGNORE] * len(seq)
             targets[start : start + len(ids)] = torch.where(masked, flat, IGNORE).tolist()
             return seq, targets
+        self.check_task(task)
+        question, target = understanding_turn(sample, task)
         seq.text([tok.mmu_id], loss=False)
         self.add_image(seq, (flat + self.config.text_vocab).tolist())
-        if task == "caption":
-            seq.text(self.text_ids(sample.get("caption_full", sample["caption"])) + [tok.eos_id], loss=True)
-        elif task == "qa":
-            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
-            seq.text(self.text_ids(qa["question"]), loss=False)
-            seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
-        else:
-            self.check_task(task)
+        if question is not None:
+            seq.text(self.text_ids(question), loss=False)
+        seq.text(self.text_ids(target) + [tok.eos_id], loss=True)
         return seq, [IGNORE] * len(seq)
 
     def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import PATCH, Sequence, collate
+from umm.data.sequence import PATCH, Sequence, ar_sequence, collate
 from umm.models.encoders import PatchTower, TextEncoder, TextEncoderConfig, text_inputs
 from umm.models.factory import create_model, from_pretrained, load_config, register_model, write_pretrained
 from umm.models.system import SystemBase
@@ -401,24 +401,9 @@ class VilaUSystem(SystemBase):
         return seq.text([self.tokenizer.eoi_id], loss=loss)
 
     def build(self, sample: dict, codes: torch.Tensor, task: str, drop_caption: bool) -> Sequence:
-        tok = self.tokenizer
-        seq = Sequence(pad_id=tok.pad_id)
-        if task == "t2i":
-            caption = [] if drop_caption else self.text_ids(sample["caption"])
-            seq.text([tok.bos_id] + caption, loss=True)
-            self.add_image(seq, codes, loss=True)
-            return seq.text([tok.eos_id], loss=True)
-        seq.text([tok.bos_id], loss=False)
-        self.add_image(seq, codes, loss=False)
-        if task == "caption":
-            seq.text(self.text_ids(sample.get("caption_full", sample["caption"])) + [tok.eos_id], loss=True)
-        elif task == "qa":
-            qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
-            seq.text(self.text_ids(qa["question"]), loss=False)
-            seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
-        else:
-            self.check_task(task)
-        return seq
+        self.check_task(task)
+        return ar_sequence(self.tokenizer, sample, task, lambda seq, loss: self.add_image(seq, codes, loss=loss),
+                           self.text_ids, drop_caption)
 
     def batch_of(self, seqs: list[Sequence], pad_left: bool = False) -> dict:
         batch = collate(seqs, patch_dim=self.config.code_depth, rope_axes=self.config.transformer.rope_axes,

@@ -20,6 +20,7 @@ scale, the codes, and the quantizer's unweighted auxiliary losses, which the sys
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
@@ -136,7 +137,7 @@ class VAEConfig:
 # ---- discrete image tokenizers --------------------------------------------------------------------------
 
 
-class DiscreteTokenizer(nn.Module):
+class DiscreteTokenizer(nn.Module, abc.ABC):
     """encoder -> quantizer -> decoder over images; a family only chooses its quantizer.
 
     The interface downstream systems use: ``encode(images) -> codes``, ``decode(codes) -> images``,
@@ -155,8 +156,9 @@ class DiscreteTokenizer(nn.Module):
         ae = self.config.autoencoder
         return Encoder(ae, ae.latent_dim), Decoder(ae, ae.latent_dim)
 
+    @abc.abstractmethod
     def build_quantizer(self) -> nn.Module:
-        raise NotImplementedError
+        """The family's quantizer (VQ, FSQ, LFQ, RQ): the one thing a tokenizer family decides."""
 
     @property
     def grid(self) -> tuple[int, ...]:
