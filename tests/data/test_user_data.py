@@ -123,7 +123,7 @@ def test_shapes_shards_round_trip_through_the_generic_loader(tmp_path):
     world = ShapesWorld("heldout", modalities=("image", "caption", "qa", "audio", "video"))
     paths = write_shards(world, tmp_path, 12, shard_size=5)
     assert [p.name for p in paths] == ["shapes-heldout-000000.tar", "shapes-heldout-000001.tar", "shapes-heldout-000002.tar"]
-    ds = WebDatasetShards(tmp_path)
+    ds = WebDatasetShards(tmp_path, canvas=world.canvas)
     samples = list(ds)
     assert len(samples) == 12 and ds.stats()["bad"] == 0
     for i, s in enumerate(samples):

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 from umm import UmmError
+from umm.data.shapes.levels import DEFAULT_CANVAS, DEFAULT_LEVEL, LEVELS
 
 EXAMPLES_INSPECT = """examples:
-  umm data inspect shapes:train              # the built-in world
+  umm data inspect shapes:train              # the built-in world (level L4, the full world)
+  umm data inspect shapes:test --level L1    # one of its difficulty levels (L1 .. L4)
   umm data inspect my_photos/                # a folder with captions.jsonl or captions.csv
   umm data inspect 'shards/*.tar' --n 5      # WebDataset shards (a file, folder, glob or {a..b})
   umm data inspect my_photos/ --grid peek.png
@@ -24,6 +26,7 @@ EXAMPLES_INSPECT = """examples:
 EXAMPLES_MAKE = """examples:
   umm data make-shapes data/shapes --n 10000
   umm data make-shapes data/heldout --n 2000 --split heldout --canvas 64
+  umm data make-shapes data/l1 --n 5000 --level L1
   umm data make-shapes data/av --n 500 --modalities image,caption,qa,audio,video
 """
 
@@ -41,7 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("path", help="folder, shard(s), or shapes:SPLIT")
     p.add_argument("--n", type=int, default=3, help="samples to print (default 3)")
-    p.add_argument("--canvas", type=int, default=32, help="image side after resize/crop (default 32)")
+    p.add_argument("--canvas", type=int, default=DEFAULT_CANVAS,
+                   help=f"image side after resize/crop (default {DEFAULT_CANVAS})")
+    p.add_argument("--level", default=DEFAULT_LEVEL, choices=list(LEVELS),
+                   help=f"ShapesWorld difficulty level (default {DEFAULT_LEVEL}, the full world)")
     p.add_argument("--limit", type=int, default=None, help="read at most this many records (default: all; shapes: 1000)")
     p.add_argument("--grid", help="also write a PNG grid of the first samples here")
     p.set_defaults(func=cmd_inspect)
@@ -53,7 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="output folder (created)")
     p.add_argument("--n", type=int, required=True, help="number of samples")
     p.add_argument("--split", default="train", help="train | val | test | heldout (default train)")
-    p.add_argument("--canvas", type=int, default=32, help="image side, 16..128 (default 32)")
+    p.add_argument("--canvas", type=int, default=DEFAULT_CANVAS, help=f"image side, 16..128 (default {DEFAULT_CANVAS})")
+    p.add_argument("--level", default=DEFAULT_LEVEL, choices=list(LEVELS),
+                   help=f"ShapesWorld difficulty level (default {DEFAULT_LEVEL}, the full world)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
     p.add_argument("--modalities", default="image,caption,qa", help="comma list of image,caption,qa,audio,video")
@@ -62,8 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_make_shapes)
 
 
-def open_dataset(path: str, canvas: int = 32):
-    """The dataset a CLI path names: ``shapes:SPLIT``, an image folder, or WebDataset shards."""
+def open_dataset(path: str, canvas: int = DEFAULT_CANVAS, level: str = DEFAULT_LEVEL):
+    """The dataset a CLI path names: ``shapes:SPLIT`` (at ``level``), an image folder, or WebDataset shards."""
     from umm.data.folder import INDEX_FILES, FolderDataset
     from umm.data.webdataset import WebDatasetShards
 
@@ -73,7 +81,10 @@ def open_dataset(path: str, canvas: int = 32):
         split = path.partition(":")[2] or "train"
         if split not in SPLITS:
             raise UmmError(f"unknown ShapesWorld split {split!r}; use shapes:{' | shapes:'.join(SPLITS)}")
-        return ShapesWorld(split, canvas=canvas)
+        try:
+            return ShapesWorld(split, canvas=canvas, level=level)
+        except ValueError as error:
+            raise UmmError(str(error)) from None
     folder = Path(path)
     if folder.is_dir() and any((folder / name).is_file() for name in INDEX_FILES):
         return FolderDataset(folder, canvas=canvas)
@@ -104,9 +115,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if args.n < 0 or (args.limit is not None and args.limit < 1):
         raise UmmError("--n must be >= 0 and --limit >= 1")
-    dataset = open_dataset(args.path, args.canvas)
+    dataset = open_dataset(args.path, args.canvas, args.level)
     limit = args.limit if args.limit is not None else (1000 if isinstance(dataset, ShapesWorld) else None)
     print(f"{args.path}: {type(dataset).__name__}")
+    if isinstance(dataset, ShapesWorld):
+        level = dataset.level
+        print(f"  level {level.name}: {level.description}; canvas {dataset.canvas} px")
+        print(f"  held-out pairs: {', '.join(f'{c} {s}' for c, s in level.heldout_combinations)}")
     if hasattr(dataset, "__len__"):
         print(f"  records listed: {len(dataset)}")
     shown, seen, start = [], 0, time.perf_counter()
@@ -147,14 +162,14 @@ def cmd_make_shapes(args: argparse.Namespace) -> int:
     try:
         world = ShapesWorld(
             args.split, canvas=args.canvas, seed=args.seed, size=args.n, modalities=modalities,
-            frames=args.frames, caption_style=args.caption_style,
+            frames=args.frames, caption_style=args.caption_style, level=args.level,
         )  # fmt: skip
     except ValueError as error:
         raise UmmError(str(error)) from None
     start = time.perf_counter()
     paths = write_shards(world, args.out, args.n, args.shard_size)
     elapsed = time.perf_counter() - start
-    print(f"wrote {args.n} {args.split} samples ({','.join(modalities)}) to {len(paths)} shard(s) in {args.out} "
+    print(f"wrote {args.n} {args.split} samples (level {args.level}; {','.join(modalities)}) to {len(paths)} shard(s) in {args.out} "
           f"in {elapsed:.1f}s")  # fmt: skip
     print(f"read them with: umm data inspect '{Path(args.out) / f'shapes-{args.split}-*.tar'}'")
     return 0

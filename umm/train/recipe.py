@@ -29,9 +29,11 @@ class DataConfig:
     name: str = "shapes"  # a registered dataset: shapes | folder | webdataset
     path: str | None = None  # folder or shard pattern for user data
     split: str = "train"
-    canvas: int = 32  # image side in pixels (ShapesWorld renders at this size; user images are resized)
+    canvas: int = 48  # image side in pixels (ShapesWorld renders at this size; user images are resized)
     seed: int = 0
-    max_objects: int = 3
+    # ShapesWorld difficulty (umm.data.shapes.levels): L1 one large object .. L4 the original world
+    level: Literal["L1", "L2", "L3", "L4"] = "L4"
+    max_objects: int = 3  # a cap under the level's own maximum
     video_frames: int = 8
     modalities: tuple[str, ...] = ("image", "caption", "qa")
 

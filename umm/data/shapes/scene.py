@@ -11,15 +11,8 @@ import random
 import zlib
 from dataclasses import asdict, dataclass
 
-from umm.data.shapes.vocab import (
-    COLOUR_NAMES,
-    HELDOUT_COMBINATIONS,
-    SHAPES,
-    SIZES,
-    SPLITS,
-    cell_centre,
-    seen_combinations,
-)
+from umm.data.shapes.levels import DEFAULT_LEVEL, Level, get_level
+from umm.data.shapes.vocab import COLOUR_NAMES, SPLITS, cell_centre
 
 
 @dataclass(frozen=True)
@@ -54,22 +47,26 @@ def sample_rng(split: str, seed: int, index: int, stream: str = "scene") -> rand
     return random.Random((int(seed) << 96) ^ (key << 64) ^ int(index))
 
 
-def sample_scene(rng: random.Random, split: str, canvas: int, max_objects: int = 3) -> list[ShapeObject]:
-    """Draw a scene: 1..max_objects objects in distinct cells.
+def sample_scene(
+    rng: random.Random, split: str, canvas: int, max_objects: int = 3, level: str | Level = DEFAULT_LEVEL
+) -> list[ShapeObject]:
+    """Draw a scene of ``level`` (``levels.LEVELS``): 1..min(max_objects, level.max_objects) objects in
+    distinct cells, with the level's shapes and sizes.
 
-    train/val/test only use seen (colour, shape) pairs; heldout scenes put a held-out pair first and
-    draw the others from all pairs. With probability 0.3 a multi-object scene repeats the first
-    object's shape and colour (sizes stay free), so counting phrases ("two green stars") are common
-    enough to learn.
+    train/val/test only use the level's seen (colour, shape) pairs; heldout scenes put a held-out pair
+    first and draw the others from all of the level's pairs. With probability 0.3 a multi-object scene
+    repeats the first object's shape and colour (sizes stay free), so counting phrases ("two green
+    stars") are common enough to learn. At level L4 the draws are exactly those of the world before
+    levels existed.
     """
-    n = rng.randint(1, max(1, min(3, max_objects)))
+    level = get_level(level)
+    n = rng.randint(1, max(1, min(level.max_objects, max_objects)))
     cells = rng.sample(range(9), n)
-    allowed = seen_combinations()
     if split == "heldout":
-        pairs = [rng.choice(HELDOUT_COMBINATIONS)]
-        pairs += [(rng.choice(COLOUR_NAMES), rng.choice(SHAPES)) for _ in range(n - 1)]
+        pairs = [rng.choice(level.heldout_combinations)]
+        pairs += [(rng.choice(COLOUR_NAMES), rng.choice(level.shapes)) for _ in range(n - 1)]
     else:
-        pairs = [rng.choice(allowed) for _ in range(n)]
+        pairs = [rng.choice(level.seen_combinations) for _ in range(n)]
     if n > 1 and rng.random() < 0.3:
         repeats = rng.randint(1, n - 1)
         pairs = [pairs[0]] * (repeats + 1) + pairs[repeats + 1 :]
@@ -77,5 +74,5 @@ def sample_scene(rng: random.Random, split: str, canvas: int, max_objects: int =
     for cell, (colour, shape) in zip(cells, pairs):
         row, col = divmod(cell, 3)
         x, y = cell_centre(row, col, canvas)
-        objects.append(ShapeObject(shape, colour, rng.choice(SIZES), row, col, round(x, 3), round(y, 3)))
+        objects.append(ShapeObject(shape, colour, rng.choice(level.sizes), row, col, round(x, 3), round(y, 3)))
     return sorted(objects, key=lambda o: (o.row, o.col))

@@ -14,34 +14,29 @@ import numpy as np
 
 from umm.data.shapes.render import centred_patch, colour_rgb, paste
 from umm.data.shapes.scene import ShapeObject
-from umm.data.shapes.vocab import (
-    COLOUR_NAMES,
-    DIRECTION_VECTORS,
-    DIRECTIONS,
-    HELDOUT_COMBINATIONS,
-    SHAPES,
-    SIZES,
-    cell_of,
-    radius_px,
-    seen_combinations,
-)
+from umm.data.shapes.levels import DEFAULT_LEVEL, Level, get_level
+from umm.data.shapes.vocab import COLOUR_NAMES, DIRECTION_VECTORS, DIRECTIONS, cell_of, radius_px
 
 
-def sample_motion(rng: random.Random, split: str, canvas: int, frames: int, max_objects: int = 2) -> list[dict]:
-    """Draw 1..2 moving objects; each dict holds shape, colour, size, direction, speed (px/frame) and
-    path: [[x, y], ...] centre per frame (integers)."""
-    n = rng.randint(1, max(1, min(2, max_objects)))
+def sample_motion(
+    rng: random.Random, split: str, canvas: int, frames: int, max_objects: int = 2, level: str | Level = DEFAULT_LEVEL
+) -> list[dict]:
+    """Draw 1..2 moving objects of ``level`` (one at one-object levels, its shapes and sizes); each dict
+    holds shape, colour, size, direction, speed (px/frame) and path: [[x, y], ...] centre per frame
+    (integers)."""
+    level = get_level(level)
+    n = rng.randint(1, max(1, min(2, max_objects, level.max_objects)))
     unit = max(1, round(canvas / 32))
     for _attempt in range(100):
         movers = []
         for k in range(n):
             if split == "heldout" and k == 0:
-                colour, shape = rng.choice(HELDOUT_COMBINATIONS)
+                colour, shape = rng.choice(level.heldout_combinations)
             elif split == "heldout":
-                colour, shape = rng.choice(COLOUR_NAMES), rng.choice(SHAPES)
+                colour, shape = rng.choice(COLOUR_NAMES), rng.choice(level.shapes)
             else:
-                colour, shape = rng.choice(seen_combinations())
-            size = rng.choice(SIZES)
+                colour, shape = rng.choice(level.seen_combinations)
+            size = rng.choice(level.sizes)
             direction = rng.choice(DIRECTIONS)
             half = int(math.ceil(radius_px(size, canvas))) + 1
             lo, hi = half, canvas - half  # centre range that keeps the whole patch on the canvas

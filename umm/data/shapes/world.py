@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from umm.data.shapes import language, render, speech, video
+from umm.data.shapes.levels import DEFAULT_CANVAS, DEFAULT_LEVEL, Level, get_level
 from umm.data.shapes.scene import ShapeObject, sample_rng, sample_scene
 from umm.data.shapes.vocab import SPLITS
 from umm.registry import DATASETS
@@ -23,9 +24,12 @@ class ShapesWorld(torch.utils.data.Dataset):
     Args:
         split: "train", "val", "test" (same distribution, different seed streams) or "heldout"
             (scenes with at least one (colour, shape) pair that never occurs in the other splits).
-        canvas: image side in pixels, 16..128 (the judge is exact from 32 up).
+        canvas: image side in pixels, 16..128 (the judge is exact from 32 up; at the default 48 every
+            object is at least 8 px across).
         seed: world seed; different seeds give different sample streams.
-        max_objects: objects per scene, 1..3.
+        max_objects: objects per scene, 1..3 (a cap under the level's own maximum).
+        level: a difficulty level, "L1".."L4" (``levels.LEVELS``); scenes, captions, QA, audio and video
+            all follow it. "L4" is the original world.
         size: ``len(world)``.
         modalities: which of image, caption, qa, audio, video to generate (audio and video cost more).
         frames: video length, 8..16.
@@ -35,13 +39,14 @@ class ShapesWorld(torch.utils.data.Dataset):
     def __init__(
         self,
         split: str = "train",
-        canvas: int = 32,
+        canvas: int = DEFAULT_CANVAS,
         seed: int = 0,
         max_objects: int = 3,
         size: int | None = None,
         modalities: Iterable[str] = DEFAULT_MODALITIES,
         frames: int = 8,
         caption_style: str = "mixed",
+        level: str | Level = DEFAULT_LEVEL,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
@@ -60,10 +65,11 @@ class ShapesWorld(torch.utils.data.Dataset):
         self.split, self.canvas, self.seed, self.max_objects = split, canvas, int(seed), max_objects
         self.size = 1_000_000 if size is None else int(size)
         self.modalities, self.frames, self.caption_style = modalities, frames, caption_style
+        self.level = get_level(level)
 
     @classmethod
     def from_config(cls, config, split: str) -> "ShapesWorld":
-        """Build from a recipe's ``DataConfig`` (canvas, seed, max_objects, video_frames, modalities)."""
+        """Build from a recipe's ``DataConfig`` (canvas, seed, level, max_objects, video_frames, modalities)."""
         return cls(
             split=split,
             canvas=config.canvas,
@@ -71,6 +77,7 @@ class ShapesWorld(torch.utils.data.Dataset):
             max_objects=config.max_objects,
             modalities=config.modalities,
             frames=config.video_frames,
+            level=config.level,
         )
 
     def text_corpus(self, n: int) -> Iterator[str]:
@@ -86,7 +93,7 @@ class ShapesWorld(torch.utils.data.Dataset):
             if index % 4:
                 continue  # video captions use few words: every 4th sample covers them
             rng = sample_rng(self.split, self.seed, index, "video")
-            movers = video.sample_motion(rng, self.split, self.canvas, self.frames)
+            movers = video.sample_motion(rng, self.split, self.canvas, self.frames, level=self.level)
             yield language.video_caption(video.movers_as_objects(movers, self.canvas), [m["direction"] for m in movers], rng)
 
     def __len__(self) -> int:
@@ -94,13 +101,15 @@ class ShapesWorld(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return (
-            f"ShapesWorld(split={self.split!r}, canvas={self.canvas}, seed={self.seed}, size={self.size}, "
+            f"ShapesWorld(split={self.split!r}, level={self.level.name}, canvas={self.canvas}, seed={self.seed}, "
+            f"size={self.size}, "
             f"modalities={list(self.modalities)})"
         )
 
     def scene(self, index: int) -> list[ShapeObject]:
         """The ground-truth objects of sample ``index`` (cheap: no rendering)."""
-        return sample_scene(sample_rng(self.split, self.seed, index), self.split, self.canvas, self.max_objects)
+        return sample_scene(sample_rng(self.split, self.seed, index), self.split, self.canvas, self.max_objects,
+                            self.level)
 
     def __getitem__(self, index: int) -> dict:
         index = int(index)  # samplers hand out numpy/torch integers
@@ -132,7 +141,7 @@ class ShapesWorld(torch.utils.data.Dataset):
             sample["voice"] = voice
         if "video" in self.modalities:
             rng = sample_rng(self.split, self.seed, index, "video")
-            movers = video.sample_motion(rng, self.split, self.canvas, self.frames)
+            movers = video.sample_motion(rng, self.split, self.canvas, self.frames, level=self.level)
             sample["video"] = torch.from_numpy(video.render_clip(movers, self.canvas, self.frames))
             directions = [m["direction"] for m in movers]
             sample["video_caption"] = language.video_caption(video.movers_as_objects(movers, self.canvas), directions, rng)

@@ -11,6 +11,7 @@
 
 from umm.eval.judge.image import DetectedObject, parse_image, scene_of
 from umm.eval.judge.scores import (
+    ALL_CATEGORIES,
     CATEGORIES,
     CaptionScores,
     GenEvalPrompt,
@@ -19,6 +20,7 @@ from umm.eval.judge.scores import (
     geneval_prompt,
     geneval_prompts,
     geneval_score,
+    level_categories,
     oracle_scene,
     qa_accuracy,
     score_image,
@@ -30,6 +32,7 @@ from umm.eval.judge.text import parse_caption
 from umm.eval.judge.video import Track, parse_video
 
 __all__ = [
+    "ALL_CATEGORIES",
     "CATEGORIES",
     "CaptionScores",
     "DetectedObject",
@@ -42,6 +45,7 @@ __all__ = [
     "geneval_prompt",
     "geneval_prompts",
     "geneval_score",
+    "level_categories",
     "normalise_answer",
     "oracle_scene",
     "parse_caption",

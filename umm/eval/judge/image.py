@@ -38,7 +38,12 @@ TEMPLATE_SUPERSAMPLE = 8
 TABLE_RES, TABLE_EXTENT = 256, 1.1  # shape lookup tables: 256^2 samples of [-1.1, 1.1]^2
 CORE = 0.5  # pixels at least this bright vote on a component's colours
 SPLIT_FRACTION = 0.2  # a colour with this share of the votes is an object of its own
-BLUR_TAPS = (0.1065, 0.2)  # 3-tap Gaussian blurs of sigma ~0.5 and ~0.75 px tried for every shape
+# Gaussian blurs (sigma in px) tried for every candidate shape besides the sharp one: generators blur,
+# and upsampled or soft-edged outputs blur more (half-resolution + bilinear + sigma 0.8 is about 1.2)
+BLUR_SIGMAS = (0.5, 0.8, 1.1, 1.4)
+GAIN_MIN = 0.75  # the dimmest object brightness the shape fit corrects for (a render is 1.0)
+SEGMENT_SIGMA = 0.6  # the foreground mask is taken on a lightly smoothed image, so noise does not split,
+# join or invent components; coverage is still read from the unsmoothed pixels
 
 
 @dataclass(frozen=True)
@@ -156,44 +161,88 @@ def _templates(
     return np.stack([box_v @ tables[k].take(iv[k], axis=0).take(iu[k], axis=1) @ box_u.T for k in range(len(SHAPES))])
 
 
-def _blur(stack: np.ndarray, a: float) -> np.ndarray:
-    """Separable 3-tap blur [a, 1 - 2a, a] over the last two axes (zero outside)."""
-    out = stack * (1 - 2 * a)
-    out[..., 1:, :] += a * stack[..., :-1, :]
-    out[..., :-1, :] += a * stack[..., 1:, :]
-    res = out * (1 - 2 * a)
-    res[..., 1:] += a * out[..., :-1]
-    res[..., :-1] += a * out[..., 1:]
-    return res
+@functools.lru_cache(maxsize=None)
+def _gaussian_taps(sigma: float) -> np.ndarray:
+    radius = max(1, int(math.ceil(2.5 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    return (taps / taps.sum()).astype(np.float32)
+
+
+def _blur(stack: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur over the last two axes (zero outside)."""
+    taps = _gaussian_taps(sigma)
+    radius = len(taps) // 2
+    height, width = stack.shape[-2:]
+    pad = [(0, 0)] * (stack.ndim - 2) + [(radius, radius), (radius, radius)]
+    padded = np.pad(stack, pad)
+    rows = sum(w * padded[..., k : k + height, :] for k, w in enumerate(taps))
+    return sum(w * rows[..., :, k : k + width] for k, w in enumerate(taps))
+
+
+def _half_resolution(stack: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """The stack (S, h, w) as a generator working at half resolution would draw it: 2x2 means on the
+    canvas's even pixel grid (the patch's top-left pixel is (x0, y0)), then bilinear upsampling back."""
+    _, h, w = stack.shape
+    top, left = y0 % 2, x0 % 2
+    padded = np.pad(stack, ((0, 0), (top, (h + top) % 2), (left, (w + left) % 2)))
+    low = padded.reshape(len(stack), padded.shape[1] // 2, 2, padded.shape[2] // 2, 2).mean(axis=(2, 4))
+
+    def up(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # align-corners=False x2 weights
+        pos = np.clip((np.arange(2 * n) + 0.5) / 2 - 0.5, 0, n - 1)
+        lo = np.floor(pos).astype(int)
+        return lo, np.minimum(lo + 1, n - 1), (pos - lo).astype(np.float32)
+
+    (rl, rh, rt), (cl, ch, ct) = up(low.shape[1]), up(low.shape[2])
+    rows = low[:, rl] * (1 - rt)[None, :, None] + low[:, rh] * rt[None, :, None]
+    full = rows[:, :, cl] * (1 - ct)[None, None, :] + rows[:, :, ch] * ct[None, None, :]
+    return full[:, top : top + h, left : left + w]
 
 
 def _fit_shape(
-    cov: np.ndarray, x0: int, y0: int, area: float, cx: float, cy: float, ss: int
-) -> tuple[str, float, float, float, float]:
-    """Best shape for a coverage patch whose top-left pixel is (x0, y0): (shape, radius, x, y, error).
+    cov: np.ndarray, x0: int, y0: int, area: float, cx: float, cy: float, ss: int, gain: float = 1.0
+) -> tuple[str, float, float, float, float, float]:
+    """Best shape for a coverage patch whose top-left pixel is (x0, y0): (shape, radius, x, y, error, gain).
 
-    Each candidate is compared sharp and blurred (the blur levels of BLUR_TAPS): a model's output or a
-    resized photo is rarely sharp, and a blurred small diamond looks more like a sharp circle than
-    like a sharp diamond."""
+    Each candidate is compared sharp, blurred (the levels of BLUR_SIGMAS) and as drawn at half resolution
+    and upsampled: a model's output or a resized photo is rarely sharp, and a blurred small diamond
+    looks more like a sharp circle (or a cross) than like a sharp diamond. ``gain`` is the object's brightness (1 for a render, less for a dim
+    generator output): the shape's true area is area / gain, and each candidate is scaled by its own
+    least-squares brightness in [GAIN_MIN, 1], so dimming neither shrinks an object nor changes its shape."""
     geometry = np.array([unit_geometry(s) for s in SHAPES])  # (S, 3): area, centroid u, v
-    radii = np.sqrt(area / geometry[:, 0])
+    radii = np.sqrt(area / gain / geometry[:, 0])
     sx, sy = cx - geometry[:, 1] * radii, cy - geometry[:, 2] * radii
     templates = _templates(radii, sx, sy, x0, y0, *cov.shape, ss)
-    errors = ((templates - cov) ** 2).sum(axis=(1, 2))
-    for a in BLUR_TAPS:
-        errors = np.minimum(errors, ((_blur(templates, a) - cov) ** 2).sum(axis=(1, 2)))
+    errors, gains = np.full(len(SHAPES), np.inf), np.ones(len(SHAPES))
+    soft = _half_resolution(templates, x0, y0)
+    variants = [templates, soft, _blur(soft, BLUR_SIGMAS[0])] + [_blur(templates, sigma) for sigma in BLUR_SIGMAS]
+    for variant in variants:  # each (S, h, w)
+        g = np.clip((variant * cov).sum(axis=(1, 2)) / np.maximum((variant**2).sum(axis=(1, 2)), 1e-9), GAIN_MIN, 1.0)
+        err = ((g[:, None, None] * variant - cov) ** 2).sum(axis=(1, 2))
+        better = err < errors
+        errors, gains = np.where(better, err, errors), np.where(better, g, gains)
     best = int(np.argmin(errors))
-    return SHAPES[best], float(radii[best]), float(sx[best]), float(sy[best]), float(errors[best])
+    return SHAPES[best], float(radii[best]), float(sx[best]), float(sy[best]), float(errors[best]), float(gains[best])
 
 
-def _colour_regions(img: np.ndarray, bright: np.ndarray, member: np.ndarray) -> list[tuple[np.ndarray, int]]:
+def _brightness(cov: np.ndarray, region: np.ndarray) -> float:
+    """First guess of an object's brightness: the median of the brightest third of its pixels (interior
+    pixels of a render are fully covered, so this is 1.0 there), in [GAIN_MIN, 1]."""
+    values = np.sort(cov[region])[::-1]
+    return float(np.clip(np.median(values[: max(1, len(values) // 3)]), GAIN_MIN, 1.0))
+
+
+def _colour_regions(
+    img: np.ndarray, bright: np.ndarray, member: np.ndarray, min_separation: float
+) -> list[tuple[np.ndarray, int]]:
     """Split a component into one region per palette colour it is made of: [(mask, colour index)].
 
     ShapesWorld objects never touch, but generated ones may; two touching objects of different colours
     form one component. Each bright pixel votes for its nearest palette colour (weighted by
     brightness^2); colours with at least SPLIT_FRACTION of the votes are objects of their own and
-    every pixel joins the nearest of them. A one-colour component keeps the more noise-robust colour
-    of its weighted mean chromaticity."""
+    every pixel joins the nearest of them, provided their regions lie apart (centroids at least
+    ``min_separation`` px apart): a tinted or noisy object whose pixels waver between orange and yellow
+    is one object, and keeps, like any one-colour component, the more noise-robust colour of its
+    weighted mean chromaticity."""
     ys, xs = np.nonzero(member)
     rgb = img[:, ys, xs]  # (3, n)
     b = bright[ys, xs]
@@ -202,6 +251,12 @@ def _colour_regions(img: np.ndarray, bright: np.ndarray, member: np.ndarray) -> 
     distances = ((PALETTE[:, :, None] - chroma[None]) ** 2).sum(axis=1)  # (C, n)
     votes = np.bincount(distances.argmin(axis=0), weights=weights * (b > CORE), minlength=len(PALETTE))
     major = [int(c) for c in np.argsort(-votes) if votes[c] >= SPLIT_FRACTION * votes.sum() and votes[c] > 0]
+    if len(major) > 1:
+        nearest = np.asarray(major)[distances[major].argmin(axis=0)]
+        centres = np.array([(xs[nearest == c].mean(), ys[nearest == c].mean()) for c in major])
+        spread = max(math.dist(a, b) for a in centres for b in centres)
+        if spread < min_separation:
+            major = major[:1]
     if len(major) <= 1:
         mean_rgb = (rgb * weights).sum(axis=1) / weights.sum()
         mean_chroma = mean_rgb / max(mean_rgb.max(), 1e-6)
@@ -220,7 +275,7 @@ def parse_image(image: torch.Tensor | np.ndarray) -> list[DetectedObject]:
     img = as_chw(image)
     _, height, width = img.shape
     bright = img.max(axis=0)
-    labels, n = label_components(bright > FOREGROUND)
+    labels, n = label_components(_blur(bright, SEGMENT_SIGMA) > FOREGROUND)
     if n == 0:
         return []
     cell_w, cell_h = width / 3.0, height / 3.0
@@ -234,7 +289,7 @@ def parse_image(image: torch.Tensor | np.ndarray) -> list[DetectedObject]:
         member = labels == k
         if bright[member].max() < MIN_PEAK:
             continue
-        for region, colour_index in _colour_regions(img, bright, member):
+        for region, colour_index in _colour_regions(img, bright, member, 2 * SIZE_RADIUS["small"] * cell):
             rgb = PALETTE[colour_index]
             ys, xs = np.nonzero(region)
             # coverage on the region grown by one pixel (its anti-aliased fringe), minus other objects
@@ -248,7 +303,10 @@ def parse_image(image: torch.Tensor | np.ndarray) -> list[DetectedObject]:
                 continue
             cx = float(cov.sum(axis=0) @ (np.arange(x0, x1) + 0.5)) / area
             cy = float(cov.sum(axis=1) @ (np.arange(y0, y1) + 0.5)) / area
-            shape, radius, sx, sy, error = _fit_shape(cov, x0, y0, area, cx, cy, ss)
+            gain = _brightness(cov, region[y0:y1, x0:x1])
+            shape, radius, sx, sy, error, fitted = _fit_shape(cov, x0, y0, area, cx, cy, ss, gain)
+            if abs(fitted - gain) > 0.05:  # the best candidate says the object is dimmer or brighter: refit
+                shape, radius, sx, sy, error, fitted = _fit_shape(cov, x0, y0, area, cx, cy, ss, fitted)
             found.append(
                 DetectedObject(
                     shape=shape,

@@ -13,7 +13,12 @@ counting               "three squares" (2 or 3)                     count, shape
 colours                "a red circle"                               1 object, shape and colour
 position               "a cross to the left of a diamond"           2 objects, shapes, relation
 colour_attribution     "a red circle and a blue square"             2 objects, shape-colour binding
+absolute_position      "a red star in the top left"                 1 object, shape, colour, cell
 =====================  ===========================================  ===============================
+
+A level (``umm.data.shapes.levels``) is asked only what it can express: one-object levels (L1, L2) get
+single_object, colours and absolute_position; L3 and L4 get the six original categories (counting up to
+the level's maximum). Shapes and (colour, shape) pairs come from the level.
 
 ``overall`` is the unweighted mean of the category accuracies (as in GenEval). Colour-bearing prompts
 respect the split: heldout prompts bind at least one held-out (colour, shape) pair, the others none.
@@ -31,19 +36,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from umm.data.shapes.language import noun_phrase, RELATION_PHRASES
+from umm.data.shapes.language import RELATION_PHRASES, noun_phrase, position_phrase
+from umm.data.shapes.levels import DEFAULT_LEVEL, Level, get_level
 from umm.data.shapes.scene import ShapeObject, sample_rng
-from umm.data.shapes.vocab import (
-    COLOUR_NAMES,
-    HELDOUT_COMBINATIONS,
-    NUMBER_WORDS,
-    RELATIONS,
-    SHAPES,
-    SIZES,
-    cell_centre,
-    plural,
-    seen_combinations,
-)
+from umm.data.shapes.vocab import COLOUR_NAMES, NUMBER_WORDS, RELATIONS, SHAPES, SIZES, cell_centre, plural
 from umm.eval.judge.image import parse_image, scene_of
 from umm.eval.judge.spec import (
     ObjectSpec,
@@ -64,7 +60,14 @@ CATEGORIES: tuple[str, ...] = (
     "colours",
     "position",
     "colour_attribution",
-)
+)  # the six GenEval-like categories of the multi-object levels (L3, L4)
+ONE_OBJECT_CATEGORIES: tuple[str, ...] = ("single_object", "colours", "absolute_position")
+ALL_CATEGORIES: tuple[str, ...] = CATEGORIES + ("absolute_position",)
+
+
+def level_categories(level: str | Level = DEFAULT_LEVEL) -> tuple[str, ...]:
+    """The categories a level can express: no two-object prompt where scenes hold one object."""
+    return ONE_OBJECT_CATEGORIES if get_level(level).max_objects == 1 else CATEGORIES
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class GenEvalPrompt:
 
 @dataclass
 class GenEvalScores:
-    per_category: dict[str, float]  # accuracy per category (nan when it had no prompt)
+    per_category: dict[str, float]  # accuracy per category that had prompts
     overall: float  # mean over the categories that had prompts
     counts: dict[str, int]  # prompts per category
 
@@ -84,37 +87,49 @@ class GenEvalScores:
         return {"overall": self.overall, **{f"{k}": v for k, v in self.per_category.items()}}
 
 
-def _pair(rng: random.Random, heldout: bool) -> tuple[str, str]:
-    return rng.choice(HELDOUT_COMBINATIONS if heldout else seen_combinations())
+def _pair(rng: random.Random, heldout: bool, level: Level) -> tuple[str, str]:
+    return rng.choice(level.heldout_combinations if heldout else level.seen_combinations)
 
 
 def _obj(shape: str, colour: str | None = None) -> ShapeObject:
     return ShapeObject(shape, colour or "", "small", 0, 0)
 
 
-def geneval_prompt(category: str, rng: random.Random, split: str = "test") -> GenEvalPrompt:
-    """One prompt of ``category`` drawn with ``rng``."""
+def geneval_prompt(
+    category: str, rng: random.Random, split: str = "test", level: str | Level = DEFAULT_LEVEL
+) -> GenEvalPrompt:
+    """One prompt of ``category`` drawn with ``rng`` from ``level``'s shapes and pairs."""
+    level = get_level(level)
+    if category not in level_categories(level):
+        raise ValueError(f"level {level.name} cannot express GenEval category {category!r}; "
+                         f"its categories: {list(level_categories(level))}")
+    shapes = level.shapes
     if category == "single_object":
-        shape = rng.choice(SHAPES)
+        shape = rng.choice(shapes)
         return GenEvalPrompt(category, f"a {shape}", SceneSpec((ObjectSpec(shape=shape),)))
     if category == "two_object":
-        a, b = rng.sample(SHAPES, 2)
+        a, b = rng.sample(shapes, 2)
         return GenEvalPrompt(category, f"a {a} and a {b}", SceneSpec((ObjectSpec(shape=a), ObjectSpec(shape=b))))
     if category == "counting":
-        shape, n = rng.choice(SHAPES), rng.choice((2, 3))
+        shape, n = rng.choice(shapes), rng.choice(tuple(range(2, level.max_objects + 1)))
         return GenEvalPrompt(category, f"{NUMBER_WORDS[n]} {plural(shape)}", SceneSpec((ObjectSpec(shape=shape),) * n))
     if category == "colours":
-        colour, shape = _pair(rng, split == "heldout")
+        colour, shape = _pair(rng, split == "heldout", level)
         prompt = noun_phrase(_obj(shape, colour), size=False, colour=True)
         return GenEvalPrompt(category, prompt, SceneSpec((ObjectSpec(shape=shape, colour=colour),)))
+    if category == "absolute_position":
+        colour, shape = _pair(rng, split == "heldout", level)
+        row, col = divmod(rng.randrange(9), 3)
+        prompt = f"{noun_phrase(_obj(shape, colour), size=False, colour=True)} {position_phrase(row, col)}"
+        return GenEvalPrompt(category, prompt, SceneSpec((ObjectSpec(shape=shape, colour=colour, row=row, col=col),)))
     if category == "position":
-        a, b = rng.sample(SHAPES, 2)
+        a, b = rng.sample(shapes, 2)
         relation = rng.choice(RELATIONS)
         prompt = f"a {a} {RELATION_PHRASES[relation][0]} a {b}"
         return GenEvalPrompt(category, prompt, SceneSpec((ObjectSpec(shape=a), ObjectSpec(shape=b)), ((0, relation, 1),)))
     if category == "colour_attribution":
         while True:
-            (c1, s1), (c2, s2) = _pair(rng, split == "heldout"), _pair(rng, False)
+            (c1, s1), (c2, s2) = _pair(rng, split == "heldout", level), _pair(rng, False, level)
             if c1 != c2 and s1 != s2:
                 break
         if rng.random() < 0.5:
@@ -122,13 +137,15 @@ def geneval_prompt(category: str, rng: random.Random, split: str = "test") -> Ge
         prompt = f"{noun_phrase(_obj(s1, c1), False, True)} and {noun_phrase(_obj(s2, c2), False, True)}"
         spec = SceneSpec((ObjectSpec(shape=s1, colour=c1), ObjectSpec(shape=s2, colour=c2)))
         return GenEvalPrompt(category, prompt, spec)
-    raise ValueError(f"unknown GenEval category {category!r}; choose from {list(CATEGORIES)}")
+    raise ValueError(f"unknown GenEval category {category!r}; choose from {list(ALL_CATEGORIES)}")
 
 
-def geneval_prompts(n: int, split: str = "test", seed: int = 0) -> list[GenEvalPrompt]:
-    """``n`` prompts cycling through the categories (so each gets n/6), deterministic in (split, seed)."""
+def geneval_prompts(n: int, split: str = "test", seed: int = 0, level: str | Level = DEFAULT_LEVEL) -> list[GenEvalPrompt]:
+    """``n`` prompts cycling through ``level``'s categories (so each gets an equal share), deterministic in
+    (split, seed, level)."""
+    categories = level_categories(level)
     return [
-        geneval_prompt(CATEGORIES[i % len(CATEGORIES)], sample_rng(split, seed, i, "geneval"), split)
+        geneval_prompt(categories[i % len(categories)], sample_rng(split, seed, i, "geneval"), split, level)
         for i in range(n)
     ]
 
@@ -145,9 +162,9 @@ def geneval_score(images: Sequence, prompts: Sequence[GenEvalPrompt]) -> GenEval
     hits: dict[str, list[bool]] = defaultdict(list)
     for image, prompt in zip(images, prompts):
         hits[prompt.category].append(score_image(image, prompt.spec))
-    per = {c: (float(np.mean(hits[c])) if hits[c] else math.nan) for c in CATEGORIES}
-    present = [v for v in per.values() if not math.isnan(v)]
-    return GenEvalScores(per, float(np.mean(present)) if present else math.nan, {c: len(hits[c]) for c in CATEGORIES})
+    asked = [c for c in ALL_CATEGORIES if hits[c]]
+    per = {c: float(np.mean(hits[c])) for c in asked}
+    return GenEvalScores(per, float(np.mean(list(per.values()))) if per else math.nan, {c: len(hits[c]) for c in asked})
 
 
 def oracle_scene(spec: SceneSpec, rng: random.Random, canvas: int = 32) -> list[dict]:
