@@ -58,7 +58,7 @@ def run_demo(out: Path, minutes: float = 10.0, show_progress: bool = True, recip
 
     model, system = load_system(out / "run" / "model")
     print("umm demo: evaluating on held-out prompts and images ...")
-    config = EvalConfig(**(eval_overrides or {}))
+    config = EvalConfig(**{"level": run.data.level, **(eval_overrides or {})})
     start = time.perf_counter()
     ev = evaluate(model, system, config)
     eval_seconds = time.perf_counter() - start
@@ -68,7 +68,7 @@ def run_demo(out: Path, minutes: float = 10.0, show_progress: bool = True, recip
     lines = ["| prediction | truth |", "|---|---|"] + [f"| {p} | {t} |" for p, t in ev.captions[:40]]
     (out / "captions.md").write_text("\n".join(lines) + "\n")
     plot_losses(out / "run" / "train.csv", out / "loss_curve.png")
-    scores = {**ev.metrics, "train_steps": result.step, "train_minutes": result.seconds / 60,
+    scores = {**ev.metrics, "level": config.level, "train_steps": result.step, "train_minutes": result.seconds / 60,
               "samples_per_s": result.samples_per_second, "mfu": result.mfu, "eval_seconds": eval_seconds,
               **{f"seconds/{k}": v for k, v in ev.seconds.items()}}
     (out / "scores.json").write_text(json.dumps(scores, indent=2))
@@ -83,8 +83,10 @@ def _report(run, scores: dict, ev) -> str:
         v = scores.get(key)
         return "n/a" if v is None else f"{v:.3f}"
 
-    geneval = [k for k in scores if k.startswith("geneval/")]
-    rows = "\n".join(f"| {k.split('/', 1)[1]} | {f(k)} |" for k in geneval)
+    geneval = [k.split("/", 1)[1] for k in scores if k.startswith("geneval/")]
+    rows = "\n".join(f"| {c} | {f('geneval_test/' + c)} | {f('geneval/' + c)} |" for c in geneval)
+    diagnostics = "\n".join(f"| {k} | {f(k)} |" for k in scores
+                             if k.split("/", 1)[0] in ("adherence", "ceiling", "denoise"))
     caption = "\n".join(f"| {k.split('/', 1)[1]} | {f(k)} |" for k in scores if k.startswith("caption/"))
     qa = "\n".join(f"| {k.split('/', 1)[1]} | {f(k)} |" for k in scores if k.startswith("qa/"))
     examples = "\n".join(f"- *{q}* -> **{p}** (truth: {t})" for q, p, t in ev.answers[:8])
@@ -92,15 +94,26 @@ def _report(run, scores: dict, ev) -> str:
 
 Model `{run.model}` trained for {scores['train_steps']} steps ({scores['train_minutes']:.1f} min,
 {scores['samples_per_s']:.0f} samples/s, MFU {scores['mfu']:.1%} of this machine's measured matmul peak).
-Evaluated on the **held-out** split: prompts and images use (colour, shape) pairs never seen in training.
+ShapesWorld level {scores['level']}. Evaluated on the **held-out** split (prompts and images use (colour,
+shape) pairs never seen in training) and, for text to image, also on the in-distribution test split.
 
 ![samples](samples.png)
 
 ## Text to image (GenEval-like, judge-scored)
 
-| category | accuracy |
-|---|---|
+| category | test | held-out |
+|---|---|---|
 {rows}
+
+## Why it scores what it scores (diagnostics)
+
+`adherence/*`: how often the judge reads the attribute the prompt asked for; `prompt_vs_seed`: pixel change
+between two different prompts from the same noise over the change between two seeds (near 0: the text is
+ignored). `denoise/t*`: judge acceptance of the one-step x0 from the true x_t at that noise level.
+
+| diagnostic | value |
+|---|---|
+{diagnostics}
 
 ## Captioning
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from umm.bench.claims import Claim
 
-CATEGORIES = ("single_object", "two_object", "counting", "colours", "position", "colour_attribution")
+CATEGORIES = ("single_object", "two_object", "counting", "colours", "position", "colour_attribution",
+              "absolute_position")  # every category a level can ask (one-object levels ask three)
 README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 
@@ -63,6 +64,24 @@ def _geneval_rows(rows: list[dict]) -> list[dict[str, str]]:
         if _m(r, "geneval/overall") is not None:
             out.append({"system": r["system"], **{c: _num(_m(r, f"geneval/{c}")) for c in CATEGORIES},
                         "overall": _num(_m(r, "geneval/overall"))})
+    return out
+
+
+def _diagnostic_rows(rows: list[dict]) -> list[dict[str, str]]:
+    """Why each generator scores what it scores (umm.eval.diagnostics): in- vs out-of-distribution,
+    prompt adherence, the tokenizer ceiling, the denoise check."""
+    out = []
+    for r in rows:
+        if _m(r, "geneval/overall") is None:
+            continue
+        out.append({
+            "system": r["system"], "GenEval test": _num(_m(r, "geneval_test/overall")),
+            "GenEval held-out": _num(_m(r, "geneval/overall")),
+            "prompt/seed change": _num(_m(r, "adherence/prompt_vs_seed"), 2),
+            "shape read": _num(_m(r, "adherence/shape"), 2), "colour read": _num(_m(r, "adherence/colour"), 2),
+            "count read": _num(_m(r, "adherence/count"), 2), "ceiling": _num(_m(r, "ceiling/accepted"), 2),
+            "denoise t0.1": _num(_m(r, "denoise/t0.1"), 2), "denoise t0.5": _num(_m(r, "denoise/t0.5"), 2),
+        })  # fmt: skip
     return out
 
 
@@ -143,6 +162,11 @@ def markdown(rows: list[dict], claims: list[Claim], latency: list[dict], meta: d
         "accuracy of captions; video dir. = direction accuracy; emergent R@1 = mean R@1 of never-paired "
         "modality pairs; s / image = text-to-image sampling time.", "",
         "## GenEval-like scores by category", "", _md_table(_geneval_rows(rows)), "",
+        "## Diagnostics", "",
+        "Prompt/seed change: pixel change between two prompts from the same noise over the change between two "
+        "seeds (near 0: the text is ignored); shape/colour/count read: how often the judge reads what the prompt "
+        "asked; ceiling: judge acceptance of the system's tokenizer/VAE reconstructions; denoise: judge acceptance "
+        "of the one-step x0 from the true x_t.", "", _md_table(_diagnostic_rows(rows)), "",
         "## The survey's claims, measured", "",
     ]
     for c in claims:
@@ -186,7 +210,8 @@ def html_page(rows: list[dict], claims: list[Claim], meta: dict, figures: list[P
             f"<body><h1>umm bench report</h1><p>Command: <code>{html.escape(meta['command'])}</code><br>Budget: "
             f"{html.escape(meta['budget'])} per system; split {html.escape(meta['split'])}; {html.escape(meta['machine'])}</p>"
             f"<h2>Systems</h2>{table([_headline(r) for r in rows])}<h2>GenEval-like by category</h2>"
-            f"{table(_geneval_rows(rows))}<h2>The survey's claims, measured</h2><ul>{claim_items}</ul>"
+            f"{table(_geneval_rows(rows))}<h2>Diagnostics</h2>{table(_diagnostic_rows(rows))}"
+            f"<h2>The survey's claims, measured</h2><ul>{claim_items}</ul>"
             f"<h2>Figures</h2>{figs}<h2>Samples</h2>{samples}</body></html>")
 
 

@@ -10,7 +10,11 @@
 - ``reconstruct``: tokenizers: pixel error, codebook usage, the judge on reconstructions (:mod:`umm.eval.reconstruction`).
 
 Held-out by default: prompts and images use the compositional ``heldout`` split, whose (colour, shape)
-pairs never occur in training.
+pairs never occur in training; GenEval-like is also reported on the ``test`` split (in distribution) as
+``geneval_test/*``. Everything follows the world level the model trained at (``EvalConfig.level``).
+With ``diagnostics`` on, text-to-image systems also get the diagnostics of :mod:`umm.eval.diagnostics`:
+prompt adherence (``adherence/*``), the tokenizer ceiling (``ceiling/*``) and, for diffusion systems,
+the denoise check (``denoise/*``).
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from pathlib import Path
+
 import torch
 
 from umm.data.shapes import ShapesWorld
+from umm.data.shapes.levels import DEFAULT_LEVEL
 from umm.eval.judge import caption_scores, geneval_prompts, geneval_score, qa_accuracy
 
 
@@ -34,6 +41,11 @@ class EvalConfig:
     steps: int = 25  # diffusion / MaskGIT steps
     cfg_scale: float = 3.0
     batch_size: int = 32
+    level: str = "L4"  # ShapesWorld level of prompts and images (the model's training level)
+    test_split: bool = True  # also GenEval-like on the in-distribution test split (geneval_test/*)
+    diagnostics: bool = True  # adherence, ceiling and denoise diagnostics for text-to-image systems
+    n_adherence: int = 16  # prompts of the same-seed pixel-change probe (x3 generations)
+    n_denoise: int = 48  # images of the denoise check (x4 noise levels)
 
 
 @dataclass
@@ -45,6 +57,19 @@ class EvalResult:
     captions: list[tuple[str, str]] = field(default_factory=list)  # (prediction, truth)
     answers: list[tuple[str, str, str]] = field(default_factory=list)  # (question, prediction, truth)
     seconds: dict[str, float] = field(default_factory=dict)
+    confusion: dict = field(default_factory=dict)  # attribute -> Counter{(asked, read)} of the t2i prompts
+
+
+def training_level(model_dir: str | Path) -> str:
+    """The ShapesWorld level a trained model saw: ``data.level`` of the ``recipe.yaml`` the trainer wrote
+    beside ``model_dir`` (runs/<name>/model -> runs/<name>/recipe.yaml); "L4" for a model trained before
+    levels existed or exported without its recipe."""
+    from umm.config import load_yaml
+
+    recipe = Path(model_dir).parent / "recipe.yaml"
+    if not recipe.is_file():
+        return DEFAULT_LEVEL
+    return str((load_yaml(recipe).get("data") or {}).get("level", DEFAULT_LEVEL))
 
 
 def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), tasks: tuple[str, ...] | None = None) -> EvalResult:
@@ -57,7 +82,7 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
     if "t2i" in wanted:
         from umm.eval.judge import score_image
 
-        prompts = geneval_prompts(config.n_prompts, config.split, config.seed)
+        prompts = geneval_prompts(config.n_prompts, config.split, config.seed, config.level)
         start = time.perf_counter()
         images = system.generate_images(model, [p.prompt for p in prompts], steps=config.steps,
                                         cfg_scale=config.cfg_scale, seed=config.seed, batch_size=config.batch_size)
@@ -66,9 +91,17 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
         result.metrics.update({f"geneval/{k}": v for k, v in scores.to_dict().items()})
         result.images, result.prompts = images, [p.prompt for p in prompts]
         result.prompt_hits = [score_image(img, p.spec) for img, p in zip(images, prompts)]
+        if config.test_split and config.split != "test":
+            test_prompts = geneval_prompts(config.n_prompts, "test", config.seed, config.level)
+            test_images = system.generate_images(model, [p.prompt for p in test_prompts], steps=config.steps,
+                                                 cfg_scale=config.cfg_scale, seed=config.seed,
+                                                 batch_size=config.batch_size)
+            result.metrics.update({f"geneval_test/{k}": v for k, v in geneval_score(test_images, test_prompts).to_dict().items()})
+        if config.diagnostics:
+            _t2i_diagnostics(model, system, config, images, prompts, canvas, result)
 
     if "caption" in wanted or "qa" in wanted:
-        world = ShapesWorld(config.split, canvas=canvas, seed=config.seed)
+        world = ShapesWorld(config.split, canvas=canvas, seed=config.seed, level=config.level)
         samples = [world[i] for i in range(config.n_images)]
         images = torch.stack([s["image"] for s in samples])
         if "caption" in wanted:
@@ -107,3 +140,23 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
                                                   config.batch_size))
         result.seconds["embed_eval"] = time.perf_counter() - start
     return result
+
+
+def _t2i_diagnostics(model, system, config: EvalConfig, images, prompts, canvas: int, result: EvalResult) -> None:
+    """Prompt adherence, the tokenizer ceiling and the denoise check (see :mod:`umm.eval.diagnostics`)."""
+    from umm.eval import diagnostics
+
+    start = time.perf_counter()
+    accuracy, result.confusion = diagnostics.attribute_confusion(images, prompts)
+    result.metrics.update({f"adherence/{k}": v for k, v in accuracy.items()})
+    probe = [p.prompt for p in prompts[: config.n_adherence]]
+    result.metrics.update({f"adherence/{k}": v for k, v in diagnostics.pixel_changes(
+        system, model, probe, config.steps, config.cfg_scale, config.seed, config.batch_size).items()})
+    tokenizer = diagnostics.generator_tokenizer(system)
+    if tokenizer is not None:
+        result.metrics.update({f"ceiling/{k}": v for k, v in diagnostics.ceiling(
+            tokenizer, config.level, canvas, config.n_images, config.seed).items()})
+    if hasattr(system, "predict_x0"):
+        result.metrics.update({f"denoise/{k}": v for k, v in diagnostics.denoise_check(
+            system, model, config.level, canvas, config.n_denoise, config.seed).items()})
+    result.seconds["diagnostics"] = time.perf_counter() - start

@@ -152,6 +152,10 @@ class DiffusionLMSystem(SystemBase):
     def generate_interleaved(self, model, prompt: str, **kwargs) -> list:
         return diffusion_lm.generate_interleaved(model, self, prompt, **kwargs)
 
+    def predict_x0(self, model, images: torch.Tensor, prompts: list[str], t: float, **kwargs) -> torch.Tensor:
+        """One-step x0 from the true x_t at time ``t`` (the harness's denoise check)."""
+        return diffusion_lm.predict_x0(model, self, images, prompts, t, **kwargs)
+
     # -- sequences -----------------------------------------------------------------------------------------
 
     def image_prefix(self) -> list[int]:

@@ -71,16 +71,27 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from umm.eval.harness import EvalConfig, evaluate
+    from umm.data.shapes.levels import LEVELS
+    from umm.eval.harness import EvalConfig, evaluate, training_level
 
     model, system = _load(args.model)
+    level = args.level or training_level(args.model)
+    if level not in LEVELS:
+        raise UmmError(f"unknown ShapesWorld level {level!r}; choose one of {list(LEVELS)}")
     config = EvalConfig(split=args.split, n_prompts=args.n_prompts, n_images=args.n_images, steps=args.steps,
-                        cfg_scale=args.cfg)
+                        cfg_scale=args.cfg, level=level, diagnostics=not args.no_diagnostics)
+    print(f"level {level}, split {args.split}")
     result = evaluate(model, system, config)
     for key, value in result.metrics.items():
         print(f"{key:32s} {value:.4f}")
+    if result.confusion:
+        from umm.eval.diagnostics import confusion_table
+
+        for attribute, table in result.confusion.items():
+            print(f"\nprompt adherence, {attribute} (asked vs what the judge reads):\n{confusion_table(table)}")
     if args.out:
-        record = {**result.metrics, **{f"seconds/{k}": v for k, v in result.seconds.items()}}
+        record = {**result.metrics, **{f"seconds/{k}": v for k, v in result.seconds.items()}, "level": level,
+                  "confusion": {k: [[a, b, n] for (a, b), n in t.items()] for k, t in result.confusion.items()}}
         Path(args.out).write_text(json.dumps(record, indent=2))
         print(f"wrote {args.out}")
     if args.samples and result.images is not None:
@@ -128,6 +139,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=int, default=100)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--level", default=None, help="ShapesWorld level L1..L4 (default: the one the model trained at)")
+    p.add_argument("--no-diagnostics", action="store_true",
+                   help="skip prompt adherence, tokenizer ceiling and denoise check (faster)")
     p.add_argument("--out", help="write the metrics (and seconds per generated item) as JSON")
     p.add_argument("--samples", help="write a PNG grid of the generated images, marked by the judge")
     p.set_defaults(func=cmd_eval)

@@ -228,3 +228,35 @@ def _feed(model, system, cache, token: int, next_position: torch.Tensor, device)
     out = model(ids, torch.full(ids.shape, TEXT, device=device), torch.zeros((1, 1, system.config.patch_dim), device=device),
                 torch.zeros(ids.shape, device=device), layout, cache=cache)
     return out.logits[:, -1].float(), layout.next_position
+
+
+@torch.no_grad()
+def predict_x0(model, system, images: torch.Tensor, prompts: list[str], t: float, seed: int = 0,
+               batch_size: int = 32, precision: str = "bf16") -> torch.Tensor:
+    """The one-step x0 prediction from the true x_t: noise each image to time ``t`` along the system's
+    path, run the t2i sequence ``[BOS] prompt [BOI] x_t [EOI]`` once, and decode the implied x0.
+
+    This is the denoise check (a diagnostic): a model that cannot recover a readable image from
+    x_t at small t cannot sample one either, whatever its sampler does. Returns (B, 3, H, W) in [0, 1]."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out_images = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = images[start : start + batch_size]
+        patches = system.encode_images(chunk).to(device)  # (B, N, P)
+        seqs = [system.build({"caption": p}, x, "t2i", None) for p, x in zip(prompts[start : start + batch_size], patches)]
+        config = system.config
+        batch = collate(seqs, None, config.patch_dim, config.transformer.rope_axes, pad_id=system.tokenizer.pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        is_patch = batch["kinds"] == PATCH
+        times = (batch["block"] >= 0).float() * t  # (B, T): the image span at time t, as in training
+        noise = torch.randn(batch["patches"].shape, generator=generator, device=device)
+        noisy = torch.where(is_patch[..., None], system.path.add_noise(batch["patches"], noise, times), batch["patches"])
+        with _autocast(precision, device):
+            out = model(batch["tokens"], batch["kinds"], noisy, times, _layout(batch))
+        x0, _ = system.path.to_x0_eps(out.image.float(), noisy.float(), times)
+        tokens = torch.stack([x0[i][is_patch[i]] for i in range(len(seqs))])  # (B, N, P)
+        if system.sample_clip is not None:
+            tokens = tokens.clamp(-system.sample_clip, system.sample_clip)
+        out_images.append(system.decode_tokens(tokens).cpu())
+    return torch.cat(out_images)
