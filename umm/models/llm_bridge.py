@@ -409,7 +409,7 @@ def load_stage_weights(model: nn.Module, tokenizer, directory: str | Path) -> No
         raise ConfigError(f"system_args.init_from: {str(directory)!r} holds a different architecture than this "
                           "recipe builds; start every stage from the same model name and tokenizer "
                           "(tokenizer.path: <the first stage's run>/model)")
-    probe = list(ShapesWorld("train", size=32).text_corpus(32))
+    probe = list(ShapesWorld("train", canvas=32, size=32).text_corpus(32))
     if [TextTokenizer.load(directory).encode(t) for t in probe] != [tokenizer.encode(t) for t in probe]:
         raise ConfigError(f"system_args.init_from: {str(directory)!r} was trained with another tokenizer; set "
                           f"tokenizer.path: {str(directory)} so that token ids mean the same in both stages")

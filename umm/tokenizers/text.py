@@ -145,7 +145,10 @@ TOKENIZERS.register("bpe")(TextTokenizer)
 
 def shapes_corpus(n: int = 20000, seed: int = 0) -> list[str]:
     """Training text from ShapesWorld: captions of both styles, QA questions and answers, video
-    captions (``n`` samples of the train split); deterministic."""
+    captions (``n`` samples of the train split of the full world, L4); deterministic. The canvas is pinned
+    at 32 px because video captions' wording draws from the same random stream as the motion, whose range
+    depends on the canvas: every tokenizer trains on the very corpus it did before the default canvas
+    became 48 (the vocabulary is the same at every canvas and level)."""
     from umm.data.shapes import ShapesWorld
 
-    return list(ShapesWorld("train", seed=seed, size=n).text_corpus(n))
+    return list(ShapesWorld("train", canvas=32, seed=seed, size=n, level="L4").text_corpus(n))
