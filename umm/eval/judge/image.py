@@ -2,8 +2,9 @@
 
 No learned network. Steps for an image (3, H, W) in [0, 1] on a dark background:
 
-1. Foreground = pixels whose brightest channel exceeds ``FOREGROUND``; 8-connected components of it
-   (label propagation with pointer jumping in numpy; scipy is not a dependency).
+1. Foreground = pixels whose brightest channel, lightly smoothed (``SEGMENT_SIGMA``, so noise neither
+   invents nor splits objects), exceeds ``FOREGROUND``; 8-connected components of it (label propagation
+   with pointer jumping in numpy; scipy is not a dependency).
 2. Each component with enough mass is an object. Its colour is the palette colour nearest to the
    component's brightness-weighted mean chromaticity (palette colours all peak at 1.0, so a pixel's
    chromaticity does not depend on how much of it the shape covers). A component made of two or more
@@ -11,9 +12,10 @@ No learned network. Steps for an image (3, H, W) in [0, 1] on a dark background:
 3. Coverage of every pixel near the component = projection of its RGB on that colour. Its sum is the
    object's area and its first moments the centroid, both preserved exactly by anti-aliasing
    (box filtering) and unbiased under zero-mean noise.
-4. Shape by analysis-by-synthesis: for each candidate shape, the area fixes the radius and the
-   centroid fixes the centre; the renderer draws that candidate and the one with the smallest squared
-   difference to the observed coverage wins. This uses the same geometry as the generator, so clean
+4. Shape by analysis-by-synthesis: for each candidate shape, the area (over the object's brightness)
+   fixes the radius and the centroid fixes the centre; the renderer draws that candidate sharp, blurred
+   and at half resolution, each scaled by its least-squares brightness, and the one with the smallest
+   squared difference to the observed coverage wins. This uses the same geometry as the generator, so clean
    renders fit exactly, while noise and blur change every candidate's error alike.
 5. Size from the fitted radius (threshold at the geometric mean of small and large); grid cell from
    the fitted centre.
@@ -205,9 +207,10 @@ def _fit_shape(
 
     Each candidate is compared sharp, blurred (the levels of BLUR_SIGMAS) and as drawn at half resolution
     and upsampled: a model's output or a resized photo is rarely sharp, and a blurred small diamond
-    looks more like a sharp circle (or a cross) than like a sharp diamond. ``gain`` is the object's brightness (1 for a render, less for a dim
-    generator output): the shape's true area is area / gain, and each candidate is scaled by its own
-    least-squares brightness in [GAIN_MIN, 1], so dimming neither shrinks an object nor changes its shape."""
+    looks more like a sharp circle (or a cross) than like a sharp diamond. ``gain`` is the object's
+    brightness (1 for a render, less for a dim generator output): the shape's true area is area / gain,
+    and each candidate is scaled by its own least-squares brightness in [GAIN_MIN, 1], so dimming
+    neither shrinks an object nor changes its shape."""
     geometry = np.array([unit_geometry(s) for s in SHAPES])  # (S, 3): area, centroid u, v
     radii = np.sqrt(area / gain / geometry[:, 0])
     sx, sy = cx - geometry[:, 1] * radii, cy - geometry[:, 2] * radii

@@ -1,0 +1,46 @@
+"""Plot the reference calibration curves: GenEval-like (test and held-out) vs training CPU-minutes, per level.
+
+    python benchmarks/plot_reference.py benchmarks/results/reference/ladder_L*.jsonl --out docs/reference_curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("scores", nargs="+", help="scores.jsonl files written by reference_t2i.py")
+    ap.add_argument("--out", default="docs/reference_curve.png")
+    args = ap.parse_args()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for path in args.scores:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        if not rows:
+            continue
+        minutes = [r["minutes"] for r in rows]
+        line = ax.plot(minutes, [r["test"] for r in rows], marker="o", label=f"{rows[0]['level']} test")[0]
+        ax.plot(minutes, [r["heldout"] for r in rows], marker="x", ls="--", color=line.get_color(),
+                label=f"{rows[0]['level']} held-out")  # fmt: skip
+    ax.axhline(0.8, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("training CPU-minutes (one thread)")
+    ax.set_ylabel("GenEval-like")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("reference text-to-image model, ShapesWorld levels", fontsize=9)
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
