@@ -122,13 +122,14 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
         from umm.eval.reconstruction import evaluate_reconstruction
 
         result.metrics.update(evaluate_reconstruction(model, system, config.split, config.seed, config.n_images,
-                                                      config.batch_size))
+                                                      config.batch_size, config.level))
 
     if "t2v" in wanted or "v2t" in wanted:  # video systems: the judge's tracks (umm.eval.video_eval)
         from umm.eval.video_eval import evaluate_video
 
         metrics, seconds = evaluate_video(model, system, tuple(t for t in ("t2v", "v2t") if t in wanted), config.split,
-                                          config.seed, config.n_videos, config.batch_size, config.cfg_scale)
+                                          config.seed, config.n_videos, config.batch_size, config.cfg_scale,
+                                          config.level)
         result.metrics.update(metrics)
         result.seconds.update(seconds)
 
@@ -137,7 +138,7 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
 
         start = time.perf_counter()
         result.metrics.update(evaluate_embeddings(model, system, config.split, config.seed, config.n_images,
-                                                  config.batch_size))
+                                                  config.batch_size, config.level))
         result.seconds["embed_eval"] = time.perf_counter() - start
     return result
 

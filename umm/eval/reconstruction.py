@@ -22,6 +22,7 @@ from collections import Counter
 import torch
 
 from umm.data.shapes import ShapesWorld
+from umm.data.shapes.levels import DEFAULT_LEVEL
 from umm.eval.judge import parse_image, scene_key, scene_of, video_direction_accuracy
 
 
@@ -47,12 +48,12 @@ def judge_agreement(images: torch.Tensor, scenes: list[list[dict]]) -> dict[str,
 
 @torch.no_grad()
 def evaluate_reconstruction(model: torch.nn.Module, system, split: str = "heldout", seed: int = 1234,
-                            n_images: int = 100, batch_size: int = 32) -> dict[str, float]:
-    """Score ``model`` (a tokenizer) on ``n_images`` ShapesWorld images (or clips) of ``split``."""
+                            n_images: int = 100, batch_size: int = 32, level: str = DEFAULT_LEVEL) -> dict[str, float]:
+    """Score ``model`` (a tokenizer) on ``n_images`` ShapesWorld images (or clips) of ``split`` at ``level``."""
     video = system.modalities == ("video",)
     key = "video" if video else "image"
     world = ShapesWorld(split, canvas=system.config.image_size, seed=seed, modalities=(key,),
-                        frames=getattr(system.config, "frames", 8))
+                        frames=getattr(system.config, "frames", 8), level=level)
     samples = [world[i] for i in range(n_images)]
     pixels = torch.stack([s[key] for s in samples])
     device = next(model.parameters()).device

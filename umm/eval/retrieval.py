@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from umm.data.shapes import COLOUR_NAMES, SHAPES, ShapesWorld
+from umm.data.shapes.levels import DEFAULT_LEVEL
 from umm.data.shapes.vocab import plural
 from umm.models.encoders import AXES, DATA_MODALITY, clip_view, item_concepts, pair_name
 
@@ -59,17 +60,19 @@ class Items:
         return len(self.scenes)
 
 
-def scene_items(split: str, n: int, seed: int, canvas: int, modalities: tuple[str, ...]) -> Items:
+def scene_items(split: str, n: int, seed: int, canvas: int, modalities: tuple[str, ...],
+                level: str = DEFAULT_LEVEL) -> Items:  # fmt: skip
     """ShapesWorld scenes: image, caption and the caption spoken, as the world makes them."""
     data = tuple(ITEM_KEY[m] for m in modalities if m != "video")
-    world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=data)
+    world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=data, level=level)
     samples = [world[i] for i in range(n)]
     return Items({m: [s[ITEM_KEY[m]] for s in samples] for m in modalities if m != "video"}, [s["scene"] for s in samples])
 
 
-def clip_items(split: str, n: int, seed: int, canvas: int, frames: int, modalities: tuple[str, ...]) -> Items:
+def clip_items(split: str, n: int, seed: int, canvas: int, frames: int, modalities: tuple[str, ...],
+               level: str = DEFAULT_LEVEL) -> Items:  # fmt: skip
     """ShapesWorld clips, each with its first frame, its caption and that caption spoken (``clip_view``)."""
-    world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=("video",), frames=frames)
+    world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=("video",), frames=frames, level=level)
     views = [clip_view(world[i], with_audio="audio" in modalities) for i in range(n)]
     return Items({m: [v[ITEM_KEY[m]] for v in views] for m in modalities}, [v["scene"] for v in views])
 
@@ -111,16 +114,16 @@ def zero_shot_scores(embeddings: torch.Tensor, scenes: list[list[dict]], concept
 
 
 def evaluate_embeddings(model: torch.nn.Module, system, split: str = "test", seed: int = 1234, n: int = 200,
-                        batch_size: int = 64) -> dict[str, float]:
-    """The retrieval matrix and zero-shot scores of a system with the ``embed`` capability."""
+                        batch_size: int = 64, level: str = DEFAULT_LEVEL) -> dict[str, float]:
+    """The retrieval matrix and zero-shot scores of a system with the ``embed`` capability, on ``level``."""
     modalities = tuple(system.embed_modalities)
     canvas = system.config.image_size
     metrics: dict[str, float] = {f"retrieval/chance/R@{k}": min(1.0, k / n) for k in KS}
     item_sets = {}
     if any(m != "video" for m in modalities):
-        item_sets["scene"] = scene_items(split, n, seed, canvas, modalities)
+        item_sets["scene"] = scene_items(split, n, seed, canvas, modalities, level)
     if "video" in modalities:
-        item_sets["clip"] = clip_items(split, n, seed, canvas, system.config.frames, modalities)
+        item_sets["clip"] = clip_items(split, n, seed, canvas, system.config.frames, modalities, level)
     embedded = {name: {m: system.embed(model, m, items.raw[m], batch_size=batch_size) for m in items.raw}
                 for name, items in item_sets.items()}
 

@@ -29,15 +29,16 @@ import time
 import torch
 
 from umm.data.shapes import ShapesWorld
+from umm.data.shapes.levels import DEFAULT_LEVEL
 from umm.eval.judge import parse_caption, parse_video, score_video, video_direction_accuracy
 
 ATTRIBUTES = ("colour", "shape", "direction")
 
 
-def video_samples(system, split: str, seed: int, n: int) -> list[dict]:
+def video_samples(system, split: str, seed: int, n: int, level: str = DEFAULT_LEVEL) -> list[dict]:
     """``n`` clips of ``split`` at the system's canvas and clip length (``config.frames``, default 8)."""
     world = ShapesWorld(split, canvas=system.config.image_size, seed=seed, modalities=("video",),
-                        frames=getattr(system.config, "frames", 8))
+                        frames=getattr(system.config, "frames", 8), level=level)
     return [world[i] for i in range(n)]
 
 
@@ -100,9 +101,9 @@ def object_accuracy(clips, motions: list[list[dict]]) -> float:
 @torch.no_grad()
 def evaluate_video(model: torch.nn.Module, system, tasks: tuple[str, ...] = ("t2v", "v2t"), split: str = "heldout",
                    seed: int = 1234, n: int = 50, batch_size: int = 16,
-                   cfg_scale: float = 3.0) -> tuple[dict[str, float], dict[str, float]]:
-    """Score the video ``tasks`` of ``system``; returns (metrics, seconds per clip by task)."""
-    samples = video_samples(system, split, seed, n)
+                   cfg_scale: float = 3.0, level: str = DEFAULT_LEVEL) -> tuple[dict[str, float], dict[str, float]]:
+    """Score the video ``tasks`` of ``system`` on clips of ``level``; returns (metrics, seconds per clip by task)."""
+    samples = video_samples(system, split, seed, n, level)
     motions = [s["motion"] for s in samples]
     metrics, seconds = {}, {}
     if "t2v" in tasks:
