@@ -1,4 +1,5 @@
-"""Plot the reference calibration curves: GenEval-like (test and held-out) vs training CPU-minutes, per level.
+"""Plot the reference calibration curves: GenEval-like (test and held-out) vs training CPU-minutes, per level,
+and print them as a Markdown table (with what the judge read: shape, colour, cell, count on the test split).
 
     python benchmarks/plot_reference.py benchmarks/results/reference/ladder_L*.jsonl --out docs/reference_curve.png
 """
@@ -21,10 +22,15 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
+    table = ["| level | minutes | steps | test | held-out | shape read | colour read | cell read | count read |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for path in args.scores:
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
         if not rows:
             continue
+        for r in rows:
+            reads = " | ".join(f"{r.get(f'test/read_{k}', float('nan')):.2f}" for k in ("shape", "colour", "cell", "count"))
+            table.append(f"| {r['level']} | {r['minutes']:g} | {r['steps']} | {r['test']:.3f} | {r['heldout']:.3f} | {reads} |")
         minutes = [r["minutes"] for r in rows]
         line = ax.plot(minutes, [r["test"] for r in rows], marker="o", label=f"{rows[0]['level']} test")[0]
         ax.plot(minutes, [r["heldout"] for r in rows], marker="x", ls="--", color=line.get_color(),
@@ -39,6 +45,7 @@ def main() -> None:
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)
+    print("\n".join(table))
     print(f"wrote {args.out}")
 
 
