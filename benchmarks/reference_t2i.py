@@ -257,6 +257,8 @@ def main() -> None:
     ap.add_argument("--widths", type=int, nargs=3, default=[32, 64, 128], help="U-Net channels per level")
     ap.add_argument("--patch", type=int, default=2, help="pixel block folded into channels before the U-Net")
     ap.add_argument("--no-coords", action="store_true", help="drop the CoordConv input channels")
+    ap.add_argument("--decay", action="store_true",
+                    help="cosine-decay the lr to 5%% over the run's training time (the last --minutes mark)")
     ap.add_argument("--min-snr", type=float, default=0.0,
                     help="> 0: min-SNR-gamma loss weights (Hang et al. 2023), min(SNR, gamma) / (SNR + 1) for v")
     ap.add_argument("--seed", type=int, default=0)
@@ -277,7 +279,8 @@ def main() -> None:
     if out:
         out.mkdir(parents=True, exist_ok=True)
     print(json.dumps({"level": args.level, "params": params, "batch": args.batch, "lr": args.lr, "widths": args.widths,
-                      "patch": args.patch, "min_snr": args.min_snr, "coords": not args.no_coords}), flush=True)
+                      "patch": args.patch, "min_snr": args.min_snr, "coords": not args.no_coords,
+                      "decay": args.decay}), flush=True)
 
     marks = sorted(args.minutes)
     trained, step, index = 0.0, 0, 0
@@ -292,8 +295,12 @@ def main() -> None:
         alpha, sigma = (z[:, None, None, None] for z in alpha_sigma(t))
         noise = torch.randn_like(x0)
         target = alpha * noise - sigma * x0  # v
+        scale = min(1.0, (step + 1) / 100)
+        if args.decay:  # by training time, like the trainer's wall-clock budget
+            progress = min(1.0, trained / 60 / max(args.minutes))
+            scale *= 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
         for group in opt.param_groups:
-            group["lr"] = args.lr * min(1.0, (step + 1) / 100)
+            group["lr"] = args.lr * scale
         per_image = (model(alpha * x0 + sigma * noise, t, ids) - target).pow(2).mean(dim=(1, 2, 3))  # (B,)
         if args.min_snr > 0:
             # the low-noise end (high SNR) only sharpens edges; capping its weight spends the steps where the

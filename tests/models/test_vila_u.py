@@ -64,14 +64,14 @@ def test_tower_codes_are_its_rq_codes_and_alignment_learns(tokenizer):
     tower.train()
     optimizer = torch.optim.Adam(tower.parameters(), lr=3e-3)
     first = None
-    for _ in range(30):
+    for _ in range(60):  # 30 steps left top-1 at exactly 0.5 on some CPUs (4 of 8 pairs)
         losses = system.losses(tower, batch, torch.Generator().manual_seed(0))
         first = first if first is not None else float(losses["contrastive_loss"].detach())
         optimizer.zero_grad()
         losses["contrastive_loss"].backward()
         optimizer.step()
     assert float(losses["contrastive_loss"].detach()) < 0.5 * first
-    assert float(losses["align_top1"]) > 0.5
+    assert float(losses["align_top1"]) > 0.5, float(losses["align_top1"])
 
 
 def test_vision_tower_sources(tokenizer, tmp_path):
