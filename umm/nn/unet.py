@@ -21,22 +21,31 @@ def _groups(channels: int) -> int:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm -> SiLU -> conv, twice, with the time embedding added in between (DDPM's ResBlock)."""
+    """GroupNorm -> SiLU -> conv, twice; the condition (time embedding) scales and shifts the activations
+    after the second GroupNorm (ADM's ``use_scale_shift_norm``, Dhariwal & Nichol 2021, sec. 3).
 
-    def __init__(self, channels: int, time_dim: int):
+    Why after the norm: DDPM adds the condition as a per-channel bias *before* GroupNorm. With few channels
+    per group that bias is removed by the normalisation (at 32 channels in 32 groups, exactly: each group
+    is one channel and subtracting its mean subtracts the bias), so the block could not see the noise level
+    at all. ``tests/nn/test_unet.py`` checks that the condition changes the block's output.
+    """
+
+    def __init__(self, channels: int, cond_dim: int):
         super().__init__()
         self.norm1 = nn.GroupNorm(_groups(channels), channels)
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.time = nn.Linear(time_dim, channels)
+        self.film = nn.Linear(cond_dim, 2 * channels)  # (scale, shift) per channel
+        nn.init.zeros_(self.film.weight)  # starts unconditioned: scale 1, shift 0
+        nn.init.zeros_(self.film.bias)
         self.norm2 = nn.GroupNorm(_groups(channels), channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # the block starts as the identity
         nn.init.zeros_(self.conv2.bias)
 
-    def forward(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time(F.silu(time))[:, :, None, None]
-        return x + self.conv2(F.silu(self.norm2(h)))
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, C, H, W)
+        scale, shift = self.film(F.silu(cond))[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) each
+        return x + self.conv2(F.silu(self.norm2(h) * (1 + scale) + shift))
 
 
 class UNetEncoder(nn.Module):

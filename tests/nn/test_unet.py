@@ -1,0 +1,48 @@
+"""The U-Net patchifier's blocks must see their condition (the diffusion time): a block whose output does
+not depend on it is blind to the noise level (the bug DDPM-style bias-before-GroupNorm had at 32 channels)."""
+
+import torch
+
+from umm.nn.unet import ResBlock, UNetDecoder, UNetEncoder
+
+
+def _train_a_little(module, make_loss, steps=12):
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        make_loss().backward()
+        opt.step()
+
+
+def test_resblock_output_depends_on_condition_at_every_width():
+    torch.manual_seed(0)
+    for channels in (32, 64, 128):  # 32 channels: one channel per GroupNorm group, where a bias vanished exactly
+        block = ResBlock(channels, 16)
+        x = torch.randn(4, channels, 6, 6)
+        cond = torch.randn(4, 16)
+        target = torch.randn(4, channels, 6, 6) * cond[:, :1, None, None]  # depends on the condition
+        _train_a_little(block, lambda: (block(x, cond) - target).pow(2).mean())
+        other = cond.roll(1, dims=0)
+        change = (block(x, cond) - block(x, other)).abs().mean()
+        assert change > 1e-3, f"width {channels}: the condition does not change the block's output ({change:.2e})"
+        assert sum(p.abs().sum() for n, p in block.named_parameters() if "film" in n or "time" in n) > 0.1, f"width {channels}: the conditioning weight did not learn"
+
+
+def test_unet_tokens_and_pixels_depend_on_time():
+    torch.manual_seed(0)
+    enc, dec = UNetEncoder(3, 32, levels=2, width=32, time_dim=16), UNetDecoder(3, 32, levels=2, width=32, time_dim=16)
+    images, time = torch.randn(4, 3, 16, 16), torch.randn(4, 16)
+    target = images * time[:, :1, None, None]
+    params = list(enc.parameters()) + list(dec.parameters())
+    opt = torch.optim.Adam(params, lr=1e-2)
+    for _ in range(12):
+        tokens, skips = enc(images, time)
+        loss = (dec(tokens, skips, time) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        tokens_a, skips_a = enc(images, time)
+        tokens_b, skips_b = enc(images, time.roll(1, dims=0))
+        assert (tokens_a - tokens_b).abs().mean() > 1e-4
+        assert (dec(tokens_a, skips_a, time) - dec(tokens_a, skips_a, time.roll(1, dims=0))).abs().mean() > 1e-4
