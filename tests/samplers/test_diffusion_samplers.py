@@ -99,3 +99,19 @@ def test_mismatched_path_is_rejected():
         GaussianPath("cosine", "flow")
     with pytest.raises(AssertionError, match="flow path"):
         EulerSampler(PATHS["cosine-eps"])
+
+
+def test_logit_normal_time_sampling_weights_the_high_noise_end():
+    from umm.paths import GaussianPath
+
+    gen = torch.Generator().manual_seed(0)
+    uniform = GaussianPath("cosine", "v").sample_time((20000,), gen)
+    shifted = GaussianPath("cosine", "v", time_sampling="logit_normal", time_mean=1.0).sample_time((20000,), gen)
+    assert abs(uniform.median() - 0.5) < 0.02
+    assert abs(shifted.median() - torch.sigmoid(torch.tensor(1.0))) < 0.02  # median of sigmoid(N(1, 1))
+    in_upper_middle = lambda t: ((t > 0.6) & (t < 0.95)).float().mean()  # noqa: E731
+    assert in_upper_middle(shifted) > 1.5 * in_upper_middle(uniform)  # 0.59 vs 0.35
+    capped = GaussianPath("cosine", "v", time_sampling="logit_normal", time_mean=1.0).sample_time((1000,), gen, max_t=0.5)
+    assert capped.max() <= 0.5 and capped.min() >= 0.0
+    with pytest.raises(ValueError, match="time_sampling"):
+        GaussianPath("cosine", "v", time_sampling="lognormal")

@@ -76,6 +76,11 @@ class DiffusionLMOutput(NamedTuple):
 class DiffusionLMOptions:
     schedule: Literal["cosine", "linear", "flow"] = "flow"
     parameterization: Literal["eps", "v", "x0", "flow"] = "flow"
+    # training times: uniform (Transfusion, MonoFormer) or logit-normal (SD3, Esser et al. 2024), which with a
+    # positive mean weights the high-noise end where the caption decides what is drawn (umm.paths.gaussian)
+    time_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    time_mean: float = 0.0
+    time_std: float = 1.0
     lambda_lm: float = 1.0
     lambda_diffusion: float = 1.0
     caption_max_t: float = 0.5  # noise cap on images that condition text (Transfusion caps captioning at t=500/1000)
@@ -95,7 +100,9 @@ class DiffusionLMSystem(SystemBase):
 
     def __init__(self, tokenizer, config, options: DiffusionLMOptions | None = None, vae: nn.Module | None = None):
         super().__init__(tokenizer, config, options)
-        self.path = GaussianPath(self.options.schedule, self.options.parameterization)
+        opts = self.options
+        self.path = GaussianPath(opts.schedule, opts.parameterization, time_sampling=opts.time_sampling,
+                                 time_mean=opts.time_mean, time_std=opts.time_std)
         self.vae = None
         if self.options.image_tokenizer is not None:
             self.vae = vae or self.load_vae(self.options)
