@@ -18,11 +18,17 @@ from umm.train.recipe import load_recipe
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", params=["transfusion", "monoformer"])
+# the U-Net + pooled-text Transfusion keeps the pooled text in the KV cache: cached = full recompute checks it
+VARIANTS = {"transfusion": [], "monoformer": [],
+            "transfusion_unet_pooled": ["model_args.unet=true", "model_args.unet_width=8", "model_args.pooled_text=true"]}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
 def trained(request, tmp_path_factory):
     """A tiny model trained for a few dozen steps (text-to-image and captioning)."""
     out = tmp_path_factory.mktemp(request.param)
-    run = load_recipe(ROOT / "configs" / f"test_{request.param}.yaml", ["train.steps=40"])
+    family = request.param.split("_")[0]
+    run = load_recipe(ROOT / "configs" / f"test_{family}.yaml", ["train.steps=40", *VARIANTS[request.param]])
     result = train(run, out / "run", show_progress=False)
     model, system = load_system(out / "run" / "model")
     return request.param, model, system, result

@@ -17,7 +17,13 @@ Notable choices in umm's version:
   images (paper sec. 2.2 caps captioning noise at t = 500 of 1000);
 - the caption is dropped with probability ``cfg_dropout`` so classifier-free guidance works at sampling;
 - 2D RoPE (row, column) over the patch grid instead of 1D positions (``rope_axes=2``), an option the
-  paper did not have; text keeps 1D positions on every axis.
+  paper did not have; text keeps 1D positions on every axis;
+- ``pooled_text`` (off in the paper's recipe): the mean embedding of the text before an image, through an
+  MLP, is added to that image's time conditioning (the patch embedding and, with ``unet``, the scale-shift
+  of every U-Net ResBlock). This is GLIDE's and Imagen's pooled-text conditioning (Nichol et al. 2022
+  sec. 2.3; Saharia et al. 2022 sec. 2.2) on top of Transfusion's attention path: in the paper the caption
+  reaches the patches only through causal attention, which a small trunk learns slowly (the demo model
+  ignored its prompt: benchmarks/RESULTS.md, "Transfusion follows text").
 
 Shapes: B batch, T slots, N patches per image, P = channels * patch^2, D model width, V vocabulary.
 """
@@ -30,7 +36,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from umm.data.sequence import PATCH
+from umm.data.sequence import PATCH, TEXT
 from umm.models.diffusion_lm import DiffusionLMConfig, DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
 from umm.models.factory import register_model
 from umm.nn import Layout, PatchEmbed, TimestepEmbedding, Transformer, TransformerConfig, patchify, unpatchify
@@ -43,6 +49,7 @@ class TransfusionConfig(DiffusionLMConfig):
     family: ClassVar[str] = "transfusion"
     unet: bool = False  # U-Net down/up blocks instead of linear patchification (paper sec. 3.3)
     unet_width: int = 32  # channels of the U-Net's first level (doubling per level)
+    pooled_text: bool = False  # add the mean text embedding before each image to its time conditioning
 
 
 @ARCHITECTURES.register("transfusion")
@@ -55,6 +62,8 @@ class Transfusion(nn.Module):
         dim = config.transformer.dim
         self.token_embed = nn.Embedding(config.vocab_size, dim)
         self.time_embed = TimestepEmbedding(dim)
+        if config.pooled_text:
+            self.text_pool = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         if config.unet:
             levels = config.patch.bit_length() - 1
             assert 2**levels == config.patch, f"U-Net patchification needs a power-of-two patch, got {config.patch}"
@@ -85,11 +94,14 @@ class Transfusion(nn.Module):
         x = self.token_embed(tokens)  # (B, T, D)
         image = kinds == PATCH
         n_images = int(image.sum()) // config.grid**2
+        text_mean = self._text_before(x, kinds, layout, cache, commit) if config.pooled_text else None  # (B, T, D)
         if n_images == 0:
             h = self.trunk(x, layout, cache=cache, commit=commit)
             return DiffusionLMOutput(self.lm_head(h), h.new_zeros((*h.shape[:2], config.patch_dim)))
         # embed only the image slots; every image adds its time embedding (paper sec. 2.3)
         time = self.time_embed(times[image].view(n_images, -1)[:, 0])  # (I, D)
+        if text_mean is not None:  # + the pooled text before the image, read at its first patch
+            time = time + self.text_pool(text_mean[image].view(n_images, -1, x.shape[-1])[:, 0])
         if config.unet:
             pixels = unpatchify(patches[image].view(n_images, -1, config.patch_dim), config.patch, config.token_channels,
                                 config.token_side, config.token_side)
@@ -109,6 +121,18 @@ class Transfusion(nn.Module):
 
     def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
         return self.trunk.new_cache(batch, max_len, device)
+
+    @staticmethod
+    def _text_before(x: torch.Tensor, kinds: torch.Tensor, layout: Layout, cache, commit: bool) -> torch.Tensor:
+        """Mean embedding (B, T, D) of the valid text slots up to each slot, the cached prefix included;
+        on commit the cache keeps the running sum and count for the next chunk."""
+        is_text = ((kinds == TEXT) & layout.valid).to(x.dtype)[..., None]  # (B, T, 1)
+        sums, counts = torch.cumsum(x * is_text, dim=1), torch.cumsum(is_text, dim=1)  # (B, T, D), (B, T, 1)
+        if cache is not None and "text_sum" in cache.state:
+            sums, counts = sums + cache.state["text_sum"][:, None], counts + cache.state["text_count"][:, None]
+        if cache is not None and commit:
+            cache.state["text_sum"], cache.state["text_count"] = sums[:, -1].detach(), counts[:, -1].detach()
+        return sums / counts.clamp_min(1)
 
 
 # ---- sizes ------------------------------------------------------------------------------------------------

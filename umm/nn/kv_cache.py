@@ -45,6 +45,9 @@ class KVCache:
         self.layers = [LayerCache(self) for _ in range(depth)]
         self.block = torch.full((batch, max_len), -1, dtype=torch.long, device=device)
         self.valid = torch.zeros((batch, max_len), dtype=torch.bool, device=device)
+        # running per-row state a model keeps about the committed prefix besides keys/values (Transfusion's
+        # pooled text: the sum and count of the text embeddings so far); the model writes it on commit
+        self.state: dict[str, torch.Tensor] = {}
 
     def write_layout(self, block: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the new chunk's (B, n) layout; return the layout of all keys (B, length + n)."""
