@@ -292,7 +292,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             after_optimizer_step(model)
             if ema is not None:
-                ema.update(model)
+                ema.update(model, step)
             step += 1
             window_steps += 1
             mean_total = dist_utils.all_reduce_mean(total.detach()).item()
