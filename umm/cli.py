@@ -53,7 +53,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from umm.eval.harness import EvalConfig, evaluate
         from umm.config import from_dict
 
-        eval_config = from_dict(EvalConfig, run.eval_args, where="eval_args.")
+        eval_config = from_dict(EvalConfig, {"level": run.data.level, "precision": run.train.precision, **run.eval_args},
+                                where="eval_args.")
         eval_fn = lambda model, system, step: evaluate(model, system, eval_config).metrics  # noqa: E731
     result = train(run, args.out, resume=args.resume, show_progress=not args.quiet, eval_fn=eval_fn)
     if result.stopped in ("signal", "stop_after"):

@@ -58,7 +58,7 @@ def run_demo(out: Path, minutes: float = 10.0, show_progress: bool = True, recip
 
     model, system = load_system(out / "run" / "model")
     print("umm demo: evaluating on held-out prompts and images ...")
-    config = EvalConfig(**{"level": run.data.level, **(eval_overrides or {})})
+    config = EvalConfig(**{"level": run.data.level, "precision": run.train.precision, **(eval_overrides or {})})
     start = time.perf_counter()
     ev = evaluate(model, system, config)
     eval_seconds = time.perf_counter() - start

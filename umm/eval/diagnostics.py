@@ -54,12 +54,12 @@ def attribute_confusion(images, prompts: list[GenEvalPrompt]) -> tuple[dict[str,
 
 
 def pixel_changes(system, model, prompts: list[str], steps: int, cfg_scale: float, seed: int,
-                  batch_size: int) -> dict[str, float]:  # fmt: skip
+                  batch_size: int, precision: str = "bf16") -> dict[str, float]:  # fmt: skip
     """Mean |a - b| between images of different prompts from the same noise (row i of two calls with
     one seed draws the same noise) and between two seeds of the same prompts."""
     if len(prompts) < 2:
         raise ValueError("pixel_changes needs at least two prompts")
-    kwargs = dict(steps=steps, cfg_scale=cfg_scale, batch_size=batch_size)
+    kwargs = dict(steps=steps, cfg_scale=cfg_scale, batch_size=batch_size, precision=precision)
     base = system.generate_images(model, prompts, seed=seed, **kwargs).float()
     other_prompt = system.generate_images(model, prompts[1:] + prompts[:1], seed=seed, **kwargs).float()
     other_seed = system.generate_images(model, prompts, seed=seed + 1, **kwargs).float()
@@ -94,7 +94,7 @@ def ceiling(tokenizer, level: str, canvas: int, n: int = 100, seed: int = 1234, 
 
 @torch.no_grad()
 def denoise_check(system, model, level: str, canvas: int, n: int = 48, seed: int = 1234,
-                  split: str = "test") -> dict[str, float]:  # fmt: skip
+                  split: str = "test", precision: str = "bf16") -> dict[str, float]:  # fmt: skip
     """Judge acceptance and pixel MSE of the one-step x0 from x_t at each of ``DENOISE_TIMES``."""
     world = ShapesWorld(split, canvas=canvas, seed=seed, level=level, modalities=("image", "caption"))
     samples = [world[i] for i in range(n)]
@@ -102,7 +102,7 @@ def denoise_check(system, model, level: str, canvas: int, n: int = 48, seed: int
     captions = [s["caption_full"] for s in samples]
     out = {}
     for t in DENOISE_TIMES:
-        x0 = system.predict_x0(model, images, captions, t, seed=seed).float()
+        x0 = system.predict_x0(model, images, captions, t, seed=seed, precision=precision).float()
         hits = [satisfies(scene_of(parse_image(img)), SceneSpec.from_scene(s["scene"])) for img, s in zip(x0, samples)]
         out[f"t{t:g}"] = float(np.mean(hits))
         out[f"t{t:g}_mse"] = float((x0 - images).pow(2).mean())

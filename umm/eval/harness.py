@@ -46,6 +46,9 @@ class EvalConfig:
     diagnostics: bool = True  # adherence, ceiling and denoise diagnostics for text-to-image systems
     n_adherence: int = 16  # prompts of the same-seed pixel-change probe (x3 generations)
     n_denoise: int = 48  # images of the denoise check (x4 noise levels)
+    # autocast of generation, captioning and QA: the precision the model trained in (training_precision).
+    # It matters on CPUs without AMX: bf16 convolutions (U-Net patchification) run ~10x slower than fp32
+    precision: str = "bf16"
 
 
 @dataclass
@@ -60,16 +63,23 @@ class EvalResult:
     confusion: dict = field(default_factory=dict)  # attribute -> Counter{(asked, read)} of the t2i prompts
 
 
+def _recipe_beside(model_dir: str | Path) -> dict:
+    from umm.config import load_yaml
+
+    recipe = Path(model_dir).parent / "recipe.yaml"
+    return load_yaml(recipe) if recipe.is_file() else {}
+
+
+def training_precision(model_dir: str | Path) -> str:
+    """``train.precision`` of the run that wrote ``model_dir`` ("bf16", the trainer's default, without one)."""
+    return str((_recipe_beside(model_dir).get("train") or {}).get("precision", "bf16"))
+
+
 def training_level(model_dir: str | Path) -> str:
     """The ShapesWorld level a trained model saw: ``data.level`` of the ``recipe.yaml`` the trainer wrote
     beside ``model_dir`` (runs/<name>/model -> runs/<name>/recipe.yaml); "L4" for a model trained before
     levels existed or exported without its recipe."""
-    from umm.config import load_yaml
-
-    recipe = Path(model_dir).parent / "recipe.yaml"
-    if not recipe.is_file():
-        return DEFAULT_LEVEL
-    return str((load_yaml(recipe).get("data") or {}).get("level", DEFAULT_LEVEL))
+    return str((_recipe_beside(model_dir).get("data") or {}).get("level", DEFAULT_LEVEL))
 
 
 def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), tasks: tuple[str, ...] | None = None) -> EvalResult:
@@ -85,7 +95,8 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
         prompts = geneval_prompts(config.n_prompts, config.split, config.seed, config.level)
         start = time.perf_counter()
         images = system.generate_images(model, [p.prompt for p in prompts], steps=config.steps,
-                                        cfg_scale=config.cfg_scale, seed=config.seed, batch_size=config.batch_size)
+                                        cfg_scale=config.cfg_scale, seed=config.seed, batch_size=config.batch_size,
+                                        precision=config.precision)
         result.seconds["t2i_per_image"] = (time.perf_counter() - start) / len(prompts)
         scores = geneval_score(images, prompts)
         result.metrics.update({f"geneval/{k}": v for k, v in scores.to_dict().items()})
@@ -95,7 +106,7 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
             test_prompts = geneval_prompts(config.n_prompts, "test", config.seed, config.level)
             test_images = system.generate_images(model, [p.prompt for p in test_prompts], steps=config.steps,
                                                  cfg_scale=config.cfg_scale, seed=config.seed,
-                                                 batch_size=config.batch_size)
+                                                 batch_size=config.batch_size, precision=config.precision)
             result.metrics.update({f"geneval_test/{k}": v for k, v in geneval_score(test_images, test_prompts).to_dict().items()})
         if config.diagnostics:
             _t2i_diagnostics(model, system, config, images, prompts, canvas, result)
@@ -106,14 +117,15 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
         images = torch.stack([s["image"] for s in samples])
         if "caption" in wanted:
             start = time.perf_counter()
-            predictions = system.caption(model, images, batch_size=config.batch_size)
+            predictions = system.caption(model, images, batch_size=config.batch_size, precision=config.precision)
             result.seconds["caption_per_image"] = (time.perf_counter() - start) / len(samples)
             scores = caption_scores(predictions, [s["scene"] for s in samples])
             result.metrics.update({f"caption/{k}": v for k, v in scores.to_dict().items() if k != "n"})
             result.captions = [(p, s["caption"]) for p, s in zip(predictions, samples)]
         if "qa" in wanted:
             qas = [s["qa"][i % len(s["qa"])] for i, s in enumerate(samples)]
-            predictions = system.answer(model, images, [q["question"] for q in qas], batch_size=config.batch_size)
+            predictions = system.answer(model, images, [q["question"] for q in qas], batch_size=config.batch_size,
+                                        precision=config.precision)
             scores = qa_accuracy(predictions, [q["answer"] for q in qas], [q["kind"] for q in qas])
             result.metrics.update({f"qa/{k}": v for k, v in scores.items()})
             result.answers = [(q["question"], p, q["answer"]) for q, p in zip(qas, predictions)]
@@ -152,12 +164,12 @@ def _t2i_diagnostics(model, system, config: EvalConfig, images, prompts, canvas:
     result.metrics.update({f"adherence/{k}": v for k, v in accuracy.items()})
     probe = [p.prompt for p in prompts[: config.n_adherence]]
     result.metrics.update({f"adherence/{k}": v for k, v in diagnostics.pixel_changes(
-        system, model, probe, config.steps, config.cfg_scale, config.seed, config.batch_size).items()})
+        system, model, probe, config.steps, config.cfg_scale, config.seed, config.batch_size, config.precision).items()})
     tokenizer = diagnostics.generator_tokenizer(system)
     if tokenizer is not None:
         result.metrics.update({f"ceiling/{k}": v for k, v in diagnostics.ceiling(
             tokenizer, config.level, canvas, config.n_images, config.seed).items()})
     if hasattr(system, "predict_x0"):
         result.metrics.update({f"denoise/{k}": v for k, v in diagnostics.denoise_check(
-            system, model, config.level, canvas, config.n_denoise, config.seed).items()})
+            system, model, config.level, canvas, config.n_denoise, config.seed, precision=config.precision).items()})
     result.seconds["diagnostics"] = time.perf_counter() - start

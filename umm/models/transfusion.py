@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from umm.data.sequence import PATCH, TEXT
@@ -49,6 +50,9 @@ class TransfusionConfig(DiffusionLMConfig):
     family: ClassVar[str] = "transfusion"
     unet: bool = False  # U-Net down/up blocks instead of linear patchification (paper sec. 3.3)
     unet_width: int = 32  # channels of the U-Net's first level (doubling per level)
+    # the U-Net starts on fold x fold pixel blocks folded into channels (pixel unshuffle), so its first level
+    # runs at 1/fold resolution: at 48 px, fold 2 trains 2.3x more samples/s, like the reference's 2x2 blocks
+    unet_fold: int = 1
     pooled_text: bool = False  # add the mean text embedding before each image to its time conditioning
 
 
@@ -65,10 +69,13 @@ class Transfusion(nn.Module):
         if config.pooled_text:
             self.text_pool = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         if config.unet:
-            levels = config.patch.bit_length() - 1
-            assert 2**levels == config.patch, f"U-Net patchification needs a power-of-two patch, got {config.patch}"
-            self.unet_in = UNetEncoder(config.token_channels, dim, levels, config.unet_width, dim)
-            self.unet_out = UNetDecoder(config.token_channels, dim, levels, config.unet_width, dim)
+            reduce = config.patch // config.unet_fold
+            levels = reduce.bit_length() - 1
+            assert config.patch % config.unet_fold == 0 and 2**levels == reduce, (
+                f"U-Net patchification needs patch / unet_fold a power of two, got {config.patch} / {config.unet_fold}")
+            folded = config.token_channels * config.unet_fold**2
+            self.unet_in = UNetEncoder(folded, dim, levels, config.unet_width, dim)
+            self.unet_out = UNetDecoder(folded, dim, levels, config.unet_width, dim)
         else:
             self.patch_in = PatchEmbed(config.patch_dim, dim)
             self.patch_out = nn.Linear(dim, config.patch_dim)
@@ -105,14 +112,14 @@ class Transfusion(nn.Module):
         if config.unet:
             pixels = unpatchify(patches[image].view(n_images, -1, config.patch_dim), config.patch, config.token_channels,
                                 config.token_side, config.token_side)
-            embedded, skips = self.unet_in(pixels, time)  # (I, N, D)
+            embedded, skips = self.unet_in(F.pixel_unshuffle(pixels, config.unet_fold), time)  # (I, N, D)
         else:
             embedded = self.patch_in(patches[image].view(n_images, -1, config.patch_dim))
         embedded = embedded + time[:, None, :]
         x = x.index_put((image,), embedded.flatten(0, 1).to(x.dtype))
         h = self.trunk(x, layout, cache=cache, commit=commit)
         if config.unet:
-            decoded = self.unet_out(h[image].view(n_images, -1, h.shape[-1]), skips, time)
+            decoded = F.pixel_shuffle(self.unet_out(h[image].view(n_images, -1, h.shape[-1]), skips, time), config.unet_fold)
             image_out = patchify(decoded, config.patch).flatten(0, 1)
         else:
             image_out = self.patch_out(h[image])

@@ -72,15 +72,16 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from umm.data.shapes.levels import LEVELS
-    from umm.eval.harness import EvalConfig, evaluate, training_level
+    from umm.eval.harness import EvalConfig, evaluate, training_level, training_precision
 
     model, system = _load(args.model)
     level = args.level or training_level(args.model)
     if level not in LEVELS:
         raise UmmError(f"unknown ShapesWorld level {level!r}; choose one of {list(LEVELS)}")
     config = EvalConfig(split=args.split, n_prompts=args.n_prompts, n_images=args.n_images, steps=args.steps,
-                        cfg_scale=args.cfg, level=level, diagnostics=not args.no_diagnostics)
-    print(f"level {level}, split {args.split}")
+                        cfg_scale=args.cfg, level=level, diagnostics=not args.no_diagnostics,
+                        precision=training_precision(args.model))
+    print(f"level {level}, split {args.split}, precision {config.precision}")
     result = evaluate(model, system, config)
     for key, value in result.metrics.items():
         print(f"{key:32s} {value:.4f}")
