@@ -67,7 +67,9 @@ class Transfusion(nn.Module):
         self.token_embed = nn.Embedding(config.vocab_size, dim)
         self.time_embed = TimestepEmbedding(dim)
         if config.pooled_text:
-            self.text_pool = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+            # LayerNorm first: the embeddings start at std 0.02, so their raw mean would reach the MLP ~50x
+            # weaker than the time embedding it is added to
+            self.text_pool = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         if config.unet:
             reduce = config.patch // config.unet_fold
             levels = reduce.bit_length() - 1
