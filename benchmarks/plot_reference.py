@@ -21,7 +21,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
     table = ["| level | minutes | steps | test | held-out | shape read | colour read | cell read | count read |",
              "|---|---|---|---|---|---|---|---|---|"]
     for path in args.scores:
@@ -32,9 +32,10 @@ def main() -> None:
             reads = " | ".join(f"{r.get(f'test/read_{k}', float('nan')):.2f}" for k in ("shape", "colour", "cell", "count"))
             table.append(f"| {r['level']} | {r['minutes']:g} | {r['steps']} | {r['test']:.3f} | {r['heldout']:.3f} | {reads} |")
         minutes = [r["minutes"] for r in rows]
-        line = ax.plot(minutes, [r["test"] for r in rows], marker="o", label=f"{rows[0]['level']} test")[0]
+        name = f"{rows[0]['level']} {Path(path).stem}"
+        line = ax.plot(minutes, [r["test"] for r in rows], marker="o", label=f"{name} test")[0]
         ax.plot(minutes, [r["heldout"] for r in rows], marker="x", ls="--", color=line.get_color(),
-                label=f"{rows[0]['level']} held-out")  # fmt: skip
+                label=f"{name} held-out")  # fmt: skip
     ax.axhline(0.8, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("training CPU-minutes (one thread)")
     ax.set_ylabel("GenEval-like")
