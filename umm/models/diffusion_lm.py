@@ -77,7 +77,7 @@ class DiffusionLMOptions:
     schedule: Literal["cosine", "linear", "flow"] = "flow"
     parameterization: Literal["eps", "v", "x0", "flow"] = "flow"
     # training times: uniform (Transfusion, MonoFormer) or logit-normal (SD3, Esser et al. 2024), which with a
-    # positive mean weights the high-noise end where the caption decides what is drawn (umm.paths.gaussian)
+    # positive mean spends the steps at the noisy end where the caption decides what is drawn (umm.paths.gaussian)
     time_sampling: Literal["uniform", "logit_normal"] = "uniform"
     time_mean: float = 0.0
     time_std: float = 1.0
