@@ -148,14 +148,16 @@ def test_interleaved_generation_puts_an_image_in_the_stream(trained):
     assert 0.0 <= float(images[0].min()) and float(images[0].max()) <= 1.0
 
 
-def test_unet_patchification_trains_and_samples(tmp_path):
-    """Transfusion's U-Net down/up blocks (paper sec. 3.3) in place of the linear patch projection."""
+@pytest.mark.parametrize("fold", [1, 2])
+def test_unet_patchification_trains_and_samples(tmp_path, fold):
+    """Transfusion's U-Net down/up blocks (paper sec. 3.3) in place of the linear patch projection; with
+    ``unet_fold`` 2 the U-Net starts on 2x2 pixel blocks (one level fewer for the same patch)."""
     run = load_recipe(ROOT / "configs" / "test_transfusion.yaml",
-                      ["train.steps=12", "model_args.unet=true", "model_args.unet_width=8"])
+                      ["train.steps=12", "model_args.unet=true", "model_args.unet_width=8", f"model_args.unet_fold={fold}"])
     result = train(run, tmp_path / "run", show_progress=False)
     assert sum(result.losses[-3:]) < sum(result.losses[:3])
     model, system = load_system(tmp_path / "run" / "model")
-    assert model.config.unet and hasattr(model, "unet_in")
+    assert model.config.unet and hasattr(model, "unet_in") and len(model.unet_in.down) == 3 - fold
     images = system.generate_images(model, ["a red circle"], steps=3, precision="fp32")
     assert images.shape == (1, 3, 16, 16) and torch.isfinite(images).all()
 
