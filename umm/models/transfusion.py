@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from umm.config import ConfigError
 from umm.data.sequence import PATCH, TEXT
 from umm.models.diffusion_lm import DiffusionLMConfig, DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
 from umm.models.factory import register_model
@@ -72,10 +73,11 @@ class Transfusion(nn.Module):
             # condition with norm 0.83 against the time embedding's 20.4 (RESULTS.md, run T1)
             self.text_pool = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         if config.unet:
-            reduce = config.patch // config.unet_fold
+            reduce = config.patch // max(config.unet_fold, 1)
             levels = reduce.bit_length() - 1
-            assert config.patch % config.unet_fold == 0 and 2**levels == reduce, (
-                f"U-Net patchification needs patch / unet_fold a power of two, got {config.patch} / {config.unet_fold}")
+            if config.unet_fold < 1 or config.patch % config.unet_fold or 2**levels != reduce:
+                raise ConfigError(f"model_args.unet_fold={config.unet_fold} with patch={config.patch}: U-Net "
+                                  "patchification needs patch / unet_fold to be a power of two (e.g. fold 1, 2, 4)")
             folded = config.token_channels * config.unet_fold**2
             self.unet_in = UNetEncoder(folded, dim, levels, config.unet_width, dim)
             self.unet_out = UNetDecoder(folded, dim, levels, config.unet_width, dim)
