@@ -37,6 +37,7 @@ def test_every_command_has_help_with_examples(command, capsys):
         (["train", "configs/test_transfusion.yaml", "model_args.unet=true", "model_args.unet_fold=3"],
          "model_args.unet_fold=3 with patch=4"),
         (["train", "configs/test_transfusion.yaml", "system_args.time_sampling=lognormal"], "time_sampling"),
+        (["demo", "--level", "L7", "--out", "/tmp/umm_bad_demo"], "data.level"),
         (["train"], "the following arguments are required"),
         (["frobnicate"], "invalid choice"),
     ],

@@ -89,7 +89,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from umm.demo import run_demo
 
-    run_demo(Path(args.out), minutes=args.minutes, show_progress=not args.quiet)
+    run_demo(Path(args.out), minutes=args.minutes, show_progress=not args.quiet, level=args.level)
     return 0
 
 
@@ -121,10 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="train the default Transfusion on ShapesWorld and write a report",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_examples("umm demo                      # ~10 minutes on a 2-core CPU, writes runs/demo/",
-                         "umm demo --minutes 60 --out runs/demo60"),
+                         "umm demo --minutes 60 --out runs/demo60",
+                         "umm demo --level L2 --minutes 30 --out runs/demo_l2   # the next level up"),
     )
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget")
+    p.add_argument("--level", default=None, help="ShapesWorld level L1..L4 (default: the demo recipe's); a bad "
+                   "name is a config error naming the levels")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 

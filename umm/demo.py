@@ -5,7 +5,9 @@ Writes to the output directory:
     captions.md      captions of held-out images beside the truth
     scores.json      the judge's scores (GenEval-like by category, caption, QA) and speed figures
     loss_curve.png   training losses
-    report.md        a short Markdown report tying it together
+    report.md        a short Markdown report tying it together: the verdict on each sample (what the judge
+                     read), the prompt-adherence figures, and the reference model's score at the same
+                     level and budget (``umm.eval.reference``)
 """
 
 from __future__ import annotations
@@ -40,15 +42,29 @@ def plot_losses(train_csv: Path, out: Path) -> None:
     plt.close(fig)
 
 
+def describe_read(image) -> str:
+    """What the judge reads in a generated image, in the caption grammar's words ("a large red circle in the
+    top left"); "nothing" for an empty canvas."""
+    from umm.data.shapes.vocab import CELL_NAMES
+    from umm.eval.judge import parse_image
+
+    found = parse_image(image)
+    if not found:
+        return "nothing"
+    return ", ".join(f"a {o.size} {o.colour} {o.shape} ({CELL_NAMES[(o.row, o.col)]})" for o in found)
+
+
 def run_demo(out: Path, minutes: float = 10.0, show_progress: bool = True, recipe: Path | None = None,
-             overrides: list[str] | None = None, eval_overrides: dict | None = None) -> dict:
+             overrides: list[str] | None = None, eval_overrides: dict | None = None, level: str | None = None) -> dict:
     from umm.data.grid import save_grid
     from umm.eval.harness import EvalConfig, evaluate
+    from umm.eval.reference import reference_at
     from umm.train.loop import train
     from umm.train.recipe import load_recipe
 
     recipe = recipe or REPO_CONFIGS / "transfusion_demo.yaml"
-    run = load_recipe(recipe, [f"train.time_budget_minutes={minutes}", *(overrides or [])])
+    level_override = [f"data.level={level}"] if level else []  # `umm demo --level L2` moves up the ladder
+    run = load_recipe(recipe, [f"train.time_budget_minutes={minutes}", *level_override, *(overrides or [])])
     out.mkdir(parents=True, exist_ok=True)
     print(f"umm demo: training {run.model} on ShapesWorld for up to {minutes:g} minutes -> {out}")
     result = train(run, out / "run", resume=(out / "run" / "checkpoints" / "latest").is_file(), show_progress=show_progress)
@@ -60,7 +76,10 @@ def run_demo(out: Path, minutes: float = 10.0, show_progress: bool = True, recip
     print("umm demo: evaluating on held-out prompts and images ...")
     config = EvalConfig(**{"level": run.data.level, "precision": run.train.precision, **(eval_overrides or {})})
     start = time.perf_counter()
-    ev = evaluate(model, system, config)
+    # score what the recipe trained: a capability no task trained (the t2i-only demo does not caption) is
+    # reported as untrained, not as a score of 0
+    trained_tasks = tuple(t.name for t in run.tasks)
+    ev = evaluate(model, system, config, tasks=trained_tasks)
     eval_seconds = time.perf_counter() - start
 
     labels = [("ok " if hit else "x ") + p for p, hit in zip(ev.prompts, ev.prompt_hits)]
@@ -68,17 +87,22 @@ def run_demo(out: Path, minutes: float = 10.0, show_progress: bool = True, recip
     lines = ["| prediction | truth |", "|---|---|"] + [f"| {p} | {t} |" for p, t in ev.captions[:40]]
     (out / "captions.md").write_text("\n".join(lines) + "\n")
     plot_losses(out / "run" / "train.csv", out / "loss_curve.png")
-    scores = {**ev.metrics, "level": config.level, "train_steps": result.step, "train_minutes": result.seconds / 60,
+    scores = {**ev.metrics, "level": config.level, "tasks": list(trained_tasks), "train_steps": result.step, "train_minutes": result.seconds / 60,
               "samples_per_s": result.samples_per_second, "mfu": result.mfu, "eval_seconds": eval_seconds,
               **{f"seconds/{k}": v for k, v in ev.seconds.items()}}
+    reference = reference_at(config.level, minutes)
+    if reference is not None:
+        scores.update({"reference/minutes": reference.minutes, "reference/test": reference.test,
+                       "reference/heldout": reference.heldout})
     (out / "scores.json").write_text(json.dumps(scores, indent=2))
-    (out / "report.md").write_text(_report(run, scores, ev))
+    verdicts = [(p, hit, describe_read(img)) for p, hit, img in zip(ev.prompts[:16], ev.prompt_hits, ev.images)]
+    (out / "report.md").write_text(_report(run, scores, ev, verdicts))
     print(f"umm demo: done. report {out / 'report.md'}, samples {out / 'samples.png'}, "
           f"captions {out / 'captions.md'}, scores {out / 'scores.json'}, loss curve {out / 'loss_curve.png'}")
     return scores
 
 
-def _report(run, scores: dict, ev) -> str:
+def _report(run, scores: dict, ev, verdicts: list[tuple[str, bool, str]]) -> str:
     def f(key: str) -> str:
         v = scores.get(key)
         return "n/a" if v is None else f"{v:.3f}"
@@ -87,9 +111,19 @@ def _report(run, scores: dict, ev) -> str:
     rows = "\n".join(f"| {c} | {f('geneval_test/' + c)} | {f('geneval/' + c)} |" for c in geneval)
     diagnostics = "\n".join(f"| {k} | {f(k)} |" for k in scores
                              if k.split("/", 1)[0] in ("adherence", "ceiling", "denoise"))
-    caption = "\n".join(f"| {k.split('/', 1)[1]} | {f(k)} |" for k in scores if k.startswith("caption/"))
-    qa = "\n".join(f"| {k.split('/', 1)[1]} | {f(k)} |" for k in scores if k.startswith("qa/"))
+    untrained = "| (not trained by this recipe) | – |"
+    caption = "\n".join(f"| {k.split('/', 1)[1]} | {f(k)} |" for k in scores if k.startswith("caption/")) or untrained
+    qa = "\n".join(f"| {k.split('/', 1)[1]} | {f(k)} |" for k in scores if k.startswith("qa/")) or untrained
     examples = "\n".join(f"- *{q}* -> **{p}** (truth: {t})" for q, p, t in ev.answers[:8])
+    verdict_rows = "\n".join(f"| {p} | {'pass' if hit else 'FAIL'} | {read} |" for p, hit, read in verdicts)
+    if "reference/test" in scores:
+        reference = (f"The reference text-to-image model (`benchmarks/reference_t2i.py`, outside the model zoo) scored "
+                     f"**{scores['reference/test']:.3f}** on the test split and {scores['reference/heldout']:.3f} held-out "
+                     f"at level {scores['level']} after {scores['reference/minutes']:g} one-thread CPU-minutes "
+                     f"(`umm.eval.reference`; benchmarks/RESULTS.md). This run: **{f('geneval_test/overall')}** test, "
+                     f"{f('geneval/overall')} held-out.")
+    else:
+        reference = f"The reference model has no measured point at level {scores['level']} within this budget."
     return f"""# umm demo report
 
 Model `{run.model}` trained for {scores['train_steps']} steps ({scores['train_minutes']:.1f} min,
@@ -101,9 +135,17 @@ shape) pairs never seen in training) and, for text to image, also on the in-dist
 
 ## Text to image (GenEval-like, judge-scored)
 
+{reference}
+
 | category | test | held-out |
 |---|---|---|
 {rows}
+
+What the judge read in the first samples (held-out prompts):
+
+| prompt | verdict | the judge read |
+|---|---|---|
+{verdict_rows}
 
 ## Why it scores what it scores (diagnostics)
 

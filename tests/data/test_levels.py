@@ -62,6 +62,25 @@ def test_each_level_draws_only_its_objects_and_keeps_the_heldout_split(name):
     assert counts == set(range(1, level.max_objects + 1))
 
 
+def test_l1_text_never_names_the_cell_but_the_object_stands_anywhere():
+    world = ShapesWorld("train", level="L1", modalities=("image", "caption", "qa"))
+    cells, kinds = set(), set()
+    for i in range(300):
+        s = world[i]
+        (obj,) = s["scene"]
+        cells.add((obj["row"], obj["col"]))
+        for text in (s["caption"], s["caption_full"]):
+            spec = parse_caption(text)
+            assert all(o.row is None for o in spec.objects) and not spec.relations, text
+        assert all(word not in s["caption"] for word in ("left", "right", "top", "bottom", "middle", "center"))
+        kinds |= {qa["kind"] for qa in s["qa"]}
+        assert all("left" not in qa["question"] and "center" not in qa["question"] for qa in s["qa"])
+    assert len(cells) == 9 and kinds == {"count", "colour", "shape"}
+    assert parse_caption(ShapesWorld("train", level="L2")[0]["caption_full"]).objects[0].row is not None
+    with pytest.raises(ValueError, match="names_cell"):
+        type(get_level("L1"))("bad", 2, ("large",), ("circle",), "two objects, no places", names_cell=False)
+
+
 def test_every_object_is_at_least_8_px_across_at_the_default_canvas():
     """Every shape's outer extent (tip to tip, edge to edge) covers >= 8 px at 48 px; a small circle,
     triangle, cross or diamond is 8 px wide where at least half of each pixel is covered (the square is
@@ -87,7 +106,7 @@ def test_geneval_prompts_ask_only_what_the_level_can_express(name):
     assert {p.category for p in prompts} == set(level_categories(name))
     if level.max_objects == 1:
         assert {"two_object", "counting", "position", "colour_attribution"}.isdisjoint({p.category for p in prompts})
-        assert "absolute_position" in {p.category for p in prompts}
+        assert ("absolute_position" in {p.category for p in prompts}) == level.names_cell
     import random
 
     rng = random.Random(0)

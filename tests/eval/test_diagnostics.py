@@ -61,8 +61,9 @@ def test_harness_reports_both_splits_and_the_diagnostics(tiny):
     config = EvalConfig(level="L1", n_prompts=9, n_images=6, steps=3, n_adherence=3, n_denoise=4)
     result = evaluate(model, system, config, tasks=("t2i",))
     m = result.metrics
-    for key in ("geneval/overall", "geneval_test/overall", "geneval/absolute_position", "adherence/shape",
+    for key in ("geneval/overall", "geneval_test/overall", "geneval/colours", "adherence/shape",
                 "adherence/prompt_vs_seed", "denoise/t0.1", "denoise/t0.7_mse"):
         assert key in m and np.isfinite(m[key]), key
     assert "geneval/two_object" not in m  # a one-object level is not asked for two objects
+    assert "geneval/absolute_position" not in m  # nor, at L1, for a place its text never names
     assert set(result.confusion) >= {"count", "shape", "colour"}

@@ -13,7 +13,7 @@ from typing import Any
 from umm.bench.claims import Claim
 
 CATEGORIES = ("single_object", "two_object", "counting", "colours", "position", "colour_attribution",
-              "absolute_position")  # every category a level can ask (one-object levels ask three)
+              "absolute_position")  # every category a level can ask (L1 asks two, L2 three)
 README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 

@@ -84,6 +84,11 @@ class DiffusionLMOptions:
     lambda_lm: float = 1.0
     lambda_diffusion: float = 1.0
     caption_max_t: float = 0.5  # noise cap on images that condition text (Transfusion caps captioning at t=500/1000)
+    # True (the paper): images in caption and QA sequences also carry the diffusion loss. False: they only
+    # condition the text, so with caption_max_t=0 the model reads clean images, as at inference, and the
+    # understanding tasks spend no gradient on denoising at t ~ 0, where v-prediction must recover the noise
+    # itself (RESULTS.md, "Transfusion follows text": the mix's gradient norm was 4-14x the t2i-only run's)
+    understanding_image_loss: bool = True
     cfg_dropout: float = 0.1  # probability of dropping the caption in text-to-image sequences
     max_text_tokens: int = 32  # text slots per segment (longer captions are truncated)
     # None: diffuse pixel patches. Else a trained KL-VAE (runs/vae_s/model) or a registered name (test_vae: fresh
@@ -212,14 +217,14 @@ class DiffusionLMSystem(SystemBase):
             seq.text([tok.eoi_id, tok.eos_id], loss=True)
         elif task == "caption":
             seq.text([tok.bos_id, tok.boi_id], loss=False)
-            seq.image(patches, grid, loss=True, prefix=prefix)
+            seq.image(patches, grid, loss=self.options.understanding_image_loss, prefix=prefix)
             seq.text([tok.eoi_id], loss=False)
             target = sample.get("caption_full", sample["caption"])  # ShapesWorld's complete caption if present
             seq.text(self.text_ids(target) + [tok.eos_id], loss=True)
         elif task == "qa":
             qa = rng.choice(sample["qa"])
             seq.text([tok.bos_id, tok.boi_id], loss=False)
-            seq.image(patches, grid, loss=True, prefix=prefix)
+            seq.image(patches, grid, loss=self.options.understanding_image_loss, prefix=prefix)
             seq.text([tok.eoi_id] + self.text_ids(qa["question"]), loss=False)
             seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
         else:
@@ -247,7 +252,14 @@ class DiffusionLMSystem(SystemBase):
         b, device = patches.shape[0], patches.device
         # one diffusion time per image span (per block id), capped per sample for understanding data
         n_blocks = int(block.max().item()) + 1
-        t_block = self.path.sample_time((b, n_blocks), generator, device) * batch["max_t"][:, None].clamp(max=1.0)
+        max_t = batch["max_t"][:, None].clamp(max=1.0)  # (B, 1)
+        t_block = self.path.sample_time((b, n_blocks), generator, device)
+        # images that condition text (captioning, QA: max_t < 1) draw their times uniform under the cap.
+        # Logit-normal times are SD3's weighting for generation; scaled into the cap they would put most
+        # understanding images near it (mean 1: 73% of the cap), far noisier than the clean images captioned
+        # at inference. Under uniform time_sampling this is the same distribution as before.
+        uniform = torch.rand((b, n_blocks), generator=generator, device=device)
+        t_block = torch.where(max_t < 1.0, uniform, t_block) * max_t  # (B, n_blocks)
         times = t_block.gather(1, block.clamp_min(0)) * in_image  # (B, T); 0 outside images
         noise = torch.randn(patches.shape, generator=generator, device=device)
         is_patch = (kinds == PATCH)[..., None]

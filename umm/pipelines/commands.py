@@ -79,7 +79,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if level not in LEVELS:
         raise UmmError(f"unknown ShapesWorld level {level!r}; choose one of {list(LEVELS)}")
     config = EvalConfig(split=args.split, n_prompts=args.n_prompts, n_images=args.n_images, steps=args.steps,
-                        cfg_scale=args.cfg, level=level, diagnostics=not args.no_diagnostics,
+                        cfg_scale=args.cfg, seed=args.seed, level=level, diagnostics=not args.no_diagnostics,
                         precision=training_precision(args.model))
     print(f"level {level}, split {args.split}, precision {config.precision}")
     result = evaluate(model, system, config)
@@ -140,6 +140,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=int, default=100)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=1234,
+                   help="seed of the prompts and images (1234; choose sampler settings on another, e.g. 99)")
     p.add_argument("--level", default=None, help="ShapesWorld level L1..L4 (default: the one the model trained at)")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="skip prompt adherence, tokenizer ceiling and denoise check (faster)")

@@ -9,6 +9,9 @@ What else it states depends on the style:
   ("a red circle to the left of a blue square", two objects only) or none, in which case objects that
   share the stated attributes are counted ("two green stars", "three circles").
 
+At a level whose text does not name the cell (``Level.names_cell`` False: L1), captions and questions
+never say where an object is (``place=False``): the layout is always "none" and QA has no "where" kind.
+
 The judge's caption parser (``umm.eval.judge.text``) inverts exactly this grammar (and tolerates typos).
 The GenEval-like prompt categories are forms of the same grammar, so prompts are in-distribution.
 """
@@ -96,13 +99,16 @@ def _with_prefix(body: str, rng: random.Random) -> str:
     return rng.choice(("an image of ", "a picture of ", "i see ")) + body
 
 
-def caption(objects: list[ShapeObject], rng: random.Random, style: str = "mixed") -> str:
-    """A caption of the scene from the grammar; see the module docstring for the two styles."""
+def caption(objects: list[ShapeObject], rng: random.Random, style: str = "mixed", place: bool = True) -> str:
+    """A caption of the scene from the grammar; see the module docstring for the two styles. ``place``
+    False never states a cell or relation (the levels whose text does not name the place)."""
     if style not in ("mixed", "full"):
         raise ValueError(f"unknown caption style {style!r}; choose 'mixed' or 'full'")
     n = len(objects)
     if style == "full":
-        with_colour, with_size, layout = True, True, "absolute"
+        with_colour, with_size, layout = True, True, "absolute" if place else "none"
+    elif not place:
+        with_colour, with_size, layout = rng.random() < 0.85, rng.random() < 0.4, "none"
     else:
         with_colour = rng.random() < 0.85
         with_size = rng.random() < 0.4
@@ -153,13 +159,16 @@ def _cell_reference(obj: ShapeObject) -> str:
     return position_phrase(obj.row, obj.col)
 
 
-def questions(objects: list[ShapeObject], rng: random.Random) -> list[dict]:
+def questions(objects: list[ShapeObject], rng: random.Random, place: bool = True) -> list[dict]:
     """One QA pair per kind (count, colour, shape, where) as dicts {"question", "answer", "kind"}.
 
     Questions refer to objects unambiguously (by a unique attribute or by their cell); answers are one
     word or a short phrase: "2", "red", "circle", "top left". A kind is skipped only when no object
-    can be referred to unambiguously (identical twins, for "where").
+    can be referred to unambiguously (identical twins, for "where"). ``place`` False (one-object scenes
+    only) asks no "where" and refers to the object by its shape or colour, never by its cell.
     """
+    if not place and len(objects) != 1:
+        raise ValueError(f"questions without places need a one-object scene, got {len(objects)} objects")
     qa = []
     shapes = Counter(o.shape for o in objects)
     colours = Counter(o.colour for o in objects)
@@ -175,6 +184,10 @@ def questions(objects: list[ShapeObject], rng: random.Random) -> list[dict]:
         qa.append((f"how many {colour} objects are there?", str(colours[colour]), "count"))
 
     target = rng.choice(objects)
+    if not place:
+        qa.append((f"what colour is the {target.shape}?", target.colour, "colour"))
+        qa.append((f"what shape is the {target.colour} object?", target.shape, "shape"))
+        return [{"question": q, "answer": a, "kind": k} for q, a, k in qa]
     if shapes[target.shape] == 1 and rng.random() < 0.5:
         qa.append((f"what colour is the {target.shape}?", target.colour, "colour"))
     else:

@@ -85,9 +85,10 @@ class ShapesWorld(torch.utils.data.Dataset):
         question and answer, and (every 4th sample) a video caption; nothing is rendered or spoken."""
         for index in range(min(n, self.size)):
             objects = self.scene(index)
-            yield language.caption(objects, sample_rng(self.split, self.seed, index, "caption"), "mixed")
-            yield language.caption(objects, sample_rng(self.split, self.seed, index, "corpus"), "full")
-            for qa in language.questions(objects, sample_rng(self.split, self.seed, index, "qa")):
+            place = self.level.names_cell
+            yield language.caption(objects, sample_rng(self.split, self.seed, index, "caption"), "mixed", place)
+            yield language.caption(objects, sample_rng(self.split, self.seed, index, "corpus"), "full", place)
+            for qa in language.questions(objects, sample_rng(self.split, self.seed, index, "qa"), place):
                 yield qa["question"]
                 yield qa["answer"]
             if index % 4:
@@ -127,11 +128,14 @@ class ShapesWorld(torch.utils.data.Dataset):
             sample["image"] = torch.from_numpy(render.render_scene(sample["scene"], self.canvas))
         if "caption" in self.modalities or "audio" in self.modalities:
             rng = sample_rng(self.split, self.seed, index, "caption")
-            sample["caption"] = language.caption(objects, rng, self.caption_style)
-            # every object with all its attributes: the target captioning systems learn to produce
-            sample["caption_full"] = language.caption(objects, sample_rng(self.split, self.seed, index, "caption_full"), "full")
+            place = self.level.names_cell
+            sample["caption"] = language.caption(objects, rng, self.caption_style, place)
+            # every object with all its attributes (the cell where the level names it): the target
+            # captioning systems learn to produce
+            rng_full = sample_rng(self.split, self.seed, index, "caption_full")
+            sample["caption_full"] = language.caption(objects, rng_full, "full", place)
         if "qa" in self.modalities:
-            sample["qa"] = language.questions(objects, sample_rng(self.split, self.seed, index, "qa"))
+            sample["qa"] = language.questions(objects, sample_rng(self.split, self.seed, index, "qa"), self.level.names_cell)
         if "audio" in self.modalities:
             rng = sample_rng(self.split, self.seed, index, "audio")
             voice = speech.sample_voice(rng)

@@ -16,8 +16,8 @@ colour_attribution     "a red circle and a blue square"             2 objects, s
 absolute_position      "a red star in the top left"                 1 object, shape, colour, cell
 =====================  ===========================================  ===============================
 
-A level (``umm.data.shapes.levels``) is asked only what it can express: one-object levels (L1, L2) get
-single_object, colours and absolute_position; L3 and L4 get the six original categories (counting up to
+A level (``umm.data.shapes.levels``) is asked only what it can express: L1 (one object, its cell never
+named) gets single_object and colours; L2 (one object) adds absolute_position; L3 and L4 get the six original categories (counting up to
 the level's maximum). Shapes and (colour, shape) pairs come from the level.
 
 ``overall`` is the unweighted mean of the category accuracies (as in GenEval). Colour-bearing prompts
@@ -66,8 +66,12 @@ ALL_CATEGORIES: tuple[str, ...] = CATEGORIES + ("absolute_position",)
 
 
 def level_categories(level: str | Level = DEFAULT_LEVEL) -> tuple[str, ...]:
-    """The categories a level can express: no two-object prompt where scenes hold one object."""
-    return ONE_OBJECT_CATEGORIES if get_level(level).max_objects == 1 else CATEGORIES
+    """The categories a level can express: no two-object prompt where scenes hold one object, and no
+    absolute position where the level's text never names a cell (L1)."""
+    level = get_level(level)
+    if level.max_objects > 1:
+        return CATEGORIES
+    return ONE_OBJECT_CATEGORIES if level.names_cell else ONE_OBJECT_CATEGORIES[:2]
 
 
 @dataclass(frozen=True)
