@@ -178,3 +178,27 @@ def test_vae_latent_option_trains_and_samples_images(family, tmp_path):
     assert images.shape == (1, 3, model.config.image_size, model.config.image_size)
     captions = system.caption(model, images, max_new_tokens=3, precision="fp32")
     assert len(captions) == 1
+
+
+def test_understanding_images_can_skip_the_diffusion_loss(trained):
+    """``understanding_image_loss=False`` keeps caption/QA images as pure conditions (no diffusion loss on
+    them, clean with caption_max_t=0), while text-to-image images keep theirs."""
+    import dataclasses
+
+    from umm.data.shapes import ShapesWorld
+
+    name, model, system, _ = trained
+    samples = [ShapesWorld("train", canvas=system.config.image_size)[i] for i in range(2)]
+    gen = torch.Generator().manual_seed(0)
+    assert system.collate(samples, "caption", gen)["image_loss"].any()  # the paper's default
+    original = system.options
+    system.options = dataclasses.replace(original, understanding_image_loss=False, caption_max_t=0.0)
+    try:
+        for task in ("caption", "qa"):
+            batch = system.collate(samples, task, gen)
+            assert not batch["image_loss"].any() and (batch["max_t"] == 0).all()
+            losses = system.losses(model, batch, gen)
+            assert losses["diffusion_mse"] == 0 and losses["lm_ce"] > 0
+        assert system.collate(samples, "t2i", gen)["image_loss"].any()
+    finally:
+        system.options = original
