@@ -16,9 +16,10 @@ L4     1..3         both     all six                                 the origina
 Where the object stands: at L1 it still stands in any of the nine cells, but no caption or question names
 the cell (``names_cell`` False), so L1 asks a generator for the right colour and shape anywhere and has no
 absolute-position prompts. Why: the reference (benchmarks/reference_t2i.py) learned the colour and shape
-words of L1 by 10 minutes (read 0.98 and 1.00) but not the place words (cell read 0.13 against chance 0.11
-in every design tried; RESULTS.md "Second round"), which capped L1 at 0.68 when it asked the cell; the
-cell is the first thing L2 adds.
+words of L1 by 10 minutes (read 0.98 and 1.00) but not the place words (cell read 0.13-0.27 against chance
+0.11 in every design tried; RESULTS.md "Second round"), which capped L1 at 0.68 when it asked the cell.
+Without it the reference scores 0.83 at L1 after 10 minutes ("Third round"); the cell is the first thing L2
+adds.
 
 Every level keeps the world's determinism (``world[i]`` is a function of split, seed, index and level),
 its splits, and the compositional held-out split: a level's held-out pairs are the world's
