@@ -15,6 +15,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("scores", nargs="+", help="scores.jsonl files written by reference_t2i.py")
     ap.add_argument("--out", default="docs/reference_curve.png")
+    ap.add_argument("--cfg", type=float, default=1.5,
+                    help="plot the records sampled at this guidance scale (records without one used 3)")
     args = ap.parse_args()
     import matplotlib
 
@@ -26,11 +28,12 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|---|"]
     for path in args.scores:
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if "minutes" in r and r.get("cfg", 3.0) == args.cfg]
         if not rows:
             continue
         for r in rows:
             reads = " | ".join(f"{r.get(f'test/read_{k}', float('nan')):.2f}" for k in ("shape", "colour", "cell", "count"))
-            table.append(f"| {r['level']} | {r['minutes']:g} | {r['steps']} | {r['test']:.3f} | {r['heldout']:.3f} | {reads} |")
+            table.append(f"| {r['level']} | {r['minutes']:g} | {r.get('steps', '–')} | {r['test']:.3f} | {r['heldout']:.3f} | {reads} |")
         minutes = [r["minutes"] for r in rows]
         name = f"{rows[0]['level']} {Path(path).stem}"
         line = ax.plot(minutes, [r["test"] for r in rows], marker="o", label=f"{name} test")[0]
@@ -42,7 +45,7 @@ def main() -> None:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    ax.set_title("reference text-to-image model, ShapesWorld levels", fontsize=9)
+    ax.set_title(f"reference text-to-image model, ShapesWorld levels (CFG {args.cfg:g})", fontsize=9)
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)

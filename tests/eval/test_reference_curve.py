@@ -11,7 +11,7 @@ from umm.eval.reference import reference_at, reference_curve
 RECORDS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "reference"
 
 
-@pytest.mark.parametrize("level", ["L1", "L2"])
+@pytest.mark.parametrize("level", ["L1", "L2", "L3", "L4"])
 def test_reference_points_equal_the_recorded_runs(level):
     points = reference_curve(level)
     assert points, f"no reference point at {level}"
