@@ -202,3 +202,19 @@ def test_understanding_images_can_skip_the_diffusion_loss(trained):
         assert system.collate(samples, "t2i", gen)["image_loss"].any()
     finally:
         system.options = original
+
+
+def test_understanding_times_are_uniform_under_the_cap_even_with_logit_normal(trained):
+    from umm.paths import GaussianPath
+
+    _, _, system, _ = trained
+    original = system.path
+    system.path = GaussianPath(schedule="cosine", parameterization="v", time_sampling="logit_normal", time_mean=3.0)  # t ~ 0.95 typically
+    try:
+        gen = torch.Generator().manual_seed(0)
+        times = system.block_times(torch.tensor([1.0] * 2000 + [0.5] * 2000), 1, gen)
+        generated, understood = times[:2000], times[2000:]
+        assert generated.mean() > 0.9  # generation keeps its logit-normal weighting
+        assert understood.max() <= 0.5 and abs(understood.mean().item() - 0.25) < 0.02  # uniform in [0, 0.5]
+    finally:
+        system.path = original

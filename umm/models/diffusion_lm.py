@@ -246,20 +246,25 @@ class DiffusionLMSystem(SystemBase):
 
     # -- objective -----------------------------------------------------------------------------------------
 
+    def block_times(self, max_t: torch.Tensor, n_blocks: int, generator: torch.Generator, device=None) -> torch.Tensor:
+        """Training times (B, n_blocks) for each sample's image spans, capped at ``max_t`` (B,).
+
+        Images that condition text (captioning, QA: max_t < 1) draw their times uniform under the cap.
+        Logit-normal times are SD3's weighting for generation; scaled into the cap they would put most
+        understanding images near it (mean 1: 73% of the cap), far noisier than the clean images captioned
+        at inference. Under uniform time_sampling this is the same distribution as scaling."""
+        cap = max_t[:, None].clamp(max=1.0)  # (B, 1)
+        generated = self.path.sample_time((max_t.shape[0], n_blocks), generator, device)
+        uniform = torch.rand((max_t.shape[0], n_blocks), generator=generator, device=device)
+        return torch.where(cap < 1.0, uniform, generated) * cap
+
     def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         patches, kinds, block = batch["patches"], batch["kinds"], batch["block"]
         in_image = block >= 0  # image spans are the only bidirectional spans here (patches + any prefix)
         b, device = patches.shape[0], patches.device
         # one diffusion time per image span (per block id), capped per sample for understanding data
         n_blocks = int(block.max().item()) + 1
-        max_t = batch["max_t"][:, None].clamp(max=1.0)  # (B, 1)
-        t_block = self.path.sample_time((b, n_blocks), generator, device)
-        # images that condition text (captioning, QA: max_t < 1) draw their times uniform under the cap.
-        # Logit-normal times are SD3's weighting for generation; scaled into the cap they would put most
-        # understanding images near it (mean 1: 73% of the cap), far noisier than the clean images captioned
-        # at inference. Under uniform time_sampling this is the same distribution as before.
-        uniform = torch.rand((b, n_blocks), generator=generator, device=device)
-        t_block = torch.where(max_t < 1.0, uniform, t_block) * max_t  # (B, n_blocks)
+        t_block = self.block_times(batch["max_t"], n_blocks, generator, device)  # (B, n_blocks)
         times = t_block.gather(1, block.clamp_min(0)) * in_image  # (B, T); 0 outside images
         noise = torch.randn(patches.shape, generator=generator, device=device)
         is_patch = (kinds == PATCH)[..., None]
