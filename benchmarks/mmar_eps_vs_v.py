@@ -30,8 +30,8 @@ from umm.models.mmar import HeadInput
 from umm.models.system import load_system
 from umm.nn import Layout
 from umm.paths import GaussianPath
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
 
 LEVELS = (0.1, 0.5, 0.9, 0.99, 0.999)
 

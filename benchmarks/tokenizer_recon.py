@@ -21,8 +21,8 @@ import torch
 import umm.models  # noqa: F401  (registers every family)
 from umm.eval.reconstruction import evaluate_reconstruction
 from umm.models.system import load_system
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
 
 # FSQ levels per codebook size (Mentzer et al. 2023, table 1, and nearby products for 64)
 FSQ_LEVELS = {64: (4, 4, 4), 256: (8, 6, 5), 1024: (8, 5, 5, 5), 4096: (7, 5, 5, 5, 5), 16384: (8, 8, 8, 6, 5)}

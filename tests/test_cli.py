@@ -9,7 +9,7 @@ import pytest
 from umm.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["train", "ls", "demo", "data", "sample", "caption", "answer", "eval"]
+COMMANDS = ["train", "ls", "demo", "serve", "data", "sample", "caption", "answer", "eval"]
 
 
 def umm(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
@@ -31,12 +31,12 @@ def test_every_command_has_help_with_examples(command, capsys):
     "args, message",
     [
         (["train", "no_such_recipe"], "no recipe 'no_such_recipe'"),
-        (["train", "configs/test_transfusion.yaml", "train.stepz=2"], "unknown config key 'train.stepz'"),
-        (["train", "configs/test_transfusion.yaml", "model=no_such_model"], "unknown model 'no_such_model'"),
+        (["train", "test_transfusion", "train.stepz=2"], "unknown config key 'train.stepz'"),
+        (["train", "test_transfusion", "model=no_such_model"], "unknown model 'no_such_model'"),
         (["eval", "/nonexistent/model"], "not a trained umm system"),
-        (["train", "configs/test_transfusion.yaml", "model_args.unet=true", "model_args.unet_fold=3"],
+        (["train", "test_transfusion", "model_args.unet=true", "model_args.unet_fold=3"],
          "model_args.unet_fold=3 with patch=4"),
-        (["train", "configs/test_transfusion.yaml", "system_args.time_sampling=lognormal"], "time_sampling"),
+        (["train", "test_transfusion", "system_args.time_sampling=lognormal"], "time_sampling"),
         (["demo", "--level", "L7", "--out", "/tmp/umm_bad_demo"], "data.level"),
         (["train"], "the following arguments are required"),
         (["frobnicate"], "invalid choice"),
@@ -60,7 +60,7 @@ def test_ls_lists_systems_models_and_recipes():
 
 def test_train_sample_caption_eval_end_to_end(tmp_path):
     run = tmp_path / "run"
-    proc = umm("train", "configs/test_transfusion.yaml", "train.steps=3", "--out", str(run), "--quiet")
+    proc = umm("train", "test_transfusion", "train.steps=3", "--out", str(run), "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "trained test_transfusion: 3 steps" in proc.stdout
     proc = umm("sample", str(run / "model"), "--prompt", "a red circle", "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.png"))

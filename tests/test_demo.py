@@ -2,25 +2,25 @@
 verdict on each sample, the prompt-adherence figures and the reference's score at the same budget."""
 
 import json
-from pathlib import Path
 
-from umm.demo import describe_read, run_demo
+from umm.demo import run_demo
+from umm.eval.judge import describe_image
 from umm.data.shapes import ShapesWorld
 from umm.eval.reference import reference_at
+from umm.recipes import RECIPES_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_describe_read_names_what_is_drawn():
+def test_describe_image_names_what_is_drawn():
     sample = ShapesWorld("test", level="L2")[0]
     (obj,) = sample["scene"]
-    assert describe_read(sample["image"]).startswith(f"a {obj['size']} {obj['colour']} {obj['shape']} (")
-    assert describe_read(sample["image"] * 0) == "nothing"
+    assert describe_image(sample["image"]).startswith(f"a {obj['size']} {obj['colour']} {obj['shape']} (")
+    assert describe_image(sample["image"] * 0) == "nothing"
 
 
 def test_demo_reports_verdicts_adherence_and_the_reference(tmp_path):
     eval_overrides = {"n_prompts": 6, "n_images": 4, "steps": 3, "n_adherence": 2, "n_denoise": 4}
-    scores = run_demo(tmp_path, minutes=10, show_progress=False, recipe=ROOT / "configs" / "test_transfusion.yaml",
+    scores = run_demo(tmp_path, minutes=10, show_progress=False, recipe=RECIPES_DIR / "test_transfusion.yaml",
                       overrides=["train.steps=4"], eval_overrides=eval_overrides, level="L1")
     assert scores["level"] == "L1" and scores["train_steps"] == 4
     assert json.loads((tmp_path / "scores.json").read_text())["level"] == "L1"

@@ -7,6 +7,18 @@ and judged on ShapesWorld, an embedded multimodal world with an exact programmat
 
 __version__ = "0.1.0"
 
+__all__ = ["Pipeline", "UmmError", "load", "train"]
+
+
+def __getattr__(name: str):
+    # umm.load / umm.train / umm.Pipeline (umm/api.py), imported on first use so that `import umm` (and the
+    # CLI's start-up) does not pay for torch before it needs it
+    if name in ("Pipeline", "load", "train"):
+        from umm import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'umm' has no attribute {name!r}")
+
 
 class UmmError(Exception):
     """An error meant for the user: the CLI prints its message as one line, without a traceback."""

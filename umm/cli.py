@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 from umm import UmmError
-from umm.config import ConfigError
-
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from umm.config import ConfigError, positive_float, positive_int
+from umm.recipes import RECIPES_DIR, recipe_names, resolve_recipe
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,35 +27,15 @@ def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def resolve_recipe(name_or_path: str) -> Path:
-    """A recipe YAML path, or the name of one in ``configs/`` (``transfusion_s`` -> configs/transfusion_s.yaml)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    candidate = REPO_CONFIGS / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = sorted(p.stem for p in REPO_CONFIGS.glob("*.yaml"))
-    raise UmmError(f"no recipe {name_or_path!r}: not a file, and not one of configs/ ({', '.join(known)})")
-
-
 # ---- commands -------------------------------------------------------------------------------------------
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from umm.train.loop import train
-    from umm.train.recipe import load_recipe
+    from umm.api import fit
+    from umm.training.recipe import load_recipe
 
     run = load_recipe(resolve_recipe(args.recipe), args.overrides)
-    eval_fn = None
-    if run.train.eval_every > 0:
-        from umm.eval.harness import EvalConfig, evaluate
-        from umm.config import from_dict
-
-        eval_config = from_dict(EvalConfig, {"level": run.data.level, "precision": run.train.precision, **run.eval_args},
-                                where="eval_args.")
-        eval_fn = lambda model, system, step: evaluate(model, system, eval_config).metrics  # noqa: E731
-    result = train(run, args.out, resume=args.resume, show_progress=not args.quiet, eval_fn=eval_fn)
+    result = fit(run, args.out, resume=args.resume, quiet=args.quiet)
     if result.stopped in ("signal", "stop_after"):
         print(f"umm: stopped at step {result.step} ({result.stopped}); checkpoint in {result.run_dir / 'checkpoints'}")
         return 0
@@ -78,11 +57,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
     print("models:")
     for name in MODELS.names():
         print(f"  {name}")
-    print("recipes (configs/):")
-    for path in sorted(REPO_CONFIGS.glob("*.yaml")):
-        print(f"  {path.stem}")
+    print(f"recipes ({RECIPES_DIR}):")
+    for name in recipe_names():
+        print(f"  {name}")
     if len(DATASETS):
         print("datasets:", ", ".join(DATASETS.names()))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from umm.serve import serve
+
+    serve(args.model, port=args.port, host=args.host, device=args.device)
     return 0
 
 
@@ -100,13 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train", help="train a recipe", formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_examples(
-            "umm train transfusion_s                                   # configs/transfusion_s.yaml",
-            "umm train configs/gpt_test.yaml train.steps=50 model_args.dim=64",
+            "umm train transfusion_s                                   # umm/recipes/transfusion_s.yaml",
+            "umm train my_recipe.yaml train.steps=50 model_args.dim=64       # a recipe file of your own",
             "umm train transfusion_s --out runs/tf --resume            # continue from the last checkpoint",
             "torchrun --nproc_per_node=2 -m umm.cli train transfusion_s  # DDP (gloo on CPU, nccl on GPU)",
         ),
     )
-    p.add_argument("recipe", help="a YAML file or the name of a recipe in configs/")
+    p.add_argument("recipe", help="a YAML file, or the name of a shipped recipe (umm ls lists them)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100")
     p.add_argument("--out", help="run directory (default runs/<run name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
@@ -125,11 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
                          "umm demo --level L2 --minutes 30 --out runs/demo_l2   # the next level up"),
     )
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget")
+    p.add_argument("--minutes", type=positive_float, default=10.0, help="training wall-clock budget")
     p.add_argument("--level", default=None, help="ShapesWorld level L1..L4 (default: the demo recipe's); a bad "
                    "name is a config error naming the levels")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "serve", help="a web demo of a trained system (Gradio; pip install 'umm[demo]')",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples("umm serve runs/demo/run/model              # http://127.0.0.1:7860",
+                         "umm serve runs/imagebind_s/model --port 8080"),
+    )
+    p.add_argument("model", help="a trained system directory (runs/<name>/model)")
+    p.add_argument("--port", type=positive_int, default=7860)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_serve)
 
     from umm.data.commands import add_parser as add_data_parser
 
@@ -151,7 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `umm ls | head` ends quietly
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides are accepted anywhere (`umm train R --out X train.steps=5`): argparse leaves the ones
+    # after an option unparsed, and they join the command's overrides; anything else stays an error
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args) or 0
     except (UmmError, ConfigError) as e:

@@ -123,11 +123,54 @@ def replace(config: T, **changes: Any) -> T:
     return from_dict(type(config), merge(to_dict(config), changes))
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--n``, ``--steps``); anything else is one clear error line."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expects an integer >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0 (``--minutes``)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expects a number > 0, got {value}")
+    return value
+
+
+def check_range(key: str, value: float, low: float | None = None, high: float | None = None,
+                above: float | None = None, below: float | None = None) -> None:
+    """A ConfigError naming ``key`` and the allowed range unless low <= value <= high (inclusive) and
+    above < value < below (exclusive); a dataclass's ``__post_init__`` calls it for each bounded field."""
+    ok = ((low is None or value >= low) and (high is None or value <= high)
+          and (above is None or value > above) and (below is None or value < below))  # fmt: skip
+    if not ok:
+        bounds = [f"{low} <=" if low is not None else f"{above} <" if above is not None else "",
+                  "value", f"<= {high}" if high is not None else f"< {below}" if below is not None else ""]  # fmt: skip
+        raise ConfigError(f"config key {key!r} = {value!r} is out of range; allowed: {' '.join(b for b in bounds if b)}")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{at}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
     return data

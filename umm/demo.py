@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from umm.cli import REPO_CONFIGS
+from umm.recipes import recipe_path
 
 
 def plot_losses(train_csv: Path, out: Path) -> None:
@@ -42,27 +42,16 @@ def plot_losses(train_csv: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def describe_read(image) -> str:
-    """What the judge reads in a generated image, in the caption grammar's words ("a large red circle in the
-    top left"); "nothing" for an empty canvas."""
-    from umm.data.shapes.vocab import CELL_NAMES
-    from umm.eval.judge import parse_image
-
-    found = parse_image(image)
-    if not found:
-        return "nothing"
-    return ", ".join(f"a {o.size} {o.colour} {o.shape} ({CELL_NAMES[(o.row, o.col)]})" for o in found)
-
-
 def run_demo(out: Path, minutes: float = 10.0, show_progress: bool = True, recipe: Path | None = None,
              overrides: list[str] | None = None, eval_overrides: dict | None = None, level: str | None = None) -> dict:
     from umm.data.grid import save_grid
     from umm.eval.harness import EvalConfig, evaluate
+    from umm.eval.judge import describe_image
     from umm.eval.reference import reference_at
-    from umm.train.loop import train
-    from umm.train.recipe import load_recipe
+    from umm.training.loop import train
+    from umm.training.recipe import load_recipe
 
-    recipe = recipe or REPO_CONFIGS / "transfusion_demo.yaml"
+    recipe = recipe or recipe_path("transfusion_demo")
     level_override = [f"data.level={level}"] if level else []  # `umm demo --level L2` moves up the ladder
     run = load_recipe(recipe, [f"train.time_budget_minutes={minutes}", *level_override, *(overrides or [])])
     out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +84,7 @@ def run_demo(out: Path, minutes: float = 10.0, show_progress: bool = True, recip
         scores.update({"reference/minutes": reference.minutes, "reference/test": reference.test,
                        "reference/heldout": reference.heldout})
     (out / "scores.json").write_text(json.dumps(scores, indent=2))
-    verdicts = [(p, hit, describe_read(img)) for p, hit, img in zip(ev.prompts[:16], ev.prompt_hits, ev.images)]
+    verdicts = [(p, hit, describe_image(img)) for p, hit, img in zip(ev.prompts[:16], ev.prompt_hits, ev.images)]
     (out / "report.md").write_text(_report(run, scores, ev, verdicts))
     print(f"umm demo: done. report {out / 'report.md'}, samples {out / 'samples.png'}, "
           f"captions {out / 'captions.md'}, scores {out / 'scores.json'}, loss curve {out / 'loss_curve.png'}")

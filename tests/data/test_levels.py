@@ -14,7 +14,7 @@ from umm.data.shapes.levels import DEFAULT_CANVAS, LEVELS, get_level
 from umm.data.shapes.render import render_scene
 from umm.eval.judge import geneval_prompts, level_categories, oracle_scene, parse_caption, parse_image, satisfies
 from umm.eval.judge import scene_key, scene_of
-from umm.train.recipe import load_recipe
+from umm.training.recipe import load_recipe
 
 
 def _fingerprint(world_kwargs: dict, n: int) -> str:
@@ -120,15 +120,15 @@ def test_geneval_prompts_ask_only_what_the_level_can_express(name):
 
 
 def test_recipes_name_their_level_and_a_bad_level_names_the_choices(tmp_path):
-    from umm.cli import REPO_CONFIGS
+    from umm.recipes import RECIPES_DIR
 
-    for path in REPO_CONFIGS.glob("*.yaml"):
+    for path in RECIPES_DIR.glob("*.yaml"):
         text = path.read_text()
         if "name: shapes" in text:
             assert "level:" in text, path.name
-    run = load_recipe(REPO_CONFIGS / "test_transfusion.yaml", ["data.level=L1"])
+    run = load_recipe(RECIPES_DIR / "test_transfusion.yaml", ["data.level=L1"])
     assert ShapesWorld.from_config(run.data, "train").level.name == "L1"
     with pytest.raises(ConfigError, match=r"data.level.*L1.*L4"):
-        load_recipe(REPO_CONFIGS / "test_transfusion.yaml", ["data.level=L7"])
+        load_recipe(RECIPES_DIR / "test_transfusion.yaml", ["data.level=L7"])
     with pytest.raises(ValueError, match="unknown ShapesWorld level"):
         ShapesWorld("train", level="L0")

@@ -2,7 +2,6 @@
 probe, the denoise check (one-step x0 from the true x_t) and the harness that reports them."""
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,16 +13,16 @@ from umm.eval import diagnostics
 from umm.eval.harness import EvalConfig, evaluate, training_level
 from umm.eval.judge import geneval_prompts, oracle_scene
 from umm.models.system import load_system
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("diag")
-    run = load_recipe(ROOT / "configs" / "test_transfusion.yaml", ["train.steps=30", "data.level=L1"])
+    run = load_recipe(RECIPES_DIR / "test_transfusion.yaml", ["train.steps=30", "data.level=L1"])
     train(run, out / "run", show_progress=False)
     model, system = load_system(out / "run" / "model")
     return out / "run" / "model", model, system

@@ -2,7 +2,6 @@
 exactly grid^2 image codes then EOI, guidance), and a tiny recipe end to end."""
 
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,10 +17,10 @@ from umm.nn import Layout
 from umm.pipelines import ar
 from umm.samplers import three_way_cfg
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +155,7 @@ def test_tokenizers_without_one_code_per_position_are_refused(tiny):
 
 
 def test_tiny_recipe_trains_saves_and_runs_every_capability(tmp_path):
-    run = load_recipe(CONFIGS / "test_chameleon.yaml")
+    run = load_recipe(RECIPES_DIR / "test_chameleon.yaml")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = train(run, tmp_path, show_progress=False)

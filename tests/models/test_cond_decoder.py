@@ -2,7 +2,6 @@
 shape, zero after the caption, cache = fresh), CFG's null condition, a decoder that learns a conditional
 mapping and samples it back, and the tiny recipe end to end through the eval harness."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,10 +17,10 @@ from umm.models.factory import build_model, model_config
 from umm.models.system import load_system
 from umm.nn import patchify
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +166,7 @@ def test_bad_inputs_are_one_clear_error(tokenizer):
 
 
 def test_tiny_recipe_trains_saves_and_is_scored_by_the_judge(tmp_path):
-    run = load_recipe(CONFIGS / "test_cond_decoder.yaml")
+    run = load_recipe(RECIPES_DIR / "test_cond_decoder.yaml")
     result = train(run, tmp_path, show_progress=False)
     assert result.losses[-1] < 0.8 * result.losses[0]
     assert (tmp_path / "model" / ENCODERS_DIR / "model.safetensors").is_file()  # frozen encoders travel along

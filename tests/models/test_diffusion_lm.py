@@ -12,10 +12,10 @@ from umm.models.system import load_system
 from umm.nn import Layout, attention_mask, unpatchify
 from umm.pipelines.diffusion_lm import make_sampler
 from umm.samplers import cfg
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 # the U-Net + pooled-text Transfusion keeps the pooled text in the KV cache: cached = full recompute checks it
@@ -28,7 +28,7 @@ def trained(request, tmp_path_factory):
     """A tiny model trained for a few dozen steps (text-to-image and captioning)."""
     out = tmp_path_factory.mktemp(request.param)
     family = request.param.split("_")[0]
-    run = load_recipe(ROOT / "configs" / f"test_{family}.yaml", ["train.steps=40", *VARIANTS[request.param]])
+    run = load_recipe(RECIPES_DIR / f"test_{family}.yaml", ["train.steps=40", *VARIANTS[request.param]])
     result = train(run, out / "run", show_progress=False)
     model, system = load_system(out / "run" / "model")
     return request.param, model, system, result
@@ -152,7 +152,7 @@ def test_interleaved_generation_puts_an_image_in_the_stream(trained):
 def test_unet_patchification_trains_and_samples(tmp_path, fold):
     """Transfusion's U-Net down/up blocks (paper sec. 3.3) in place of the linear patch projection; with
     ``unet_fold`` 2 the U-Net starts on 2x2 pixel blocks (one level fewer for the same patch)."""
-    run = load_recipe(ROOT / "configs" / "test_transfusion.yaml",
+    run = load_recipe(RECIPES_DIR / "test_transfusion.yaml",
                       ["train.steps=12", "model_args.unet=true", "model_args.unet_width=8", f"model_args.unet_fold={fold}"])
     result = train(run, tmp_path / "run", show_progress=False)
     assert sum(result.losses[-3:]) < sum(result.losses[:3])
@@ -166,7 +166,7 @@ def test_unet_patchification_trains_and_samples(tmp_path, fold):
 def test_vae_latent_option_trains_and_samples_images(family, tmp_path):
     """Diffusion in a frozen KL-VAE's latent space: the model's tokens are latents, outputs are decoded pixels,
     and the saved system carries its VAE."""
-    run = load_recipe(ROOT / "configs" / f"test_{family}.yaml",
+    run = load_recipe(RECIPES_DIR / f"test_{family}.yaml",
                       ["train.steps=3", "system_args.image_tokenizer=test_vae", "system_args.latent_scale=1.5",
                        "model_args.patch=1"])
     train(run, tmp_path / "run", show_progress=False)

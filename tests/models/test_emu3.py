@@ -3,7 +3,6 @@ model, the structure processor (valid grids whatever the model wants, malformed 
 guidance, cache = recompute, text -> video frame counts, and a tiny recipe end to end."""
 
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,10 +18,10 @@ from umm.nn import Layout
 from umm.pipelines import ar, ar_video
 from umm.samplers import cfg
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def make_system(tokenizer, options: Emu3Options, seed: int = 0):
@@ -242,7 +241,7 @@ def test_bad_configuration_is_one_clear_error(tiny):
 
 
 def test_tiny_recipe_trains_saves_and_runs_every_capability(tmp_path):
-    run = load_recipe(CONFIGS / "test_emu3.yaml")
+    run = load_recipe(RECIPES_DIR / "test_emu3.yaml")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = train(run, tmp_path, show_progress=False)

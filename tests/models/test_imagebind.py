@@ -19,8 +19,9 @@ from umm.models.factory import build_model, model_config
 from umm.models.imagebind import ALL_PAIRS, STAR, ImageBindOptions, ImageBindSystem
 from umm.models.system import load_system
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,7 +131,7 @@ def test_frozen_minilm_text_tower(tokenizer, samples):
 
 
 def test_tiny_recipe_trains_evaluates_and_serves_the_cli(tmp_path, capsys):
-    run = load_recipe(ROOT / "configs" / "test_imagebind.yaml", ["train.steps=4", "train.save_every=4"])
+    run = load_recipe(RECIPES_DIR / "test_imagebind.yaml", ["train.steps=4", "train.save_every=4"])
     result = train(run, tmp_path / "run", show_progress=False)
     assert result.step == 4 and all(np.isfinite(result.losses))
     model, system = load_system(tmp_path / "run" / "model")
@@ -169,16 +170,16 @@ def test_two_rank_ddp_training_matches_one_process(tmp_path):
     import sys
 
     overrides = ["train.steps=3", "train.log_every=1"]
-    single = train(load_recipe(ROOT / "configs" / "test_imagebind.yaml", overrides), tmp_path / "one", show_progress=False)
+    single = train(load_recipe(RECIPES_DIR / "test_imagebind.yaml", overrides), tmp_path / "one", show_progress=False)
     script = tmp_path / "ddp.py"
     script.write_text(
-        "import json, sys\nimport torch.distributed as dist\nfrom umm.train.loop import train\n"
-        "from umm.train.recipe import load_recipe\n"
+        "import json, sys\nimport torch.distributed as dist\nfrom umm.training.loop import train\n"
+        "from umm.training.recipe import load_recipe\n"
         "result = train(load_recipe(sys.argv[1], sys.argv[3:]), sys.argv[2], show_progress=False)\n"
         "if dist.get_rank() == 0:\n    print('LOSSES ' + json.dumps(result.losses))\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "UMM_CACHE": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           str(ROOT / "configs" / "test_imagebind.yaml"), str(tmp_path / "two"), *overrides]
+           str(RECIPES_DIR / "test_imagebind.yaml"), str(tmp_path / "two"), *overrides]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("LOSSES "))

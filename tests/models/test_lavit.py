@@ -2,7 +2,6 @@
 model's variable-length sequences (collate, train), generation until EOI (cache = recompute), recipes."""
 
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,10 +16,10 @@ from umm.models.showo import ShowoOptions, ShowoSystem
 from umm.models.system import load_system
 from umm.tokenizers.image.dynamic import PAD_CODE, DynamicOptions, DynamicTokenizerSystem
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
-from umm.train.loop import after_optimizer_step, train
-from umm.train.recipe import load_recipe
+from umm.training.loop import after_optimizer_step, train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +153,9 @@ def test_variable_length_batches_train(tiny):
 def test_recipes_end_to_end(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tokenizer_run = train(load_recipe(CONFIGS / "test_lavit_tokenizer.yaml"), tmp_path / "tok", show_progress=False)
+        tokenizer_run = train(load_recipe(RECIPES_DIR / "test_lavit_tokenizer.yaml"), tmp_path / "tok", show_progress=False)
         assert tokenizer_run.losses[-1] < 0.5 * tokenizer_run.losses[0]
-        run = load_recipe(CONFIGS / "test_lavit.yaml", [f"system_args.image_tokenizer={tmp_path / 'tok' / 'model'}"])
+        run = load_recipe(RECIPES_DIR / "test_lavit.yaml", [f"system_args.image_tokenizer={tmp_path / 'tok' / 'model'}"])
         result = train(run, tmp_path / "lm", show_progress=False)  # variable-length batches train
     assert result.losses[-1] < 0.85 * result.losses[0]
     assert (tmp_path / "lm" / "model" / TOKENIZER_DIR / "model.safetensors").is_file()

@@ -5,7 +5,6 @@ circle" and "three white stars"). This test fails then: the colour of the one dr
 prompt far above chance (1 in 8). The colour is what the judge reads exactly at any object size, and it is the
 first attribute a text path carries (benchmarks/RESULTS.md, "The 60-second learning guard")."""
 
-from pathlib import Path
 
 import torch
 
@@ -13,15 +12,15 @@ import umm.models  # noqa: F401
 from umm.data.shapes.levels import get_level
 from umm.eval.judge.image import parse_image
 from umm.models.system import load_system
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_tiny_transfusion_follows_the_prompt_colour(tmp_path):
     torch.set_num_threads(1)
-    run = load_recipe(ROOT / "configs" / "test_transfusion_guard.yaml")
+    run = load_recipe(RECIPES_DIR / "test_transfusion_guard.yaml")
     train(run, tmp_path / "run", show_progress=False)
     model, system = load_system(tmp_path / "run" / "model")
     pairs = get_level("L1").seen_combinations  # (colour, shape) pairs of the training split

@@ -3,7 +3,6 @@ head, 0.5 text + 0.5 vision cross-entropies, valid grids from the sampler, cache
 counts, and a tiny recipe end to end."""
 
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,10 +19,10 @@ from umm.nn import Layout
 from umm.objectives import IGNORE
 from umm.pipelines import ar_video
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +155,7 @@ def test_text_to_video_gives_the_asked_frame_count(tiny):
 
 
 def test_tiny_recipe_trains_saves_and_runs_every_capability(tmp_path):
-    run = load_recipe(CONFIGS / "test_lwm.yaml")
+    run = load_recipe(RECIPES_DIR / "test_lwm.yaml")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = train(run, tmp_path, show_progress=False)

@@ -16,6 +16,7 @@ from umm.models.mmar import MMAROptions, MMARSystem
 from umm.nn import Layout, attention_mask
 from umm.pipelines import masked_ar
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
+from umm.recipes import RECIPES_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -236,10 +237,10 @@ def test_masked_image_span_with_cache_matches_full_forward(tokenizer, samples):
 
 
 def test_tiny_recipe_loss_falls(tmp_path):
-    from umm.train.loop import train
-    from umm.train.recipe import load_recipe
+    from umm.training.loop import train
+    from umm.training.recipe import load_recipe
 
-    run = load_recipe(REPO / "configs" / "test_mmar.yaml", ["train.steps=30", "train.log_every=30"])
+    run = load_recipe(RECIPES_DIR / "test_mmar.yaml", ["train.steps=30", "train.log_every=30"])
     result = train(run, tmp_path / "run", show_progress=False)
     assert result.step == 30
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5

@@ -3,7 +3,6 @@ routing by the first signal token (malformed streams give a clear result), the t
 trains, starting from the previous run), free generation that routes into the decoder, and the tiny
 recipe end to end."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,10 +17,10 @@ from umm.models.system import load_system
 from umm.objectives import IGNORE
 from umm.pipelines.multi_expert import route
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -107,11 +106,11 @@ def test_each_stage_trains_only_its_parts(tokenizer, stage):
 
 
 def test_a_stage_starts_from_the_previous_run_and_changes_only_its_parts(tmp_path):
-    first = load_recipe(CONFIGS / "test_nextgpt.yaml", ["train.steps=4", "tasks=[{name: caption, batch_size: 4}]",
+    first = load_recipe(RECIPES_DIR / "test_nextgpt.yaml", ["train.steps=4", "tasks=[{name: caption, batch_size: 4}]",
                                                         "system_args.stage=input"])
     train(first, tmp_path / "stage1", show_progress=False)
     previous, _ = load_system(tmp_path / "stage1" / "model")
-    second = load_recipe(CONFIGS / "test_nextgpt.yaml", [
+    second = load_recipe(RECIPES_DIR / "test_nextgpt.yaml", [
         "train.steps=4", "tasks=[{name: t2i, batch_size: 4}]", "system_args.stage=output",
         f"system_args.init_from={tmp_path / 'stage1' / 'model'}", f"tokenizer.path={tmp_path / 'stage1' / 'model'}"])
     train(second, tmp_path / "stage2", show_progress=False)
@@ -120,7 +119,7 @@ def test_a_stage_starts_from_the_previous_run_and_changes_only_its_parts(tmp_pat
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert changed and all(name.startswith("output_projector.") for name in changed)
     # a stage on another tokenizer is refused (its token ids would mean something else)
-    third = load_recipe(CONFIGS / "test_nextgpt.yaml", ["train.steps=1", f"system_args.init_from={tmp_path / 'stage1' / 'model'}",
+    third = load_recipe(RECIPES_DIR / "test_nextgpt.yaml", ["train.steps=1", f"system_args.init_from={tmp_path / 'stage1' / 'model'}",
                                                         "tokenizer.corpus_size=500"])
     with pytest.raises(ConfigError, match="init_from"):
         train(third, tmp_path / "stage3", show_progress=False)
@@ -148,7 +147,7 @@ def test_free_generation_routes_signal_tokens_into_the_image_decoder(tokenizer):
 
 
 def test_tiny_recipe_trains_saves_and_runs_every_capability(tmp_path):
-    run = load_recipe(CONFIGS / "test_nextgpt.yaml")
+    run = load_recipe(RECIPES_DIR / "test_nextgpt.yaml")
     result = train(run, tmp_path, show_progress=False)
     assert result.losses[-1] < 0.85 * result.losses[0]
     assert (tmp_path / "model" / DECODER_DIR / "encoders" / "model.safetensors").is_file()

@@ -2,7 +2,6 @@
 the de-tokenizer's own image condition (MSE x 6, or cosine); text -> image = regressed features through the
 de-tokenizer; one frozen image encoder on both sides; the tiny recipe end to end."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,10 +17,10 @@ from umm.models.seedx import DETOKENIZER_DIR, SeedXOptions, SeedXSystem
 from umm.models.system import load_system, save_system
 from umm.objectives import IGNORE
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +109,7 @@ def test_the_detokenizer_must_be_conditioned_on_image_features(tokenizer, tmp_pa
 
 
 def test_tiny_recipe_trains_saves_and_runs_every_capability(tmp_path):
-    run = load_recipe(CONFIGS / "test_seedx.yaml")
+    run = load_recipe(RECIPES_DIR / "test_seedx.yaml")
     result = train(run, tmp_path, show_progress=False)
     assert result.losses[-1] < 0.85 * result.losses[0]
     assert (tmp_path / "model" / DETOKENIZER_DIR / "encoders" / "model.safetensors").is_file()

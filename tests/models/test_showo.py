@@ -2,7 +2,6 @@
 inpainting keeps the unmasked codes), KV-cache captioning = full recompute, and a tiny recipe end to end."""
 
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,10 +20,10 @@ from umm.pipelines import ar, maskgit
 from umm.pipelines.decode import decode_tokens
 from umm.samplers import annealed_choice_temperature, mask_schedule, maskgit_step, muse_cfg
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +213,7 @@ def test_sampler_and_tokenizer_choices_are_checked(tiny):
 
 
 def test_tiny_recipe_trains_saves_and_runs_every_capability(tmp_path):
-    run = load_recipe(CONFIGS / "test_showo.yaml")
+    run = load_recipe(RECIPES_DIR / "test_showo.yaml")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = train(run, tmp_path, show_progress=False)

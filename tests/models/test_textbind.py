@@ -1,7 +1,6 @@
 """TextBind: image slots filled by the input projector, the loss only where the LM writes, cached decoding =
 full recompute, text -> image = the LM's caption drawn by the generator, and the tiny recipe end to end."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,10 +18,10 @@ from umm.models.textbind import ENCODERS_DIR, GENERATOR_DIR, TextBindOptions, Te
 from umm.objectives import IGNORE
 from umm.pipelines import multi_expert
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +116,7 @@ def test_connector_kind_is_checked():
 
 
 def test_tiny_recipe_trains_saves_and_runs_every_capability(tmp_path):
-    run = load_recipe(CONFIGS / "test_textbind.yaml")
+    run = load_recipe(RECIPES_DIR / "test_textbind.yaml")
     result = train(run, tmp_path, show_progress=False)
     assert result.losses[-1] < 0.85 * result.losses[0]  # measured 17.9 -> 13.5 in 30 steps
     for part in (ENCODERS_DIR, GENERATOR_DIR):

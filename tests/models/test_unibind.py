@@ -2,7 +2,6 @@
 load of the knowledge base, and nearest- vs mean-centre classification in the eval."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,10 +16,10 @@ from umm.models.factory import build_model, model_config
 from umm.models.system import load_system, save_system
 from umm.models.unibind import UniBindOptions, UniBindSystem, build_knowledge_base, load_knowledge_base
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +124,7 @@ def test_eval_compares_nearest_and_mean_centres(tokenizer):
 
 
 def test_tiny_recipe_trains(tmp_path):
-    run = load_recipe(ROOT / "configs" / "test_unibind.yaml", ["train.steps=3"])
+    run = load_recipe(RECIPES_DIR / "test_unibind.yaml", ["train.steps=3"])
     result = train(run, tmp_path / "run", show_progress=False)
     assert result.step == 3 and (tmp_path / "run" / "model" / "knowledge_base.json").is_file()
 

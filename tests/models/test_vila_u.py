@@ -3,7 +3,6 @@ code embeddings, causal everywhere), the depth head (cached/iterative = teacher 
 teacher-forced recompute under guidance, and the two recipes end to end (tower, then the model on it)."""
 
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,10 +20,10 @@ from umm.nn import Layout
 from umm.objectives import IGNORE
 from umm.samplers import cfg
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +161,9 @@ def test_understanding_uses_the_cache_consistently(tiny):
 def test_tower_and_model_recipes_end_to_end(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tower = train(load_recipe(CONFIGS / "test_vila_u_tower.yaml"), tmp_path / "tower", show_progress=False)
+        tower = train(load_recipe(RECIPES_DIR / "test_vila_u_tower.yaml"), tmp_path / "tower", show_progress=False)
         assert tower.losses[-1] < 0.8 * tower.losses[0]
-        run = load_recipe(CONFIGS / "test_vila_u.yaml", [f"system_args.vision_tower={tmp_path / 'tower' / 'model'}"])
+        run = load_recipe(RECIPES_DIR / "test_vila_u.yaml", [f"system_args.vision_tower={tmp_path / 'tower' / 'model'}"])
         result = train(run, tmp_path / "lm", show_progress=False)
     assert result.losses[-1] < 0.85 * result.losses[0]
     assert (tmp_path / "lm" / "model" / TOKENIZER_DIR / "model.safetensors").is_file()

@@ -2,7 +2,6 @@
 short real training on ShapesWorld."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +14,10 @@ from umm.eval.reconstruction import evaluate_reconstruction
 from umm.models.factory import save_pretrained
 from umm.models.system import load_system
 from umm.tokenizers.image import FSQ, LFQ, ResidualQuantizer, VectorQuantizer, load_image_tokenizer
-from umm.train.loop import after_optimizer_step, train
-from umm.train.recipe import load_recipe
+from umm.training.loop import after_optimizer_step, train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FAMILIES = ["test_vq", "test_rq", "test_fsq", "test_lfq", "test_vae", "test_vqvideo"]
 
 
@@ -206,7 +205,7 @@ def test_fresh_tokenizers_are_seeded_and_leave_the_global_rng_alone():
 @pytest.fixture(scope="module")
 def trained_vq(tmp_path_factory):
     """test_vq trained by the real trainer on its tiny recipe (80 steps, ~10 s)."""
-    run = load_recipe(CONFIGS / "test_vq.yaml")
+    run = load_recipe(RECIPES_DIR / "test_vq.yaml")
     out = tmp_path_factory.mktemp("vq")
     result = train(run, out, show_progress=False)
     return result, out / "model"
@@ -243,7 +242,7 @@ def test_default_tokenizers_learn_shapesworld(recipe, max_mse, min_objects, tmp_
     """600 steps of each default recipe (a few minutes each): reconstructions the judge reads. Measured at
     ~600 steps on one core: VQ 0.0016 / 0.48, FSQ 0.0013 / 0.55, RQ 0.0017 / 0.41, LFQ 0.0044 / 0.14 (MSE /
     objects read)."""
-    run = load_recipe(CONFIGS / f"{recipe}.yaml", ["train.steps=600"])
+    run = load_recipe(RECIPES_DIR / f"{recipe}.yaml", ["train.steps=600"])
     train(run, tmp_path, show_progress=False)
     model, system = load_system(tmp_path / "model")
     metrics = evaluate_reconstruction(model, system, n_images=64)

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.recipes import RECIPES_DIR
+from umm.training.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "configs" / "test_transfusion.yaml"
+RECIPE = RECIPES_DIR / "test_transfusion.yaml"
 # Captioning with clean images and no diffusion term: the loss has no random draw, so one process and two
 # ranks (each drawing its own noise) see exactly the same objective.
 OVERRIDES = ["train.steps=6", "tasks=[{name: caption, batch_size: 8}]", "system_args.caption_max_t=0.0",
@@ -22,8 +23,8 @@ OVERRIDES = ["train.steps=6", "tasks=[{name: caption, batch_size: 8}]", "system_
 
 SCRIPT = """
 import json, sys
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
 import torch.distributed as dist
 run = load_recipe(sys.argv[1], sys.argv[3:])
 result = train(run, sys.argv[2], show_progress=False)

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from umm.train.ema import EMA
+from umm.training.ema import EMA
 
 
 def test_ema_decay_warms_up_and_forgets_the_initial_weights():

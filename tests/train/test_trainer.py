@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +13,11 @@ import torch
 from umm import UmmError
 from umm.config import ConfigError
 from umm.models.system import load_system
-from umm.train.loop import train
-from umm.train.recipe import load_recipe
+from umm.training.loop import train
+from umm.training.recipe import load_recipe
+from umm.recipes import RECIPES_DIR
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "configs" / "test_transfusion.yaml"
+RECIPE = RECIPES_DIR / "test_transfusion.yaml"
 
 
 @pytest.fixture(autouse=True)

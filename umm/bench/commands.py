@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from umm import UmmError
+from umm.config import positive_float, positive_int
+from umm.data.shapes.vocab import SPLITS
 
 
 def _cpu_name() -> str:
@@ -45,7 +47,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from umm.bench.plan import default_systems, plan
     from umm.bench.report import readme_table, update_readme, write_report
     from umm.bench.runner import BenchConfig, run_entry
-    from umm.cli import REPO_CONFIGS
+    from umm.recipes import RECIPES_DIR
     from umm.registry import SYSTEMS
 
     registered = SYSTEMS.names()
@@ -57,7 +59,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          args.eval_steps, args.split, args.threads,
                          Path(args.reuse_from) if args.reuse_from else None)
     config.out.mkdir(parents=True, exist_ok=True)
-    entries = plan(systems, REPO_CONFIGS, quick=args.quick_steps > 0)
+    entries = plan(systems, RECIPES_DIR, quick=args.quick_steps > 0)
     rows = [run_entry(e, config, i + 1, len(entries)) for i, e in enumerate(entries)]
     latency: list[dict] = []
     latency_path = config.out / "latency.json"
@@ -108,14 +110,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                "  umm bench --budget-minutes 5 --reuse-from runs        # tokenizers trained before, systems here\n"
                "re-running the same command resumes: finished systems are not retrained.",
     )
-    p.add_argument("--budget-minutes", type=float, default=5.0, help="training wall-clock per system")
+    p.add_argument("--budget-minutes", type=positive_float, default=5.0, help="training wall-clock per system")
     p.add_argument("--systems", help="comma-separated families (default: every registered one)")
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--quick-steps", type=int, default=0, help="> 0: tiny test recipes for this many steps")
-    p.add_argument("--n-prompts", type=int, default=60)
-    p.add_argument("--n-images", type=int, default=60)
-    p.add_argument("--eval-steps", type=int, default=25)
-    p.add_argument("--split", default="heldout")
+    p.add_argument("--n-prompts", type=positive_int, default=60)
+    p.add_argument("--n-images", type=positive_int, default=60)
+    p.add_argument("--eval-steps", type=positive_int, default=25)
+    p.add_argument("--split", default="heldout", choices=SPLITS)
     p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of each training process (0: inherit)")
     p.add_argument("--reuse-from", metavar="DIR",
                    help="take tokenizers/decoders already trained in DIR/<recipe>/model (e.g. runs) instead of "

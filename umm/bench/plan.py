@@ -1,6 +1,6 @@
 """What ``umm bench`` trains: one entry per registered system, its recipe, and the runs it depends on.
 
-A system's bench recipe is ``configs/<family>_s.yaml`` (``configs/test_<family>.yaml`` in quick mode). A recipe
+A system's bench recipe is ``umm/recipes/<family>_s.yaml`` (``umm/recipes/test_<family>.yaml`` in quick mode). A recipe
 that names another run's output in its ``system_args`` (``image_tokenizer: runs/vq_s/model``) depends on that
 run: the bench trains the dependency first, inside its own output directory, and points the system at it.
 """

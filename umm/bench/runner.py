@@ -91,7 +91,7 @@ def run_entry(entry: Entry, config: BenchConfig, index: int, total: int) -> dict
     out.mkdir(parents=True, exist_ok=True)
     row: dict[str, Any] = {"system": entry.name, "cell": entry.cell, "recipe": str(entry.recipe) if entry.recipe else None}
     if entry.recipe is None:
-        print(f"{label}: no recipe (configs/{entry.name}_s.yaml), reported without training", flush=True)
+        print(f"{label}: no recipe (umm/recipes/{entry.name}_s.yaml), reported without training", flush=True)
         row["status"] = "no recipe"
         result_path.write_text(json.dumps(row, indent=2))
         return row

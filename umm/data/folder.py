@@ -87,11 +87,17 @@ def decode_image(source: str | Path | bytes, canvas: int) -> torch.Tensor:
     handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     with Image.open(handle) as image:
         image.load()  # decode now, so truncation surfaces here
-        if image.mode in ("RGBA", "LA", "P", "PA"):
-            rgba = image.convert("RGBA")
-            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
-        else:
-            image = image.convert("RGB")
+        return pil_to_tensor(image, canvas)
+
+
+def pil_to_tensor(image: Image.Image, canvas: int) -> torch.Tensor:
+    """A PIL image -> (3, canvas, canvas) float32 in [0, 1]: transparency composited on black (ShapesWorld's
+    background), shorter side resized to ``canvas``, centre crop."""
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    else:
+        image = image.convert("RGB")
     width, height = image.size
     if (width, height) != (canvas, canvas):
         scale = canvas / min(width, height)

@@ -102,7 +102,7 @@ def load_config(directory: str | Path) -> Any:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise umm.UmmError(f"{str(directory)!r} is not a saved umm model (no {CONFIG_FILE})")
-    meta = json.loads(path.read_text())
+    meta = _read_json(path)
     cls = ARCHITECTURES.get(meta["family"]).config_class
     return from_dict(cls, meta["config"], where="model.")
 
@@ -110,6 +110,24 @@ def load_config(directory: str | Path) -> Any:
 def from_pretrained(directory: str | Path, device: str = "cpu") -> nn.Module:
     """Rebuild the saved architecture exactly and load its weights (strict: every tensor must match)."""
     model = build_model(load_config(directory))
-    missing, unexpected = safetensors.torch.load_model(model, str(Path(directory) / WEIGHTS_FILE), strict=True, device=device)
-    assert not missing and not unexpected, f"weights do not match the architecture: {missing} {unexpected}"
+    weights = Path(directory) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise umm.UmmError(f"{str(directory)!r} has no {WEIGHTS_FILE}; the run did not finish writing its model")
+    try:
+        safetensors.torch.load_model(model, str(weights), strict=True, device=device)
+    except (safetensors.SafetensorError, OSError) as error:
+        raise umm.UmmError(f"cannot read {str(weights)!r}: the file is corrupt or truncated ({error})") from None
+    except RuntimeError as error:  # strict loading: a tensor missing, unexpected or of another shape
+        raise umm.UmmError(f"the weights in {str(weights)!r} do not match the saved architecture: "
+                           f"{str(error).splitlines()[0]}") from None
     return model.to(device).eval()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise umm.UmmError(f"{str(path)!r} is not valid JSON (a corrupt or foreign model directory)") from None
+    if not isinstance(meta, dict) or "family" not in meta:
+        raise umm.UmmError(f"{str(path)!r} is not an umm model description (no 'family')")
+    return meta

@@ -10,7 +10,7 @@ conditioned on those features draws the image.
   the alternative of the released code; ``src/models/mllm/seed_x.py``).
 - **De-tokenizer**: a diffusion decoder conditioned on those image features, trained on its own to
   reconstruct images from them (SEED-X: SDXL with a resampler, pre-trained on ViT features; here a
-  ``cond_decoder`` run with ``condition: image``, ``configs/seedx_detokenizer_s.yaml``). It is frozen, and its
+  ``cond_decoder`` run with ``condition: image``, ``umm/recipes/seedx_detokenizer_s.yaml``). It is frozen, and its
   frozen image encoder is the one the LM reads with, so regression targets and inputs share one space.
 
 Sequences (one small causal LM, ``umm.models.llm_bridge``):
@@ -223,5 +223,5 @@ def _detokenizer(source: str, tokenizer) -> tuple[nn.Module, object]:
     model, system = frozen_system(source, tokenizer, {"condition": "image"})
     if system.family != "cond_decoder" or system.options.condition != "image":
         raise ConfigError(f"system_args.detokenizer {source!r} must be a cond_decoder conditioned on image features "
-                          "(configs/seedx_detokenizer_s.yaml)")
+                          "(umm/recipes/seedx_detokenizer_s.yaml)")
     return model, system

@@ -101,7 +101,12 @@ def load_system(directory: str | Path, device: str = "cpu") -> tuple[torch.nn.Mo
     meta_path = directory / SYSTEM_FILE
     if not meta_path.is_file():
         raise UmmError(f"{str(directory)!r} is not a trained umm system (no {SYSTEM_FILE}); pass runs/<name>/model")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UmmError(f"{str(meta_path)!r} is not valid JSON (a corrupt or foreign model directory)") from None
+    if not isinstance(meta, dict) or "family" not in meta:
+        raise UmmError(f"{str(meta_path)!r} is not an umm system description (no 'family')")
     cls = SYSTEMS.get(meta["family"])
     model = from_pretrained(directory, device)
     system = cls.load(directory, model.config, cls.parse_options(meta["options"]))

@@ -153,7 +153,7 @@ class Transfusion(nn.Module):
 @register_model
 def transfusion_xs() -> TransfusionConfig:
     """~1M parameters: the `umm demo` size. At a 10-minute CPU budget a smaller model that takes ~2x more
-    optimizer steps than ``transfusion_s`` scores as well or better (configs/transfusion_demo.yaml)."""
+    optimizer steps than ``transfusion_s`` scores as well or better (umm/recipes/transfusion_demo.yaml)."""
     return TransfusionConfig(transformer=TransformerConfig(dim=128, depth=4, heads=2, rope_axes=2))
 
 

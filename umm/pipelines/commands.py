@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 from umm import UmmError
+from umm.config import positive_int
+from umm.data.shapes.levels import LEVELS
+from umm.data.shapes.vocab import SPLITS
 
 
 def _examples(*lines: str) -> str:
@@ -21,52 +24,35 @@ def _load(path: str):
     return model, system
 
 
-def _require(system, capability: str) -> None:
-    if capability not in system.capabilities:
-        raise UmmError(f"system {system.family!r} cannot {capability}; it can: {', '.join(system.capabilities)}")
-
-
-def _read_images(paths: list[str], size: int):
+def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from umm.data.folder import load_image
-
-    images = []
-    for p in paths:
-        image = load_image(Path(p), size)
-        if image is None:
-            raise UmmError(f"cannot read image {p!r}")
-        images.append(image)
-    return torch.stack(images)
-
-
-def cmd_sample(args: argparse.Namespace) -> int:
+    from umm.api import load
     from umm.data.grid import save_grid
 
-    model, system = _load(args.model)
-    _require(system, "t2i")
-    prompts = [p for p in args.prompt for _ in range(args.n)]
-    images = system.generate_images(model, prompts, steps=args.steps, cfg_scale=args.cfg, sampler=args.sampler, seed=args.seed)
+    pipe = load(args.model)
+    images = pipe.generate(args.prompt, n=args.n, seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler,
+                           output="tensor")  # fmt: skip
     out = Path(args.out)
-    save_grid(images, out, nrow=args.n, labels=[p if i % args.n == 0 else "" for i, p in enumerate(prompts)])
+    prompts = [p for p in args.prompt for _ in range(args.n)]
+    save_grid(torch.stack(images), out, nrow=args.n, labels=[p if i % args.n == 0 else "" for i, p in enumerate(prompts)])
     print(f"wrote {len(images)} images to {out}")
     return 0
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    model, system = _load(args.model)
-    _require(system, "caption")
-    images = _read_images(args.images, system.config.image_size)
-    for path, text in zip(args.images, system.caption(model, images)):
+    from umm.api import load
+
+    pipe = load(args.model)
+    for path, text in zip(args.images, pipe.caption(args.images)):
         print(f"{path}\t{text}")
     return 0
 
 
 def cmd_answer(args: argparse.Namespace) -> int:
-    model, system = _load(args.model)
-    _require(system, "qa")
-    images = _read_images([args.image], system.config.image_size)
-    print(system.answer(model, images, [args.question])[0])
+    from umm.api import load
+
+    print(load(args.model).answer(args.image, args.question)[0])
     return 0
 
 
@@ -111,8 +97,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                         'umm sample runs/demo/model --prompt "two stars" --n 8 --steps 50 --cfg 4'))
     p.add_argument("model", help="a trained system directory (runs/<name>/model)")
     p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
-    p.add_argument("--n", type=int, default=4, help="images per prompt")
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--n", type=positive_int, default=4, help="images per prompt")
+    p.add_argument("--steps", type=positive_int, default=25)
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = none)")
     p.add_argument("--sampler", default=None, help="euler | heun | ddim | ddpm (default: the path's natural one)")
     p.add_argument("--seed", type=int, default=0)
@@ -135,14 +121,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score a trained system with the ShapesWorld judge", formatter_class=fmt,
                        epilog=_examples("umm eval runs/demo/model", "umm eval runs/demo/model --split test --n-prompts 240 --out scores.json"))
     p.add_argument("model")
-    p.add_argument("--split", default="heldout", help="train | val | test | heldout (default: heldout)")
-    p.add_argument("--n-prompts", type=int, default=120)
-    p.add_argument("--n-images", type=int, default=100)
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--split", default="heldout", choices=SPLITS, help="train | val | test | heldout (default: heldout)")
+    p.add_argument("--n-prompts", type=positive_int, default=120)
+    p.add_argument("--n-images", type=positive_int, default=100)
+    p.add_argument("--steps", type=positive_int, default=25)
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=1234,
                    help="seed of the prompts and images (1234; choose sampler settings on another, e.g. 99)")
-    p.add_argument("--level", default=None, help="ShapesWorld level L1..L4 (default: the one the model trained at)")
+    p.add_argument("--level", default=None, choices=list(LEVELS), help="ShapesWorld level (default: the one the model trained at)")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="skip prompt adherence, tokenizer ceiling and denoise check (faster)")
     p.add_argument("--out", help="write the metrics (and seconds per generated item) as JSON")

@@ -9,7 +9,7 @@
   ``qa_accuracy`` (normalised match), ``video_direction_accuracy`` and ``score_video``.
 """
 
-from umm.eval.judge.image import DetectedObject, parse_image, scene_of
+from umm.eval.judge.image import DetectedObject, describe_image, parse_image, scene_of
 from umm.eval.judge.scores import (
     ALL_CATEGORIES,
     CATEGORIES,
@@ -32,6 +32,7 @@ from umm.eval.judge.text import parse_caption
 from umm.eval.judge.video import Track, parse_video
 
 __all__ = [
+    "describe_image",
     "ALL_CATEGORIES",
     "CATEGORIES",
     "CaptionScores",

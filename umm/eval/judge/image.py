@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from umm.data.shapes.render import coverage, inside
-from umm.data.shapes.vocab import COLOUR_NAMES, PALETTE, SHAPES, SIZE_RADIUS
+from umm.data.shapes.vocab import CELL_NAMES, COLOUR_NAMES, PALETTE, SHAPES, SIZE_RADIUS
 
 FOREGROUND = 0.25  # brightest-channel threshold of a foreground pixel
 MIN_PEAK = 0.45  # a component must reach this brightness somewhere (dim smudges are not objects)
@@ -325,6 +325,15 @@ def parse_image(image: torch.Tensor | np.ndarray) -> list[DetectedObject]:
             )
     return sorted(found, key=lambda o: (o.row, o.col, o.y, o.x))
 
+
+
+def describe_image(image: torch.Tensor | np.ndarray) -> str:
+    """What the judge reads in ``image``, in the caption grammar's words ("a large red circle (top left)");
+    "nothing" for an empty canvas. Shown beside generated samples (``umm demo``, ``umm serve``)."""
+    found = parse_image(image)
+    if not found:
+        return "nothing"
+    return ", ".join(f"a {o.size} {o.colour} {o.shape} ({CELL_NAMES[(o.row, o.col)]})" for o in found)
 
 def scene_of(objects: list[DetectedObject]) -> list[dict]:
     """Detected objects as plain scene dicts (shape, colour, size, row, col, x, y)."""

@@ -1,6 +1,6 @@
 """Image and video tokenizers: discrete (VQ, FSQ, LFQ, RQ, video VQ) and continuous (KL-VAE).
 
-Each is a registered model family trained with ``umm train`` on a recipe (``configs/vq_s.yaml`` ...), and
+Each is a registered model family trained with ``umm train`` on a recipe (``umm/recipes/vq_s.yaml`` ...), and
 saved like every umm model (``runs/<name>/model``: config.json + model.safetensors + system.json).
 Downstream systems (Chameleon, EMU3, LWM, VILA-U, Show-o, LaVIT; Transfusion/MMAR with the VAE) load one
 with :func:`load_image_tokenizer` and keep it frozen. The interface they rely on:

@@ -20,7 +20,7 @@ from torch import nn
 
 from umm import UmmError
 from umm.models.factory import atomic_directory, unwrap
-from umm.train.ema import EMA
+from umm.training.ema import EMA
 
 LATEST = "latest"
 
@@ -52,7 +52,7 @@ def _load_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, tensors:
     state = {"state": slots, "param_groups": meta["param_groups"]}
     by_name = any(isinstance(p, str) for group in meta["param_groups"] for p in group["params"])
     if by_name:  # written by an FSDP run: restore through the parameter names (sharded or not)
-        from umm.train.parallel import load_full_optimizer_state
+        from umm.training.parallel import load_full_optimizer_state
 
         load_full_optimizer_state(model, optimizer, state)
     else:

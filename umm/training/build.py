@@ -7,7 +7,7 @@ from typing import Any
 
 from umm import UmmError
 from umm.registry import DATASETS
-from umm.train.recipe import DataConfig, RunConfig
+from umm.training.recipe import DataConfig, RunConfig
 
 
 def build_dataset(config: DataConfig, split: str) -> Any:

@@ -18,7 +18,7 @@ from torch import nn
 from umm import UmmError
 from umm.models.factory import build_model
 from umm.nn.transformer import Block
-from umm.train.distributed import DistInfo
+from umm.training.distributed import DistInfo
 
 
 def wrap(model: nn.Module, info: DistInfo, parallel: str) -> nn.Module:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from umm import UmmError
-from umm.train.recipe import TaskConfig
+from umm.training.recipe import TaskConfig
 
 
 class BatchSource:

@@ -34,22 +34,22 @@ from umm.config import ConfigError, save_yaml, to_dict
 from umm.models.factory import build_model, model_config, unwrap
 from umm.models.system import SystemBase, save_system
 from umm.registry import MODELS, SYSTEMS
-from umm.train import distributed as dist_utils
-from umm.train import parallel
-from umm.train.build import build_dataset, build_text_tokenizer
-from umm.train.checkpoint import (
+from umm.training import distributed as dist_utils
+from umm.training import parallel
+from umm.training.build import build_dataset, build_text_tokenizer
+from umm.training.checkpoint import (
     latest_checkpoint,
     load_model_state,
     load_training_state,
     read_checkpoint,
     save_checkpoint,
 )
-from umm.train.data import BatchSource
-from umm.train.ema import EMA
-from umm.train.logging import MetricsLogger, Progress
-from umm.train.mfu import count_flops, peak_flops
-from umm.train.optim import build_optimizer, lr_at
-from umm.train.recipe import RunConfig
+from umm.training.data import BatchSource
+from umm.training.ema import EMA
+from umm.training.logging import MetricsLogger, Progress
+from umm.training.mfu import count_flops, peak_flops
+from umm.training.optim import build_optimizer, lr_at
+from umm.training.recipe import RunConfig
 
 EvalFn = Callable[[nn.Module, SystemBase, int], dict[str, float]]
 
@@ -91,16 +91,51 @@ def build_system_and_model(run: RunConfig, run_dir: Path | None, dataset: Any,
     for task in run.tasks:
         if task.name not in system_cls.tasks:
             raise ConfigError(f"system {family!r} has no task {task.name!r}; its tasks are {list(system_cls.tasks)}")
-    tokenizer = build_text_tokenizer(run, run_dir, dataset, save=save_tokenizer)
+    base = load_base(run.train.init_from, family) if run.train.init_from else None
+    if base is not None:  # fine-tuning: the base's tokenizer, saved in this run so it resumes alone
+        tokenizer = base[1].tokenizer
+        if run_dir is not None and save_tokenizer and tokenizer is not None:
+            (run_dir / "tokenizer").mkdir(parents=True, exist_ok=True)
+            tokenizer.save(run_dir / "tokenizer")
+    else:
+        tokenizer = build_text_tokenizer(run, run_dir, dataset, save=save_tokenizer)
     decided = system_cls.model_overrides(tokenizer, options)
     for key, value in decided.items():
         if key in run.model_args and run.model_args[key] != value:
             raise ConfigError(f"model_args.{key}={run.model_args[key]!r} conflicts with the system's {value!r}")
     torch.manual_seed(run.train.seed)
     model = build_model(model_config(run.model, {**decided, **run.model_args}))
+    if base is not None:
+        check_same_geometry(run, model.config, base[0].config, getattr(dataset, "canvas", None))
+        model.load_state_dict(base[0].state_dict())
     system = system_cls(tokenizer, model.config, options)
     system.prepare_model(model)  # e.g. start from a previous stage's weights, freeze what this stage keeps
     return system, model
+
+
+def load_base(path: str, family: str) -> tuple[nn.Module, SystemBase]:
+    """The trained system ``train.init_from`` names, checked to be of the recipe's family."""
+    from umm.models.system import load_system
+
+    model, system = load_system(path)
+    if system.family != family:
+        raise ConfigError(f"train.init_from={path!r} is a {system.family} system; this recipe trains {family}")
+    return model, system
+
+
+def check_same_geometry(run: RunConfig, config: Any, base: Any, canvas: int | None) -> None:
+    """Fine-tuning loads every weight of the base, so the recipe's model config must be the base's exactly;
+    one line names what differs (and the data canvas must be the model's image size)."""
+    mine, theirs = to_dict(config), to_dict(base)
+    differ = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    if differ:
+        shown = ", ".join(f"{k} ({mine.get(k)!r} here, {theirs.get(k)!r} in the base)" for k in differ[:3])
+        raise ConfigError(f"train.init_from={run.train.init_from!r}: the model differs from the base in {shown}; "
+                          f"use the base's model and model_args")  # fmt: skip
+    size = getattr(config, "image_size", None)
+    if canvas is not None and size is not None and canvas != size:
+        raise ConfigError(f"train.init_from={run.train.init_from!r}: data.canvas={canvas} but the base model reads "
+                          f"{size} px images; set data.canvas={size}")  # fmt: skip
 
 
 def write_summary(path: Path, run: RunConfig, result: TrainResult, model: nn.Module, device: torch.device) -> None:
@@ -151,6 +186,10 @@ def train(
     device = info.device
     run_dir = Path(run_dir or Path("runs") / run.run_name)
     ckpt_dir = run_dir / "checkpoints"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UmmError(f"run directory {str(run_dir)!r} is a file; choose another --out")
+    if resume and latest_checkpoint(ckpt_dir) is None:
+        raise UmmError(f"--resume: no checkpoint in {ckpt_dir}; drop --resume to start a new run there")
     if not resume and latest_checkpoint(ckpt_dir) is not None:
         raise UmmError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose another --out")
 
@@ -174,8 +213,6 @@ def train(
 
     start_step, elapsed_before = 0, 0.0
     checkpoint = latest_checkpoint(ckpt_dir) if resume else None
-    if resume and checkpoint is None and info.is_main:
-        print(f"umm: no checkpoint in {ckpt_dir}; starting from step 0")
     flops_per_step = 0
     if checkpoint is not None:  # full weights go into the model before FSDP shards it
         ckpt_tensors, ckpt_meta = read_checkpoint(checkpoint)

@@ -1,4 +1,4 @@
-"""A recipe is everything a training run needs, as one frozen config (loaded from ``configs/*.yaml``).
+"""A recipe is everything a training run needs, as one frozen config (loaded from ``umm/recipes/*.yaml``).
 
 ::
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from umm.config import ConfigError, from_dict, load_yaml, merge, parse_overrides
+from umm.config import ConfigError, check_range, from_dict, load_yaml, merge, parse_overrides
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,14 @@ class DataConfig:
     video_frames: int = 8
     modalities: tuple[str, ...] = ("image", "caption", "qa")
 
+    def __post_init__(self) -> None:
+        if self.name == "shapes":  # the renderer's and the judge's range; user images may be any size
+            check_range("data.canvas", self.canvas, 16, 128)
+            check_range("data.max_objects", self.max_objects, 1, 3)
+        else:
+            check_range("data.canvas", self.canvas, 8)
+        check_range("data.video_frames", self.video_frames, 1)
+
 
 @dataclass(frozen=True)
 class TokenizerConfig:
@@ -51,6 +59,10 @@ class TaskConfig:
     name: str  # a task the system knows (``umm ls`` lists each system's tasks)
     weight: float = 1.0  # lambda_k
     batch_size: int = 16  # global batch of this task per step (split over ranks)
+
+    def __post_init__(self) -> None:
+        check_range("tasks.weight", self.weight, 0)
+        check_range("tasks.batch_size", self.batch_size, 1)
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,26 @@ class TrainConfig:
     # > 0: intra-op CPU threads for this run (torch.set_num_threads). Small models train faster on one
     # thread than on two (OpenMP overhead beats the split), leaving the other core to data preparation.
     threads: int = 0
+    # a trained system (runs/<name>/model) to start from instead of a fresh initialisation: fine-tuning on
+    # your own data. Its tokenizer is reused and its model config must equal the recipe's (checked).
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        check_range("train.steps", self.steps, 1)  # a run of 0 steps would save an untrained model as trained
+        check_range("train.lr", self.lr, above=0)
+        check_range("train.min_lr_ratio", self.min_lr_ratio, 0, 1)
+        check_range("train.warmup_steps", self.warmup_steps, 0)
+        check_range("train.weight_decay", self.weight_decay, 0)
+        check_range("train.beta1", self.beta1, 0, below=1)
+        check_range("train.beta2", self.beta2, 0, below=1)
+        check_range("train.grad_clip", self.grad_clip, 0)
+        check_range("train.ema_decay", self.ema_decay, 0, below=1)
+        check_range("train.log_every", self.log_every, 1)
+        check_range("train.eval_every", self.eval_every, 0)
+        check_range("train.save_every", self.save_every, 1)
+        check_range("train.keep_checkpoints", self.keep_checkpoints, 1)
+        check_range("train.time_budget_minutes", self.time_budget_minutes, 0)
+        check_range("train.threads", self.threads, 0)
 
 
 @dataclass(frozen=True)
@@ -99,13 +131,19 @@ class RunConfig:
         return self.name or self.model
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> RunConfig:
-    """Read a recipe YAML (or start from ``base``), apply ``key=value`` overrides, validate every key."""
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None,
+                updates: dict[str, Any] | None = None) -> RunConfig:
+    """Read a recipe YAML (or start from ``base``), apply ``key=value`` overrides, then ``updates`` (a nested
+    dict, ``{"train": {"steps": 10}}``, as ``umm.train`` takes them), and validate every key."""
     data = load_yaml(path) if path is not None else dict(base or {})
     data = merge(data, parse_overrides(overrides or []))
+    data = merge(data, updates or {})
     if "model" not in data:
         raise ConfigError("recipe has no 'model' key (a registered model name, see `umm ls`)")
-    data["tasks"] = [t if isinstance(t, dict) else {"name": t} for t in data.get("tasks", [])]
+    tasks = data.get("tasks", [])
+    if not isinstance(tasks, list):
+        raise ConfigError(f"config key 'tasks' expects a list of tasks, e.g. [{{name: t2i, batch_size: 16}}]; got {tasks!r}")
+    data["tasks"] = [t if isinstance(t, dict) else {"name": t} for t in tasks]
     run = from_dict(RunConfig, data)
     if not run.tasks:
         raise ConfigError("recipe has no 'tasks'; list at least one, e.g. tasks: [{name: t2i, batch_size: 16}]")
