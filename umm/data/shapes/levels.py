@@ -9,8 +9,8 @@ level  objects      sizes    shapes                                  what it ask
 =====  ===========  =======  ======================================  ==================================
 L1     exactly 1    large    circle, square, triangle, cross         colour and shape of one object
 L2     exactly 1    both     all six                                 + size, stars, diamonds, its cell
-L3     1..2         both     all six                                 + counting, relations, binding
-L4     1..3         both     all six                                 the original world
+L3     1..2         large    all six                                 + counting, relations, binding
+L4     1..3         both     all six                                 + small objects among others, three
 =====  ===========  =======  ======================================  ==================================
 
 Where the object stands: at L1 it still stands in any of the nine cells, but no caption or question names
@@ -86,7 +86,7 @@ LEVELS: dict[str, Level] = {
                 "one large object anywhere, its cell never named; four shapes (circle, square, triangle, cross)",
                 names_cell=False),
     "L2": Level("L2", 1, SIZES, SHAPES, "one object, small or large, its cell named; all six shapes"),
-    "L3": Level("L3", 2, SIZES, SHAPES, "one or two objects, small or large; all six shapes"),
+    "L3": Level("L3", 2, ("large",), SHAPES, "one or two large objects; all six shapes"),
     "L4": Level("L4", 3, SIZES, SHAPES, "one to three objects, small or large; all six shapes (the original world)"),
 }  # fmt: skip
 DEFAULT_LEVEL = "L4"  # the world every recipe trained on before levels existed
