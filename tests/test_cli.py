@@ -75,6 +75,7 @@ def test_train_sample_caption_eval_end_to_end(tmp_path):
     proc = umm("eval", str(run / "model"), "--n-prompts", "6", "--n-images", "4", "--steps", "2", "--out", str(tmp_path / "m.json"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "geneval/overall" in proc.stdout and "caption/exact" in proc.stdout and "qa/accuracy" in proc.stdout
+    assert "fidelity/fid" in proc.stdout and "fidelity/kid" in proc.stdout
 
 
 def test_parser_builds():

@@ -1,7 +1,8 @@
 """One evaluation harness for every system: it asks for what the system can do and lets the judge score it.
 
 - ``t2i``: GenEval-like prompts by category -> generated images -> judge (single object, two objects,
-  counting, colours, position, colour attribution, overall).
+  counting, colours, position, colour attribution, overall); and fidelity, FID / KID against real scenes
+  of the split on umm's own feature net (``fidelity/*``, :mod:`umm.eval.fidelity`).
 - ``caption``: ShapesWorld images -> captions -> parsed and checked against the true scene (exact and per
   attribute).
 - ``qa``: (image, question) -> answer -> normalised match, overall and per kind.
@@ -46,6 +47,9 @@ class EvalConfig:
     diagnostics: bool = True  # adherence, ceiling and denoise diagnostics for text-to-image systems
     n_adherence: int = 16  # prompts of the same-seed pixel-change probe (x3 generations)
     n_denoise: int = 48  # images of the denoise check (x4 noise levels)
+    # FID / KID of text-to-image systems (umm.eval.fidelity): the first n_images real scenes of the split
+    # against one image generated from each scene's caption. Both depend on the count: compare at equal n.
+    fidelity: bool = True
     # autocast of generation, captioning and QA: the precision the model trained in (training_precision).
     # It matters on CPUs without AMX: bf16 convolutions (U-Net patchification) run ~10x slower than fp32
     precision: str = "bf16"
@@ -108,6 +112,16 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
                                                  cfg_scale=config.cfg_scale, seed=config.seed,
                                                  batch_size=config.batch_size, precision=config.precision)
             result.metrics.update({f"geneval_test/{k}": v for k, v in geneval_score(test_images, test_prompts).to_dict().items()})
+        if config.fidelity and config.n_images >= 2:
+            from umm.eval.fidelity import fidelity
+
+            world = ShapesWorld(config.split, canvas=canvas, seed=config.seed, level=config.level, modalities=("image", "caption"))
+            real = [world[i] for i in range(config.n_images)]
+            generated = system.generate_images(model, [s["caption"] for s in real], steps=config.steps,
+                                               cfg_scale=config.cfg_scale, seed=config.seed,
+                                               batch_size=config.batch_size, precision=config.precision)
+            scores = fidelity(generated, torch.stack([s["image"] for s in real]))
+            result.metrics.update({f"fidelity/{k}": v for k, v in scores.items()})
         if config.diagnostics:
             _t2i_diagnostics(model, system, config, images, prompts, canvas, result)
 

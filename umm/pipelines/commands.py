@@ -66,6 +66,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UmmError(f"unknown ShapesWorld level {level!r}; choose one of {list(LEVELS)}")
     config = EvalConfig(split=args.split, n_prompts=args.n_prompts, n_images=args.n_images, steps=args.steps,
                         cfg_scale=args.cfg, seed=args.seed, level=level, diagnostics=not args.no_diagnostics,
+                        fidelity=not args.no_fidelity,
                         precision=training_precision(args.model))
     print(f"level {level}, split {args.split}, precision {config.precision}")
     result = evaluate(model, system, config)
@@ -129,6 +130,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1234,
                    help="seed of the prompts and images (1234; choose sampler settings on another, e.g. 99)")
     p.add_argument("--level", default=None, choices=list(LEVELS), help="ShapesWorld level (default: the one the model trained at)")
+    p.add_argument("--no-fidelity", action="store_true", help="skip FID / KID against real scenes (faster)")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="skip prompt adherence, tokenizer ceiling and denoise check (faster)")
     p.add_argument("--out", help="write the metrics (and seconds per generated item) as JSON")
