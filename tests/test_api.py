@@ -10,6 +10,7 @@ from PIL import Image
 
 import umm
 from umm import UmmError
+from umm.data.grid import to_pil
 from umm.data.shapes import ShapesWorld
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -55,7 +56,7 @@ def test_generate_returns_n_images_per_prompt_seeded(pipe):
 
 def test_images_in_as_pil_paths_or_tensors_are_the_same_batch(pipe, tmp_path):
     sample = ShapesWorld("test", canvas=16, level="L1")[0]
-    pil = umm.api.to_pil(sample["image"])
+    pil = to_pil(sample["image"])
     pil.save(tmp_path / "x.png")
     as_tensor = pipe.images(sample["image"])
     assert as_tensor.shape == (1, 3, 16, 16)

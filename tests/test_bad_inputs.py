@@ -4,7 +4,7 @@ that exists before the command is byte-for-byte the same after it.
 Each case is (arguments, a fragment the one line must contain). ``{run}`` is a trained tiny run with
 checkpoints, ``{model}`` its model, ``{trunc}`` a copy with a truncated model.safetensors, ``{foreign}`` a
 directory that is not an umm model, ``{fake}`` a text file named .png, ``{file}`` a plain file,
-``{badyaml}`` / ``{binyaml}`` recipes that are not YAML, ``{fresh}`` a directory with no checkpoint.
+``{badjson}`` a model whose system.json is cut short, ``{badyaml}`` / ``{binyaml}`` recipes that are not YAML, ``{fresh}`` a directory with no checkpoint.
 """
 
 import hashlib
@@ -50,6 +50,7 @@ CASES = [
     (["sample", "{trunc}", "--prompt", "a red circle"], "the file is corrupt or truncated"),
     (["eval", "{trunc}"], "the file is corrupt or truncated"),
     (["sample", "{foreign}", "--prompt", "a red circle"], "is not a trained umm system"),
+    (["sample", "{badjson}", "--prompt", "a red circle"], "is not valid JSON"),
     (["sample", "/nonexistent/model", "--prompt", "a red circle"], "is not a trained umm system"),
     (["caption", "{run}", "{fake}"], "is not a trained umm system"),  # the run, not its model/
     # prompts, counts, images, choices
@@ -96,8 +97,11 @@ def places(tmp_path_factory):
     (tmp / "bad.yaml").write_text("model: [unclosed\n  - : :\n")
     (tmp / "bin.yaml").write_bytes(b"\xff\xfe\x00\x81binary")
     (tmp / "fresh").mkdir()
+    badjson = tmp / "badjson"  # a model whose system.json was cut short
+    shutil.copytree(run / "model", badjson)
+    (badjson / "system.json").write_text('{"family": "transf')
     return {"run": run, "model": run / "model", "trunc": trunc, "foreign": tmp / "foreign", "fake": tmp / "fake.png",
-            "file": tmp / "a_file", "badyaml": tmp / "bad.yaml", "binyaml": tmp / "bin.yaml", "fresh": tmp / "fresh",
+            "file": tmp / "a_file", "badjson": badjson, "badyaml": tmp / "bad.yaml", "binyaml": tmp / "bin.yaml", "fresh": tmp / "fresh",
             "cwd": tmp}  # fmt: skip
 
 

@@ -76,6 +76,9 @@ def test_train_sample_caption_eval_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "geneval/overall" in proc.stdout and "caption/exact" in proc.stdout and "qa/accuracy" in proc.stdout
     assert "fidelity/fid" in proc.stdout and "fidelity/kid" in proc.stdout
+    proc = umm("eval", str(run / "model"), "--n-prompts", "2", "--n-images", "2", "--steps", "1", "--no-fidelity",
+               "--no-diagnostics")
+    assert proc.returncode == 0 and "geneval/overall" in proc.stdout and "fidelity/" not in proc.stdout, proc.stderr[-2000:]
 
 
 def test_parser_builds():

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from umm import UmmError
+from umm.data.grid import to_pil
 
 ImageInput = Image.Image | str | Path | torch.Tensor
 
@@ -182,12 +183,6 @@ def as_batch(images: ImageInput | Sequence[ImageInput], size: int) -> torch.Tens
         else:
             raise UmmError(f"an image is a PIL image, a file path or a (3, H, W) tensor; got {type(item).__name__}")
     return torch.stack(out)
-
-
-def to_pil(image: torch.Tensor) -> Image.Image:
-    """(3, H, W) in [0, 1] -> an RGB PIL image."""
-    array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array, "RGB")
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Pipeline:

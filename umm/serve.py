@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 
 from umm import UmmError
-from umm.api import Pipeline, to_pil
+from umm.api import Pipeline
+from umm.data.grid import to_pil
 
 VIEW = 192  # generated canvases are 16-48 px; shown enlarged with nearest-neighbour so pixels stay sharp
 GALLERY = "shapes:test:100"  # the retrieval tab's gallery: the first 100 ShapesWorld test scenes

@@ -32,6 +32,11 @@ def _as_uint8(images: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def to_pil(image: torch.Tensor | np.ndarray) -> Image.Image:
+    """One (3, H, W) image in [0, 1] -> an RGB PIL image (clamped, rounded to 8 bits)."""
+    return Image.fromarray(_as_uint8(torch.as_tensor(image)[None])[0], "RGB")
+
+
 def make_grid(
     images: torch.Tensor | np.ndarray | Sequence, nrow: int = 8, upscale: int = 4, labels: Sequence[str] | None = None
 ) -> Image.Image:
