@@ -92,3 +92,17 @@ def test_judge_accepts_a_clean_render_and_rejects_the_wrong_prompt():
     wrong_colour = "red" if obj["colour"] != "red" else "blue"
     (ok, bad) = pipe.judge([sample["image"]] * 2, [right, f"a {wrong_colour} {obj['shape']}"])
     assert ok.ok and not bad.ok and ok.read.startswith(f"a large {obj['colour']} {obj['shape']} (")
+
+
+def test_the_recipes_sampling_settings_are_the_defaults(tmp_path):
+    """A recipe's ``eval_args.steps`` / ``cfg_scale`` (the demo samples in 6 steps) and its precision are how
+    ``umm.load`` samples unless a call says otherwise; ``umm eval`` starts from the same settings."""
+    from umm.eval.harness import training_sampling
+
+    run_dir = umm.train("test_transfusion", tmp_path / "run", train={"steps": 3, "precision": "fp32"},
+                        eval_args={"steps": 2, "cfg_scale": 1.0})
+    pipe = umm.load(run_dir / "model")
+    assert pipe.defaults == training_sampling(run_dir / "model") == {"steps": 2, "cfg_scale": 1.0, "precision": "fp32"}
+    implied = pipe.generate("a red circle", seed=3, output="tensor")[0]
+    assert torch.equal(implied, pipe.generate("a red circle", seed=3, steps=2, cfg=1.0, output="tensor")[0])
+    assert not torch.equal(implied, pipe.generate("a red circle", seed=3, steps=5, output="tensor")[0])

@@ -42,10 +42,14 @@ class Verdict:
 class Pipeline:
     """A trained system ready to use (see the module docstring). Build one with :func:`load`."""
 
-    def __init__(self, model: torch.nn.Module, system: Any, device: str | torch.device = "cpu"):
+    def __init__(self, model: torch.nn.Module, system: Any, device: str | torch.device = "cpu",
+                 defaults: dict[str, Any] | None = None):
         self.model = model.eval()
         self.system = system
         self.device = torch.device(device)
+        # how the run that trained the model samples (umm.eval.harness.training_sampling): precision, and the
+        # steps / CFG scale its recipe's eval_args chose; arguments given to a call win
+        self.defaults = dict(defaults or {})
 
     def __repr__(self) -> str:
         return f"Pipeline({self.family}, can: {', '.join(self.capabilities)}, device={self.device})"
@@ -83,8 +87,8 @@ class Pipeline:
             raise UmmError(f"generate(n={n}): n must be at least 1")
         if output not in ("pil", "tensor"):
             raise UmmError(f"generate(output={output!r}): choose 'pil' or 'tensor'")
-        options = {"seed": seed, "steps": steps, "cfg_scale": cfg, "sampler": sampler}
-        options = {k: v for k, v in options.items() if v is not None}  # unset: the system's default
+        given = {"steps": steps, "cfg_scale": cfg, "sampler": sampler}
+        options = {"seed": seed, **self.defaults, **{k: v for k, v in given.items() if v is not None}}
         images = self.system.generate_images(self.model, [p for p in prompts for _ in range(n)], **options).clamp(0, 1)
         return [to_pil(x) for x in images] if output == "pil" else list(images.cpu())
 
@@ -104,7 +108,7 @@ class Pipeline:
     @torch.no_grad()
     def caption(self, images: ImageInput | Sequence[ImageInput]) -> list[str]:
         self._require("caption", "caption")
-        return list(self.system.caption(self.model, self.images(images)))
+        return list(self.system.caption(self.model, self.images(images), **self._precision()))
 
     @torch.no_grad()
     def answer(self, images: ImageInput | Sequence[ImageInput], questions: str | Sequence[str]) -> list[str]:
@@ -114,7 +118,10 @@ class Pipeline:
         questions = [questions] * len(batch) if isinstance(questions, str) else list(questions)
         if len(questions) != len(batch):
             raise UmmError(f"answer(): {len(batch)} images but {len(questions)} questions")
-        return list(self.system.answer(self.model, batch, questions))
+        return list(self.system.answer(self.model, batch, questions, **self._precision()))
+
+    def _precision(self) -> dict[str, str]:
+        return {"precision": self.defaults["precision"]} if "precision" in self.defaults else {}
 
     @torch.no_grad()
     def embed(self, modality: str, items: Sequence) -> torch.Tensor:
@@ -190,8 +197,10 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Pipeline:
     import umm.models  # noqa: F401  (registers every family)
     from umm.models.system import load_system
 
+    from umm.eval.harness import training_sampling
+
     model, system = load_system(path, device=str(device))
-    return Pipeline(model, system, device)
+    return Pipeline(model, system, device, defaults=training_sampling(path))
 
 
 def train(recipe: str | Path, out: str | Path | None = None, *, overrides: Sequence[str] = (), resume: bool = False,

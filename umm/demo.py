@@ -45,6 +45,7 @@ def plot_losses(train_csv: Path, out: Path) -> None:
 def run_demo(out: Path, minutes: float = 10.0, show_progress: bool = True, recipe: Path | None = None,
              overrides: list[str] | None = None, eval_overrides: dict | None = None, level: str | None = None) -> dict:
     from umm.data.grid import save_grid
+    from umm.config import from_dict
     from umm.eval.harness import EvalConfig, evaluate
     from umm.eval.judge import describe_image
     from umm.eval.reference import reference_at
@@ -63,7 +64,9 @@ def run_demo(out: Path, minutes: float = 10.0, show_progress: bool = True, recip
 
     model, system = load_system(out / "run" / "model")
     print("umm demo: evaluating on held-out prompts and images ...")
-    config = EvalConfig(**{"level": run.data.level, "precision": run.train.precision, **(eval_overrides or {})})
+    # the recipe's eval_args say how its model samples (the demo: 6 DDIM steps, CFG 3)
+    config = from_dict(EvalConfig, {"level": run.data.level, "precision": run.train.precision, **run.eval_args,
+                                    **(eval_overrides or {})}, where="eval_args.")
     start = time.perf_counter()
     # score what the recipe trained: a capability no task trained (the t2i-only demo does not caption) is
     # reported as untrained, not as a score of 0
@@ -77,6 +80,7 @@ def run_demo(out: Path, minutes: float = 10.0, show_progress: bool = True, recip
     (out / "captions.md").write_text("\n".join(lines) + "\n")
     plot_losses(out / "run" / "train.csv", out / "loss_curve.png")
     scores = {**ev.metrics, "level": config.level, "tasks": list(trained_tasks), "train_steps": result.step, "train_minutes": result.seconds / 60,
+              "sampling_steps": config.steps, "sampling_cfg": config.cfg_scale,
               "samples_per_s": result.samples_per_second, "mfu": result.mfu, "eval_seconds": eval_seconds,
               **{f"seconds/{k}": v for k, v in ev.seconds.items()}}
     reference = reference_at(config.level, minutes)
@@ -100,9 +104,13 @@ def _report(run, scores: dict, ev, verdicts: list[tuple[str, bool, str]]) -> str
     rows = "\n".join(f"| {c} | {f('geneval_test/' + c)} | {f('geneval/' + c)} |" for c in geneval)
     diagnostics = "\n".join(f"| {k} | {f(k)} |" for k in scores
                              if k.split("/", 1)[0] in ("adherence", "ceiling", "denoise"))
-    untrained = "| (not trained by this recipe) | – |"
-    caption = "\n".join(f"| {k.split('/', 1)[1]} | {f(k)} |" for k in scores if k.startswith("caption/")) or untrained
-    qa = "\n".join(f"| {k.split('/', 1)[1]} | {f(k)} |" for k in scores if k.startswith("qa/")) or untrained
+    untrained = "| (not trained by this recipe) | – | – |"
+
+    def both_splits(task: str) -> str:  # rows of (score, test split, held-out split)
+        names = [k.split("/", 1)[1] for k in scores if k.startswith(task + "/")]
+        return "\n".join(f"| {n} | {f(task + '_test/' + n)} | {f(task + '/' + n)} |" for n in names) or untrained
+
+    caption, qa = both_splits("caption"), both_splits("qa")
     examples = "\n".join(f"- *{q}* -> **{p}** (truth: {t})" for q, p, t in ev.answers[:8])
     verdict_rows = "\n".join(f"| {p} | {'pass' if hit else 'FAIL'} | {read} |" for p, hit, read in verdicts)
     if "reference/test" in scores:
@@ -148,16 +156,16 @@ ignored). `denoise/t*`: judge acceptance of the one-step x0 from the true x_t at
 
 ## Captioning
 
-| score | value |
-|---|---|
+| score | test | held-out |
+|---|---|---|
 {caption}
 
 Examples: [captions.md](captions.md)
 
 ## Question answering
 
-| kind | accuracy |
-|---|---|
+| kind | test | held-out |
+|---|---|---|
 {qa}
 
 {examples}
@@ -166,5 +174,5 @@ Examples: [captions.md](captions.md)
 
 ![loss](loss_curve.png)
 
-Sampling: {f('seconds/t2i_per_image')} s per image (25 steps, CFG); captioning {f('seconds/caption_per_image')} s per image.
+Sampling: {f('seconds/t2i_per_image')} s per image ({scores['sampling_steps']} steps, CFG {scores['sampling_cfg']:g}); captioning {f('seconds/caption_per_image')} s per image.
 """

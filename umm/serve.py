@@ -49,8 +49,8 @@ def build_app(pipe: Pipeline):
                     n = gr.Slider(1, 8, value=4, step=1, label="images")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label="seed")
-                    steps = gr.Slider(1, 100, value=25, step=1, label="steps")
-                    cfg = gr.Slider(0.0, 8.0, value=1.5, step=0.25, label="CFG scale")
+                    steps = gr.Slider(1, 100, value=pipe.defaults.get("steps", 25), step=1, label="steps")
+                    cfg = gr.Slider(0.0, 8.0, value=pipe.defaults.get("cfg_scale", 3.0), step=0.25, label="CFG scale")
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 gallery = gr.Gallery(label="samples", columns=4, elem_id="samples")
                 verdicts = gr.Markdown(elem_id="verdicts")

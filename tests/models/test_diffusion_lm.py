@@ -18,9 +18,10 @@ from umm.recipes import RECIPES_DIR
 
 
 
-# the U-Net + pooled-text Transfusion keeps the pooled text in the KV cache: cached = full recompute checks it
-VARIANTS = {"transfusion": [], "monoformer": [],
-            "transfusion_unet_pooled": ["model_args.unet=true", "model_args.unet_width=8", "model_args.pooled_text=true"]}
+# the U-Net + pooled-text variants keep the pooled text in the KV cache: cached = full recompute checks it
+UNET_POOLED = ["model_args.unet=true", "model_args.unet_width=8", "model_args.pooled_text=true"]
+VARIANTS = {"transfusion": [], "monoformer": [], "transfusion_unet_pooled": UNET_POOLED,
+            "monoformer_unet_pooled": UNET_POOLED}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -157,7 +158,7 @@ def test_unet_patchification_trains_and_samples(tmp_path, fold):
     result = train(run, tmp_path / "run", show_progress=False)
     assert sum(result.losses[-3:]) < sum(result.losses[:3])
     model, system = load_system(tmp_path / "run" / "model")
-    assert model.config.unet and hasattr(model, "unet_in") and len(model.unet_in.down) == 3 - fold
+    assert model.config.unet and len(model.image_io.unet_in.down) == 3 - fold
     images = system.generate_images(model, ["a red circle"], steps=3, precision="fp32")
     assert images.shape == (1, 3, 16, 16) and torch.isfinite(images).all()
 

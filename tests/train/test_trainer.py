@@ -113,3 +113,27 @@ def test_ema_weights_are_exported_and_checkpointed(tmp_path):
     key = "trunk.blocks.0.attn.qkv.weight"
     assert torch.equal(exported[key], state[f"ema.{key}"]), "the exported model holds the EMA weights"
     assert not torch.equal(state[f"ema.{key}"], state[f"model.{key}"]), "EMA lags the raw weights"
+
+
+def test_a_staged_task_joins_the_step_after_its_start(tmp_path):
+    """``tasks.start`` (staged training, as Show-o and Janus first train generation): the caption task adds
+    its loss from half the budget on, and a run cut before the change resumes exactly."""
+    import csv
+
+    staged = tmp_path / "staged.yaml"
+    staged.write_text(RECIPE.read_text().replace("{name: caption, weight: 1.0, batch_size: 4}",
+                                                 "{name: caption, weight: 1.0, batch_size: 4, start: 0.5}"))
+    run = load_recipe(staged, ["train.steps=12", "train.log_every=1"])
+    straight = train(run, tmp_path / "straight", show_progress=False)
+    rows = list(csv.DictReader((tmp_path / "straight" / "train.csv").open()))
+    with_caption = [int(r["step"]) for r in rows if r.get("caption/lm_loss")]
+    assert with_caption == list(range(7, 13)), with_caption  # steps 6..11 (logged as 7..12) have fraction >= 0.5
+    first = train(run, tmp_path / "cut", show_progress=False, stop_after=4)
+    resumed = train(run, tmp_path / "cut", resume=True, show_progress=False)
+    assert first.losses + resumed.losses == pytest.approx(straight.losses, rel=0, abs=0)
+    with pytest.raises(ConfigError, match="tasks.start"):
+        load_recipe(staged, []).tasks[0].__class__(name="t2i", start=1.0)
+    staged.write_text(staged.read_text().replace("{name: t2i, weight: 1.0, batch_size: 8}",
+                                                 "{name: t2i, weight: 1.0, batch_size: 8, start: 0.2}"))
+    with pytest.raises(ConfigError, match="at least one task must start at 0"):
+        load_recipe(staged, [])

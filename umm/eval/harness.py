@@ -79,6 +79,17 @@ def training_precision(model_dir: str | Path) -> str:
     return str((_recipe_beside(model_dir).get("train") or {}).get("precision", "bf16"))
 
 
+SAMPLING_KEYS = ("steps", "cfg_scale")
+
+
+def training_sampling(model_dir: str | Path) -> dict:
+    """How the model in ``model_dir`` is meant to be sampled: ``precision`` (its run's ``train.precision``) and
+    the ``steps`` / ``cfg_scale`` that its recipe's ``eval_args`` sets, if any (the demo recipe samples in 6
+    steps). ``umm eval``, ``umm sample`` and ``umm.load`` start from these; their own flags win."""
+    chosen = {k: v for k, v in (_recipe_beside(model_dir).get("eval_args") or {}).items() if k in SAMPLING_KEYS}
+    return {**chosen, "precision": training_precision(model_dir)}
+
+
 def training_level(model_dir: str | Path) -> str:
     """The ShapesWorld level a trained model saw: ``data.level`` of the ``recipe.yaml`` the trainer wrote
     beside ``model_dir`` (runs/<name>/model -> runs/<name>/recipe.yaml); "L4" for a model trained before
@@ -126,23 +137,9 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
             _t2i_diagnostics(model, system, config, images, prompts, canvas, result)
 
     if "caption" in wanted or "qa" in wanted:
-        world = ShapesWorld(config.split, canvas=canvas, seed=config.seed, level=config.level)
-        samples = [world[i] for i in range(config.n_images)]
-        images = torch.stack([s["image"] for s in samples])
-        if "caption" in wanted:
-            start = time.perf_counter()
-            predictions = system.caption(model, images, batch_size=config.batch_size, precision=config.precision)
-            result.seconds["caption_per_image"] = (time.perf_counter() - start) / len(samples)
-            scores = caption_scores(predictions, [s["scene"] for s in samples])
-            result.metrics.update({f"caption/{k}": v for k, v in scores.to_dict().items() if k != "n"})
-            result.captions = [(p, s["caption"]) for p, s in zip(predictions, samples)]
-        if "qa" in wanted:
-            qas = [s["qa"][i % len(s["qa"])] for i, s in enumerate(samples)]
-            predictions = system.answer(model, images, [q["question"] for q in qas], batch_size=config.batch_size,
-                                        precision=config.precision)
-            scores = qa_accuracy(predictions, [q["answer"] for q in qas], [q["kind"] for q in qas])
-            result.metrics.update({f"qa/{k}": v for k, v in scores.items()})
-            result.answers = [(q["question"], p, q["answer"]) for q, p in zip(qas, predictions)]
+        _understanding(model, system, config, config.split, wanted, canvas, result)
+        if config.test_split and config.split != "test":  # in distribution too: held-out pairs test composition
+            _understanding(model, system, config, "test", wanted, canvas, result)
 
     if "reconstruct" in wanted:  # image/video tokenizers (umm.eval.reconstruction)
         from umm.eval.reconstruction import evaluate_reconstruction
@@ -167,6 +164,33 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
                                                   config.batch_size, config.level))
         result.seconds["embed_eval"] = time.perf_counter() - start
     return result
+
+
+def _understanding(model, system, config: EvalConfig, split: str, wanted: list[str], canvas: int,
+                   result: EvalResult) -> None:
+    """Captions and answers on ``config.n_images`` scenes of ``split``: ``caption/*`` and ``qa/*`` on the
+    config's split (its predictions kept in ``result``), ``caption_test/*`` and ``qa_test/*`` on the test split."""
+    main = split == config.split
+    suffix = "" if main else "_test"
+    world = ShapesWorld(split, canvas=canvas, seed=config.seed, level=config.level)
+    samples = [world[i] for i in range(config.n_images)]
+    images = torch.stack([s["image"] for s in samples])
+    if "caption" in wanted:
+        start = time.perf_counter()
+        predictions = system.caption(model, images, batch_size=config.batch_size, precision=config.precision)
+        if main:
+            result.seconds["caption_per_image"] = (time.perf_counter() - start) / len(samples)
+            result.captions = [(p, s["caption"]) for p, s in zip(predictions, samples)]
+        scores = caption_scores(predictions, [s["scene"] for s in samples])
+        result.metrics.update({f"caption{suffix}/{k}": v for k, v in scores.to_dict().items() if k != "n"})
+    if "qa" in wanted:
+        qas = [s["qa"][i % len(s["qa"])] for i, s in enumerate(samples)]
+        predictions = system.answer(model, images, [q["question"] for q in qas], batch_size=config.batch_size,
+                                    precision=config.precision)
+        scores = qa_accuracy(predictions, [q["answer"] for q in qas], [q["kind"] for q in qas])
+        result.metrics.update({f"qa{suffix}/{k}": v for k, v in scores.items()})
+        if main:
+            result.answers = [(q["question"], p, q["answer"]) for q, p in zip(qas, predictions)]
 
 
 def _t2i_diagnostics(model, system, config: EvalConfig, images, prompts, canvas: int, result: EvalResult) -> None:

@@ -11,6 +11,14 @@ What differs (paper sec. 3):
 - loss weights text 0.01 / diffusion 1.0, and DiT's diffusion: linear-beta schedule with epsilon
   prediction (both configurable; the learned-variance output of DiT is not used).
 
+Options shared with Transfusion (off in the paper; umm/nn/patch_io.py):
+- ``unet``: U-Net patchification (Transfusion sec. 3.3) instead of linear patches. Its ResBlocks are
+  conditioned on the same vector as the time token, and the AdaLN final layer modulates the trunk output
+  before the U-Net decoder;
+- ``pooled_text``: the pooled text before an image (GLIDE/Imagen) is added to its time token and so also to
+  the AdaLN final layer's condition. With it, the caption conditions the image's output layer directly, as
+  DiT's class label does (Peebles & Xie 2023, adaLN), and not only through attention.
+
 Shapes: B batch, T slots, I images in the batch, N patches per image, P patch dim, D width.
 """
 
@@ -22,10 +30,11 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from umm.data.sequence import PATCH, SPECIAL
+from umm.data.sequence import PATCH, SPECIAL, TEXT
 from umm.models.diffusion_lm import DiffusionLMConfig, DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
 from umm.models.factory import register_model
-from umm.nn import AdaLNModulation, Layout, PatchEmbed, TimestepEmbedding, Transformer, TransformerConfig, modulate
+from umm.nn import AdaLNModulation, Layout, TimestepEmbedding, Transformer, TransformerConfig, modulate
+from umm.nn.patch_io import PatchIO, PooledText, rename_legacy_keys
 from umm.registry import ARCHITECTURES, SYSTEMS
 
 
@@ -43,16 +52,16 @@ class MonoFormer(nn.Module):
         self.config = config
         dim = config.transformer.dim
         self.token_embed = nn.Embedding(config.vocab_size, dim)
-        self.patch_in = PatchEmbed(config.patch_dim, dim)
         self.time_embed = TimestepEmbedding(dim)
+        self.text_pool = PooledText(dim) if config.pooled_text else None
+        self.image_io = PatchIO(config.token_channels, config.token_side, config.patch, dim, config.unet,
+                                config.unet_width, config.unet_fold)
         self.trunk = Transformer(config.transformer)
         self.lm_head = nn.Linear(dim, config.vocab_size, bias=False)
         self.final_modulation = AdaLNModulation(dim, dim, 2)  # DiT FinalLayer: shift, scale from the timestep
-        self.patch_out = nn.Linear(dim, config.patch_dim)
         nn.init.normal_(self.token_embed.weight, std=0.02)
         nn.init.normal_(self.lm_head.weight, std=0.02)
-        nn.init.zeros_(self.patch_out.weight)
-        nn.init.zeros_(self.patch_out.bias)
+        self._register_load_state_dict_pre_hook(rename_legacy_keys)
 
     def forward(
         self,
@@ -68,20 +77,33 @@ class MonoFormer(nn.Module):
         x = self.token_embed(tokens)  # (B, T, D)
         time_slot, patch = kinds == SPECIAL, kinds == PATCH
         n_images = int(time_slot.sum())
+        text_mean = None
+        if self.text_pool is not None:
+            text_mean = PooledText.mean_before(x, (kinds == TEXT) & layout.valid, cache, commit)  # (B, T, D)
         if n_images:
             time = self.time_embed(times[time_slot])  # (I, D): one time token per image
+            if text_mean is not None:  # + the pooled text before the image, read at its time token
+                time = time + self.text_pool(text_mean[time_slot])
             x = x.index_put((time_slot,), time.to(x.dtype))
-            x = x.index_put((patch,), self.patch_in(patches[patch]).to(x.dtype))
+            embedded, skips = self.image_io.embed(patches[patch].view(n_images, -1, config.patch_dim), time)  # (I, N, D)
+            x = x.index_put((patch,), embedded.flatten(0, 1).to(x.dtype))
         h = self.trunk(x, layout, cache=cache, commit=commit)
         out = h.new_zeros((*h.shape[:2], config.patch_dim))
         if n_images:
             shift, scale = self.final_modulation(time)  # (I, 1, D) each
             h_image = modulate(h[patch].view(n_images, -1, h.shape[-1]), shift, scale)  # (I, N, D)
-            out = out.index_put((patch,), self.patch_out(h_image).flatten(0, 1).to(h.dtype))
+            image_out = self.image_io.project(h_image, skips, time)  # (I, N, P)
+            out = out.index_put((patch,), image_out.flatten(0, 1).to(h.dtype))
         return DiffusionLMOutput(self.lm_head(h), out)
 
     def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
         return self.trunk.new_cache(batch, max_len, device)
+
+
+@register_model
+def monoformer_xs() -> MonoFormerConfig:
+    """~1M parameters: transfusion_xs's trunk, for the like-for-like comparison at the demo's budget."""
+    return MonoFormerConfig(transformer=TransformerConfig(dim=128, depth=4, heads=2, rope_axes=2))
 
 
 @register_model

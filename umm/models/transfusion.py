@@ -18,6 +18,8 @@ Notable choices in umm's version:
 - the caption is dropped with probability ``cfg_dropout`` so classifier-free guidance works at sampling;
 - 2D RoPE (row, column) over the patch grid instead of 1D positions (``rope_axes=2``), an option the
   paper did not have; text keeps 1D positions on every axis;
+- ``unet`` (paper sec. 3.3): U-Net patchification instead of the linear patch projection, with the time
+  conditioning as a scale-shift in every ResBlock (umm/nn/patch_io.py, umm/nn/unet.py);
 - ``pooled_text`` (off in the paper's recipe): the mean embedding of the text before an image, through
   LayerNorm and an MLP, is added to that image's time conditioning (the patch embedding and, with ``unet``, the scale-shift
   of every U-Net ResBlock). This is GLIDE's and Imagen's pooled-text conditioning (Nichol et al. 2022
@@ -34,28 +36,19 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from umm.config import ConfigError
 from umm.data.sequence import PATCH, TEXT
 from umm.models.diffusion_lm import DiffusionLMConfig, DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
 from umm.models.factory import register_model
-from umm.nn import Layout, PatchEmbed, TimestepEmbedding, Transformer, TransformerConfig, patchify, unpatchify
-from umm.nn.unet import UNetDecoder, UNetEncoder
+from umm.nn import Layout, TimestepEmbedding, Transformer, TransformerConfig
+from umm.nn.patch_io import PatchIO, PooledText, rename_legacy_keys
 from umm.registry import ARCHITECTURES, SYSTEMS
 
 
 @dataclass(frozen=True)
 class TransfusionConfig(DiffusionLMConfig):
     family: ClassVar[str] = "transfusion"
-    unet: bool = False  # U-Net down/up blocks instead of linear patchification (paper sec. 3.3)
-    unet_width: int = 32  # channels of the U-Net's first level (doubling per level)
-    # the U-Net starts on fold x fold pixel blocks folded into channels (pixel unshuffle), so its first level
-    # runs at 1/fold resolution: at 48 px, fold 2 trains 1.8x more samples/s (22.9 vs 12.4), like the
-    # reference's 2x2 blocks
-    unet_fold: int = 1
-    pooled_text: bool = False  # add the mean text embedding before each image to its time conditioning
 
 
 @ARCHITECTURES.register("transfusion")
@@ -68,29 +61,14 @@ class Transfusion(nn.Module):
         dim = config.transformer.dim
         self.token_embed = nn.Embedding(config.vocab_size, dim)
         self.time_embed = TimestepEmbedding(dim)
-        if config.pooled_text:
-            # LayerNorm first: the embeddings start at std 0.02, and without it the pooled text reached the
-            # condition with norm 0.83 against the time embedding's 20.4 (RESULTS.md, run T1)
-            self.text_pool = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        if config.unet:
-            reduce = config.patch // max(config.unet_fold, 1)
-            levels = reduce.bit_length() - 1
-            if config.unet_fold < 1 or config.patch % config.unet_fold or 2**levels != reduce:
-                raise ConfigError(f"model_args.unet_fold={config.unet_fold} with patch={config.patch}: U-Net "
-                                  "patchification needs patch / unet_fold to be a power of two (e.g. fold 1, 2, 4)")
-            folded = config.token_channels * config.unet_fold**2
-            self.unet_in = UNetEncoder(folded, dim, levels, config.unet_width, dim)
-            self.unet_out = UNetDecoder(folded, dim, levels, config.unet_width, dim)
-        else:
-            self.patch_in = PatchEmbed(config.patch_dim, dim)
-            self.patch_out = nn.Linear(dim, config.patch_dim)
+        self.text_pool = PooledText(dim) if config.pooled_text else None
+        self.image_io = PatchIO(config.token_channels, config.token_side, config.patch, dim, config.unet,
+                                config.unet_width, config.unet_fold)
         self.trunk = Transformer(config.transformer)
         self.lm_head = nn.Linear(dim, config.vocab_size, bias=False)
         nn.init.normal_(self.token_embed.weight, std=0.02)
         nn.init.normal_(self.lm_head.weight, std=0.02)
-        if not config.unet:
-            nn.init.zeros_(self.patch_out.weight)  # predict 0 at init: the mean of every diffusion target
-            nn.init.zeros_(self.patch_out.bias)
+        self._register_load_state_dict_pre_hook(rename_legacy_keys)
 
     def forward(
         self,
@@ -106,7 +84,9 @@ class Transfusion(nn.Module):
         x = self.token_embed(tokens)  # (B, T, D)
         image = kinds == PATCH
         n_images = int(image.sum()) // config.grid**2
-        text_mean = self._text_before(x, kinds, layout, cache, commit) if config.pooled_text else None  # (B, T, D)
+        text_mean = None
+        if self.text_pool is not None:
+            text_mean = PooledText.mean_before(x, (kinds == TEXT) & layout.valid, cache, commit)  # (B, T, D)
         if n_images == 0:
             h = self.trunk(x, layout, cache=cache, commit=commit)
             return DiffusionLMOutput(self.lm_head(h), h.new_zeros((*h.shape[:2], config.patch_dim)))
@@ -114,37 +94,15 @@ class Transfusion(nn.Module):
         time = self.time_embed(times[image].view(n_images, -1)[:, 0])  # (I, D)
         if text_mean is not None:  # + the pooled text before the image, read at its first patch
             time = time + self.text_pool(text_mean[image].view(n_images, -1, x.shape[-1])[:, 0])
-        if config.unet:
-            pixels = unpatchify(patches[image].view(n_images, -1, config.patch_dim), config.patch, config.token_channels,
-                                config.token_side, config.token_side)
-            embedded, skips = self.unet_in(F.pixel_unshuffle(pixels, config.unet_fold), time)  # (I, N, D)
-        else:
-            embedded = self.patch_in(patches[image].view(n_images, -1, config.patch_dim))
-        embedded = embedded + time[:, None, :]
-        x = x.index_put((image,), embedded.flatten(0, 1).to(x.dtype))
+        embedded, skips = self.image_io.embed(patches[image].view(n_images, -1, config.patch_dim), time)  # (I, N, D)
+        x = x.index_put((image,), (embedded + time[:, None, :]).flatten(0, 1).to(x.dtype))
         h = self.trunk(x, layout, cache=cache, commit=commit)
-        if config.unet:
-            decoded = F.pixel_shuffle(self.unet_out(h[image].view(n_images, -1, h.shape[-1]), skips, time), config.unet_fold)
-            image_out = patchify(decoded, config.patch).flatten(0, 1)
-        else:
-            image_out = self.patch_out(h[image])
-        out = h.new_zeros((*h.shape[:2], config.patch_dim)).index_put((image,), image_out.to(h.dtype))
+        image_out = self.image_io.project(h[image].view(n_images, -1, h.shape[-1]), skips, time)  # (I, N, P)
+        out = h.new_zeros((*h.shape[:2], config.patch_dim)).index_put((image,), image_out.flatten(0, 1).to(h.dtype))
         return DiffusionLMOutput(self.lm_head(h), out)
 
     def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
         return self.trunk.new_cache(batch, max_len, device)
-
-    @staticmethod
-    def _text_before(x: torch.Tensor, kinds: torch.Tensor, layout: Layout, cache, commit: bool) -> torch.Tensor:
-        """Mean embedding (B, T, D) of the valid text slots up to each slot, the cached prefix included;
-        on commit the cache keeps the running sum and count for the next chunk."""
-        is_text = ((kinds == TEXT) & layout.valid).to(x.dtype)[..., None]  # (B, T, 1)
-        sums, counts = torch.cumsum(x * is_text, dim=1), torch.cumsum(is_text, dim=1)  # (B, T, D), (B, T, 1)
-        if cache is not None and "text_sum" in cache.state:
-            sums, counts = sums + cache.state["text_sum"][:, None], counts + cache.state["text_count"][:, None]
-        if cache is not None and commit:
-            cache.state["text_sum"], cache.state["text_count"] = sums[:, -1].detach(), counts[:, -1].detach()
-        return sums / counts.clamp_min(1)
 
 
 # ---- sizes ------------------------------------------------------------------------------------------------

@@ -58,17 +58,17 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from umm.data.shapes.levels import LEVELS
-    from umm.eval.harness import EvalConfig, evaluate, training_level, training_precision
+    from umm.eval.harness import EvalConfig, evaluate, training_level, training_sampling
 
     model, system = _load(args.model)
     level = args.level or training_level(args.model)
     if level not in LEVELS:
         raise UmmError(f"unknown ShapesWorld level {level!r}; choose one of {list(LEVELS)}")
-    config = EvalConfig(split=args.split, n_prompts=args.n_prompts, n_images=args.n_images, steps=args.steps,
-                        cfg_scale=args.cfg, seed=args.seed, level=level, diagnostics=not args.no_diagnostics,
-                        fidelity=not args.no_fidelity,
-                        precision=training_precision(args.model))
-    print(f"level {level}, split {args.split}, precision {config.precision}")
+    given = {k: v for k, v in {"steps": args.steps, "cfg_scale": args.cfg}.items() if v is not None}
+    config = EvalConfig(split=args.split, n_prompts=args.n_prompts, n_images=args.n_images, seed=args.seed, level=level,
+                        diagnostics=not args.no_diagnostics, fidelity=not args.no_fidelity,
+                        **{**training_sampling(args.model), **given})
+    print(f"level {level}, split {args.split}, precision {config.precision}, {config.steps} steps, CFG {config.cfg_scale:g}")
     result = evaluate(model, system, config)
     for key, value in result.metrics.items():
         print(f"{key:32s} {value:.4f}")
@@ -99,8 +99,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="a trained system directory (runs/<name>/model)")
     p.add_argument("--prompt", action="append", required=True, help="repeat for several prompts")
     p.add_argument("--n", type=positive_int, default=4, help="images per prompt")
-    p.add_argument("--steps", type=positive_int, default=25)
-    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="diffusion / MaskGIT steps (default: the recipe's eval_args.steps, else the system's own)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="classifier-free guidance scale, 1 = none (default: the recipe's, else the system's own)")
     p.add_argument("--sampler", default=None, help="euler | heun | ddim | ddpm (default: the path's natural one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="samples.png")
@@ -125,8 +127,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="heldout", choices=SPLITS, help="train | val | test | heldout (default: heldout)")
     p.add_argument("--n-prompts", type=positive_int, default=120)
     p.add_argument("--n-images", type=positive_int, default=100)
-    p.add_argument("--steps", type=positive_int, default=25)
-    p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--steps", type=positive_int, default=None, help="default: the recipe's eval_args.steps, else 25")
+    p.add_argument("--cfg", type=float, default=None, help="default: the recipe's eval_args.cfg_scale, else 3")
     p.add_argument("--seed", type=int, default=1234,
                    help="seed of the prompts and images (1234; choose sampler settings on another, e.g. 99)")
     p.add_argument("--level", default=None, choices=list(LEVELS), help="ShapesWorld level (default: the one the model trained at)")

@@ -243,6 +243,7 @@ def train(
     peak = peak_flops(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
     result = TrainResult(run_dir, start_step, "done")
     samples_per_step = source.step_size
+    counted_tasks = None  # the tasks whose step flops_per_step counts
     window_start, window_steps = time.perf_counter(), 0
     run_start = time.perf_counter()
     budget = cfg.time_budget_minutes * 60
@@ -284,6 +285,12 @@ def train(
             if step + 1 < cfg.steps:
                 pending = prefetch.submit(make_batches, step + 1)
             logged: dict[str, torch.Tensor] = {}
+            # staged training (tasks.start): the tasks in this step; every task's data is still drawn, so the
+            # stream of each task is the same whatever the stages
+            active = tuple(t for t in run.tasks if fraction >= t.start)
+            if active != counted_tasks:  # the FLOPs and samples of a step change with its tasks: count again
+                flops_per_step = 0 if counted_tasks is not None else flops_per_step
+                counted_tasks, samples_per_step = active, sum(t.batch_size for t in active)
 
             def forward_backward() -> torch.Tensor:
                 # One backward per task. Under DDP the gradients are all-reduced after the last task only
@@ -291,9 +298,9 @@ def train(
                 # per task) never leave a parameter marked ready twice in one reduction; the summed gradients
                 # are those of backward(sum_k lambda_k L_k).
                 total = torch.zeros((), device=device)
-                for i, task in enumerate(run.tasks):
+                for i, task in enumerate(active):
                     # (FSDP reduce-scatters after each backward and accumulates the sharded gradients)
-                    defer = dist_utils.is_distributed() and not sharded and i < len(run.tasks) - 1
+                    defer = dist_utils.is_distributed() and not sharded and i < len(active) - 1
                     with train_model.no_sync() if defer else nullcontext():
                         with autocast(device, cfg.precision):
                             losses = system.losses(train_model, batches[task.name], generator)

@@ -1,0 +1,98 @@
+"""How image tokens enter and leave a diffusion trunk, and the pooled text that may condition them.
+
+``PatchIO`` is the image's way in and out (I images, N patches, P = C * patch^2, D width):
+
+- ``linear`` (ViT/DiT patch embedding; Transfusion's and MonoFormer's papers): a linear map per patch in, a
+  zero-initialised linear map out (the model first predicts 0, the mean of every diffusion target);
+- ``unet`` (Transfusion sec. 3.3, "U-Net patchification"): a few time-conditioned convolutional levels turn the
+  image into the token grid and mirror it back with skips, so a small trunk draws clean shapes
+  (benchmarks/RESULTS.md, "Transfusion follows text": the per-patch speckle of linear patches went away).
+  ``unet_fold`` folds fold x fold pixel blocks into channels first (pixel unshuffle), so the first level
+  runs at 1/fold resolution.
+
+``PooledText`` is GLIDE's and Imagen's pooled-text conditioning (Nichol et al. 2022 sec. 2.3; Saharia et al.
+2022 sec. 2.2): the mean embedding of the text before an image, through LayerNorm and an MLP, joins that
+image's time conditioning. Its running sum travels in the KV cache, so cached sampling equals a recompute.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from umm.config import ConfigError
+from umm.nn.embeddings import PatchEmbed, patchify, unpatchify
+from umm.nn.unet import UNetDecoder, UNetEncoder
+
+
+class PatchIO(nn.Module):
+    def __init__(self, channels: int, side: int, patch: int, dim: int, unet: bool = False, unet_width: int = 32,
+                 unet_fold: int = 1):
+        super().__init__()
+        self.channels, self.side, self.patch, self.unet, self.fold = channels, side, patch, unet, unet_fold
+        patch_dim = channels * patch**2
+        if unet:
+            reduce = patch // max(unet_fold, 1)
+            levels = reduce.bit_length() - 1
+            if unet_fold < 1 or patch % unet_fold or 2**levels != reduce:
+                raise ConfigError(f"model_args.unet_fold={unet_fold} with patch={patch}: U-Net patchification "
+                                  "needs patch / unet_fold to be a power of two (e.g. fold 1, 2, 4)")
+            folded = channels * unet_fold**2
+            self.unet_in = UNetEncoder(folded, dim, levels, unet_width, dim)
+            self.unet_out = UNetDecoder(folded, dim, levels, unet_width, dim)
+        else:
+            self.patch_in = PatchEmbed(patch_dim, dim)
+            self.patch_out = nn.Linear(dim, patch_dim)
+            nn.init.zeros_(self.patch_out.weight)
+            nn.init.zeros_(self.patch_out.bias)
+
+    def embed(self, patches: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """(I, N, P) noisy patches and (I, D) condition -> tokens (I, N, D) and the U-Net skips (None if linear)."""
+        if not self.unet:
+            return self.patch_in(patches), None
+        pixels = unpatchify(patches, self.patch, self.channels, self.side, self.side)  # (I, C, H, W)
+        return self.unet_in(F.pixel_unshuffle(pixels, self.fold), cond)
+
+    def project(self, h: torch.Tensor, skips: list[torch.Tensor] | None, cond: torch.Tensor) -> torch.Tensor:
+        """Trunk outputs (I, N, D) -> diffusion outputs (I, N, P)."""
+        if not self.unet:
+            return self.patch_out(h)
+        return patchify(F.pixel_shuffle(self.unet_out(h, skips, cond), self.fold), self.patch)
+
+
+class PooledText(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        # LayerNorm first: embeddings start at std 0.02, and without it the pooled text reached the condition
+        # with norm 0.83 against the time embedding's 20.4 (RESULTS.md, run T1)
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, mean: torch.Tensor) -> torch.Tensor:
+        """(I, D) mean text embedding -> (I, D) condition."""
+        return self.mlp(mean)
+
+    @staticmethod
+    def mean_before(x: torch.Tensor, is_text: torch.Tensor, cache=None, commit: bool = True) -> torch.Tensor:
+        """Mean embedding (B, T, D) of the text slots (``is_text`` (B, T)) up to each slot, the cached prefix
+        included; on commit the cache keeps the running sum and count for the next chunk."""
+        weight = is_text.to(x.dtype)[..., None]  # (B, T, 1)
+        sums, counts = torch.cumsum(x * weight, dim=1), torch.cumsum(weight, dim=1)  # (B, T, D), (B, T, 1)
+        if cache is not None and "text_sum" in cache.state:
+            sums, counts = sums + cache.state["text_sum"][:, None], counts + cache.state["text_count"][:, None]
+        if cache is not None and commit:
+            cache.state["text_sum"], cache.state["text_count"] = sums[:, -1].detach(), counts[:, -1].detach()
+        return sums / counts.clamp_min(1)
+
+
+# weights saved before PatchIO and PooledText were shared modules (umm <= stop 21) name them on the model itself
+LEGACY_PREFIXES = (("unet_in.", "image_io.unet_in."), ("unet_out.", "image_io.unet_out."),
+                   ("patch_in.", "image_io.patch_in."), ("patch_out.", "image_io.patch_out."), ("text_pool.", "text_pool.mlp."))
+
+
+def rename_legacy_keys(state_dict: dict, prefix: str, *_args) -> None:
+    """A ``load_state_dict`` pre-hook: rename the old keys in place, so earlier checkpoints load unchanged."""
+    for key in list(state_dict):
+        for old, new in LEGACY_PREFIXES:
+            if key.startswith(prefix + old) and not key.startswith(prefix + new):
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
