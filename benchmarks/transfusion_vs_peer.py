@@ -2,17 +2,21 @@
 
     pip install -c constraints.txt transfusion-pytorch==0.20.0      # the peer (bench extra)
     python benchmarks/transfusion_vs_peer.py --minutes 3 --dim 256 --depth 6
+    python benchmarks/transfusion_vs_peer.py --minutes 10 --dim 128 --depth 4 --level L1 --precision fp32
 
 Both models see the same text-to-image batches ([BOS] caption [BOI] image) from ShapesWorld, tokenised by
-the same BPE, with bf16 autocast, AdamW at the same learning rate. Each trains for the same wall-clock budget
+the same BPE, in the same precision (``--precision``; bf16 autocast pays only on CPUs with AMX), AdamW at the
+same learning rate, both with the paper's linear patches (4x4 pixels; umm's U-Net and pooled-text options stay off,
+so the two implement the same mechanism). Each trains for the same wall-clock budget
 (one after the other, so they do not share the CPU); the script prints training samples/s of each and
-their ratio, then the judge's GenEval-like scores of images each generates for the same held-out prompts
-(20 ODE steps, CFG 3).
+their ratio, then the judge's GenEval-like scores of images each generates for the same prompts of
+``--split`` at ``--level`` (20 ODE steps, CFG 3).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import torch
@@ -24,14 +28,18 @@ from umm.models.transfusion import TransfusionSystem
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
 
 
-def batches(tokenizer, batch_size: int, seed: int = 0):
-    """Yields lists of (caption ids, image in [0, 1]) from the train split, the same for both models."""
-    world = ShapesWorld("train", seed=seed)
+def batches(args, batch_size: int, seed: int = 0):
+    """Yields lists of ShapesWorld samples (caption, image in [0, 1]) from the train split, the same for both models."""
+    world = ShapesWorld("train", seed=seed, canvas=32, level=args.level)
     index = 0
     while True:
         samples = [world[index + i] for i in range(batch_size)]
         index += batch_size
         yield samples
+
+
+def autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def train_umm(args, tokenizer, minutes: float):
@@ -42,11 +50,11 @@ def train_umm(args, tokenizer, minutes: float):
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), foreach=True)
     gen = torch.Generator().manual_seed(0)
     seen, steps, start = 0, 0, time.perf_counter()
-    source = batches(tokenizer, args.batch_size)
+    source = batches(args, args.batch_size)
     timed_start, timed_seen = None, 0
     while time.perf_counter() - start < minutes * 60:
         batch = system.collate(next(source), "t2i", gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast(args.precision):
             losses = system.losses(model, batch, gen)
         sum(v for k, v in losses.items() if k.endswith("_loss")).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -77,12 +85,12 @@ def train_peer(args, tokenizer, minutes: float):
     )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), foreach=True)
     seen, steps, start = 0, 0, time.perf_counter()
-    source = batches(tokenizer, args.batch_size)
+    source = batches(args, args.batch_size)
     timed_start, timed_seen = None, 0
     while time.perf_counter() - start < minutes * 60:
         samples = next(source)
         batch = [[torch.tensor(tokenizer.encode(s["caption"])), s["image"] * 2 - 1] for s in samples]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast(args.precision):
             loss = model(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -118,21 +126,25 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--prompts", type=int, default=60)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--level", default="L4", help="ShapesWorld level of the training data and the prompts")
+    parser.add_argument("--split", default="heldout", help="split of the scored prompts (test: in distribution)")
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     args = parser.parse_args()
 
     tokenizer = TextTokenizer.train(shapes_corpus(20000), 512)
-    prompts = geneval_prompts(args.prompts, "heldout", seed=1234)
+    prompts = geneval_prompts(args.prompts, args.split, seed=1234, level=args.level)
     texts = [p.prompt for p in prompts]
 
     umm_model, system, umm_rate, umm_steps, umm_params = train_umm(args, tokenizer, args.minutes)
-    umm_images = system.generate_images(umm_model, texts, steps=args.steps, cfg_scale=3.0)
+    umm_images = system.generate_images(umm_model, texts, steps=args.steps, cfg_scale=3.0, precision=args.precision)
     umm_scores = geneval_score(umm_images, prompts)
     del umm_model
 
     peer_model, peer_rate, peer_steps, peer_params = train_peer(args, tokenizer, args.minutes)
     peer_scores = geneval_score(peer_images(peer_model, tokenizer, texts, args.steps), prompts)
 
-    print(f"\nsame width/depth: dim {args.dim}, depth {args.depth}, batch {args.batch_size}, {args.minutes:g} min each, bf16")
+    print(f"\nsame width/depth: dim {args.dim}, depth {args.depth}, batch {args.batch_size}, {args.minutes:g} min each, "
+          f"{args.precision}, level {args.level}, {args.prompts} {args.split} prompts")
     print(f"{'':22s} {'umm':>12s} {'peer':>12s} {'ratio':>8s}")
     print(f"{'parameters (M)':22s} {umm_params / 1e6:12.2f} {peer_params / 1e6:12.2f}")
     print(f"{'train samples/s':22s} {umm_rate:12.1f} {peer_rate:12.1f} {umm_rate / peer_rate:8.2f}x")

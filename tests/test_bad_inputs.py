@@ -41,6 +41,8 @@ CASES = [
     (["train", "missing.yaml"], "recipe file 'missing.yaml' does not exist"),
     (["train", "{badyaml}"], "is not valid YAML (line"),
     (["train", "{binyaml}"], "is not valid YAML"),
+    (["train", "{nobase}"], "config key 'base' = 'base/nonesuch'"),
+    (["train", "{loop}"], "inherits from itself (loop.yaml -> loop.yaml)"),
     # run directories: a file, an existing run, --resume with nothing to resume
     (["train", "test_transfusion", "--out", "{file}"], "is a file; choose another --out"),
     (["train", "test_transfusion", "--out", "{run}", "--quiet"], "already holds checkpoints; pass --resume"),
@@ -96,12 +98,15 @@ def places(tmp_path_factory):
     (tmp / "a_file").write_text("a file, not a directory")
     (tmp / "bad.yaml").write_text("model: [unclosed\n  - : :\n")
     (tmp / "bin.yaml").write_bytes(b"\xff\xfe\x00\x81binary")
+    (tmp / "nobase.yaml").write_text("base: base/nonesuch\nmodel: test_transfusion\n")
+    (tmp / "loop.yaml").write_text("base: loop\nmodel: test_transfusion\n")
     (tmp / "fresh").mkdir()
     badjson = tmp / "badjson"  # a model whose system.json was cut short
     shutil.copytree(run / "model", badjson)
     (badjson / "system.json").write_text('{"family": "transf')
     return {"run": run, "model": run / "model", "trunc": trunc, "foreign": tmp / "foreign", "fake": tmp / "fake.png",
             "file": tmp / "a_file", "badjson": badjson, "badyaml": tmp / "bad.yaml", "binyaml": tmp / "bin.yaml", "fresh": tmp / "fresh",
+            "nobase": tmp / "nobase.yaml", "loop": tmp / "loop.yaml",
             "cwd": tmp}  # fmt: skip
 
 

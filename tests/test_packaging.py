@@ -55,3 +55,6 @@ def test_a_wheel_install_lists_its_recipes_and_trains_one_from_outside_the_repo(
     out = _run(umm, "train", "test_transfusion", "train.steps=2", "--out", outside / "run", "--quiet",
                cwd=outside)
     assert "trained" in out and (outside / "run" / "model" / "model.safetensors").is_file()
+    # a recipe with a shipped base (base/image_tokenizer_test) resolves from the installed package too
+    out = _run(umm, "train", "test_vq", "train.steps=2", "--out", outside / "vq", "--quiet", cwd=outside)
+    assert "trained" in out and "steps: 2" in (outside / "vq" / "recipe.yaml").read_text()

@@ -136,11 +136,41 @@ class RunConfig:
         return self.name or self.model
 
 
+def _base_path(name: str, directory: Path, recipe: Path) -> Path:
+    """A ``base:`` entry: a path or name beside the recipe, else a shipped recipe (``base/survey_s``)."""
+    from umm.recipes import RECIPES_DIR
+
+    for candidate in (directory / name, directory / f"{name}.yaml", RECIPES_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config key 'base' = {name!r} (in {recipe}): no such recipe beside it or shipped with umm "
+                      f"(the shipped bases: {', '.join(sorted('base/' + p.stem for p in (RECIPES_DIR / 'base').glob('*.yaml')))})")
+
+
+def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file as a dict, with the recipes its ``base:`` key names (one or a list) merged under it in
+    order, each with its own bases first; the file's own keys win, and lists (``tasks``) are replaced whole."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(p.name for p in (*_seen, path))
+        raise ConfigError(f"config key 'base': recipe {path.name} inherits from itself ({chain})")
+    data = load_yaml(path)
+    bases = data.pop("base", None) or []
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"config key 'base' (in {path}) expects a recipe name or path, or a list of them; got {bases!r}")
+    merged: dict[str, Any] = {}
+    for name in bases:
+        merged = merge(merged, read_recipe(_base_path(name, path.parent, path), (*_seen, path.resolve())))
+    return merge(merged, data)
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None,
                 updates: dict[str, Any] | None = None) -> RunConfig:
-    """Read a recipe YAML (or start from ``base``), apply ``key=value`` overrides, then ``updates`` (a nested
-    dict, ``{"train": {"steps": 10}}``, as ``umm.train`` takes them), and validate every key."""
-    data = load_yaml(path) if path is not None else dict(base or {})
+    """Read a recipe YAML (with its ``base:`` recipes, see :func:`read_recipe`) or start from ``base``, apply
+    ``key=value`` overrides, then ``updates`` (a nested dict, ``{"train": {"steps": 10}}``, as ``umm.train``
+    takes them), and validate every key."""
+    data = read_recipe(path) if path is not None else dict(base or {})
     data = merge(data, parse_overrides(overrides or []))
     data = merge(data, updates or {})
     if "model" not in data:
