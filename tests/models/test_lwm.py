@@ -24,7 +24,6 @@ from umm.training.recipe import load_recipe
 from umm.recipes import RECIPES_DIR
 
 
-
 @pytest.fixture(scope="module")
 def tiny():
     tokenizer = TextTokenizer.train(shapes_corpus(2000), 384)
@@ -36,10 +35,6 @@ def tiny():
         system = LWMSystem(tokenizer, model.config, options)
     world = ShapesWorld("train", canvas=16, max_objects=2, modalities=LWMSystem.modalities)
     return model, system, [world[i] for i in range(4)]
-
-
-def layout_of(batch: dict) -> Layout:
-    return Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
 
 
 def test_clip_is_frames_with_eof_then_eov_inside_vision_tags(tiny):
@@ -67,7 +62,7 @@ def test_vision_slots_use_their_own_embedding_and_head(tiny):
     assert model.text_embed.num_embeddings == c.text_vocab and model.vision_embed.num_embeddings == c.vision_codes + 2
     assert model.text_head.out_features == c.text_vocab and model.vision_head.out_features == c.vision_codes + 2
     batch = system.collate(samples[:1], "t2i", torch.Generator().manual_seed(0))
-    tokens, layout = batch["tokens"], layout_of(batch)
+    tokens, layout = batch["tokens"], Layout.of(batch)
     first_vision = int((tokens[0] >= c.text_vocab).nonzero()[0])
     with torch.no_grad():
         before = model(tokens, layout)
@@ -92,7 +87,7 @@ def test_text_and_vision_losses_are_separate_and_weighted(tiny):
     losses = system.losses(model, batch, torch.Generator())
     assert {k for k in losses if k.endswith("_loss")} == {"text_loss", "vision_loss"}
     with torch.no_grad():
-        out = model(batch["tokens"], layout_of(batch))
+        out = model(batch["tokens"], Layout.of(batch))
     targets = batch["text_targets"]
     vision, text = targets >= c.text_vocab, (targets != IGNORE) & (targets < c.text_vocab)
     text_ce = F.cross_entropy(out.text_logits[text], targets[text])  # LM head, text vocabulary only

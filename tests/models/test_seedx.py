@@ -12,7 +12,8 @@ from umm.config import ConfigError
 from umm.data.shapes import ShapesWorld
 from umm.eval.harness import EvalConfig, evaluate
 from umm.models.factory import build_model, model_config
-from umm.models.llm_bridge import frozen_system, layout_of
+from umm.models.llm_bridge import frozen_system
+from umm.nn import Layout
 from umm.models.seedx import DETOKENIZER_DIR, SeedXOptions, SeedXSystem
 from umm.models.system import load_system, save_system
 from umm.objectives import IGNORE
@@ -20,7 +21,6 @@ from umm.tokenizers.text import TextTokenizer, shapes_corpus
 from umm.training.loop import train
 from umm.training.recipe import load_recipe
 from umm.recipes import RECIPES_DIR
-
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_regression_target_is_the_detokenizers_condition_weighted_six(tiny):
     losses = system.losses(model, batch, torch.Generator().manual_seed(0))
     assert torch.allclose(losses["regression_loss"], 6.0 * losses["regression_error"])
     with torch.no_grad():
-        out = model(batch["tokens"], batch["kinds"], batch["features"], layout_of(batch), out_slots=batch["out_slots"]).out
+        out = model(batch["tokens"], batch["kinds"], batch["features"], Layout.of(batch), out_slots=batch["out_slots"]).out
     assert torch.allclose(losses["regression_error"], F.mse_loss(out, batch["target"]), rtol=1e-5)
 
 

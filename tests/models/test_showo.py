@@ -25,7 +25,6 @@ from umm.training.recipe import load_recipe
 from umm.recipes import RECIPES_DIR
 
 
-
 @pytest.fixture(scope="module")
 def tiny():
     tokenizer = TextTokenizer.train(shapes_corpus(2000), 384)
@@ -37,10 +36,6 @@ def tiny():
         system = ShowoSystem(tokenizer, model.config, options)
     world = ShapesWorld("train", canvas=16, max_objects=2)
     return model, system, [world[i] for i in range(6)]
-
-
-def layout_of(batch: dict) -> Layout:
-    return Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
 
 
 def test_t2i_batch_masks_codes_and_targets_the_originals(tiny):
@@ -98,7 +93,7 @@ def test_understanding_batches_show_clean_images_and_train_text(tiny):
 def test_omni_attention_bidirectional_image_causal_text(tiny):
     model, system, samples = tiny
     batch = system.collate(samples[:1], "caption", torch.Generator())
-    tokens, layout = batch["tokens"], layout_of(batch)
+    tokens, layout = batch["tokens"], Layout.of(batch)
     boi = tokens[0].tolist().index(system.tokenizer.boi_id)
     changed = tokens.clone()
     last = boi + 16  # the last code of the image
@@ -153,7 +148,7 @@ def recompute_maskgit(model, system, prompts, codes, masked, steps, scale, seed,
                 seqs.append(seq)
         batch = collate(seqs, rope_axes=2, pad_left=True, pad_id=system.tokenizer.pad_id)
         with torch.no_grad():
-            logits = model(batch["tokens"], layout_of(batch)).logits[:, -codes.shape[1]:, low:high].float()
+            logits = model(batch["tokens"], Layout.of(batch)).logits[:, -codes.shape[1]:, low:high].float()
         if guided:
             logits = muse_cfg(*logits.chunk(2), scale)
         codes, masked = maskgit_step(logits, codes, masked, remaining[:, i], 1.0,

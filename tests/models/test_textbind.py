@@ -12,7 +12,8 @@ from umm.data.sequence import PATCH
 from umm.data.shapes import ShapesWorld
 from umm.eval.harness import EvalConfig, evaluate
 from umm.models.factory import build_model, model_config
-from umm.models.llm_bridge import ConnectorConfig, layout_of
+from umm.models.llm_bridge import ConnectorConfig
+from umm.nn import Layout
 from umm.models.system import load_system
 from umm.models.textbind import ENCODERS_DIR, GENERATOR_DIR, TextBindOptions, TextBindSystem
 from umm.objectives import IGNORE
@@ -21,7 +22,6 @@ from umm.tokenizers.text import TextTokenizer, shapes_corpus
 from umm.training.loop import train
 from umm.training.recipe import load_recipe
 from umm.recipes import RECIPES_DIR
-
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +60,12 @@ def test_every_image_fills_its_slots_and_the_answer_depends_on_it(tokenizer, tin
     assert system.image_slots == expected
     batch = system.collate(samples, "caption", torch.Generator().manual_seed(0))
     assert int((batch["kinds"] == PATCH).sum()) == len(samples) * expected
-    out = model(batch["tokens"], batch["kinds"], batch["features"], layout_of(batch)).logits
-    other = model(batch["tokens"], batch["kinds"], batch["features"].roll(1, 0), layout_of(batch)).logits
+    out = model(batch["tokens"], batch["kinds"], batch["features"], Layout.of(batch)).logits
+    other = model(batch["tokens"], batch["kinds"], batch["features"].roll(1, 0), Layout.of(batch)).logits
     first_text = int((batch["kinds"][0] == PATCH).nonzero().max()) + 1  # [EOI] after the image
     assert not torch.allclose(out[0, first_text:], other[0, first_text:])
     with pytest.raises(UmmError, match="image slots"):
-        model(batch["tokens"], batch["kinds"], batch["features"][:1], layout_of(batch))
+        model(batch["tokens"], batch["kinds"], batch["features"][:1], Layout.of(batch))
 
 
 def test_understanding_loss_is_on_the_answer_only(tiny):
@@ -87,7 +87,7 @@ def test_cached_decoding_equals_greedy_full_recompute(tiny):
         for _ in range(6):
             full = system.understanding_prompt(None if row else "what colour is the circle?").text(ids, loss=False)
             batch = multi_expert.prompt_batch(system, [full], "cpu")
-            logits = model(batch["tokens"], batch["kinds"], features[row : row + 1], layout_of(batch)).logits
+            logits = model(batch["tokens"], batch["kinds"], features[row : row + 1], Layout.of(batch)).logits
             ids.append(int(logits[0, -1].argmax()))
         assert fast[row] == ids
 

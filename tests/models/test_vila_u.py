@@ -25,7 +25,6 @@ from umm.training.recipe import load_recipe
 from umm.recipes import RECIPES_DIR
 
 
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return TextTokenizer.train(shapes_corpus(2000), 384)
@@ -41,10 +40,6 @@ def tiny(tokenizer):
         system = VilaUSystem(tokenizer, model.config, options)
     world = ShapesWorld("train", canvas=16, max_objects=2)
     return model, system, [world[i] for i in range(4)]
-
-
-def layout_of(batch: dict) -> Layout:
-    return Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
 
 
 def test_tower_codes_are_its_rq_codes_and_alignment_learns(tokenizer):
@@ -142,7 +137,7 @@ def test_cached_generation_equals_teacher_forced_recompute(tiny, scale):
     predict = torch.zeros_like(batch["image_loss"])
     predict[:, :-1] = batch["image_loss"][:, 1:]
     with torch.no_grad():
-        out = model(batch["tokens"], batch["codes"], batch["is_image"], layout_of(batch), predict=predict)
+        out = model(batch["tokens"], batch["codes"], batch["is_image"], Layout.of(batch), predict=predict)
     logits = out.code_logits.view(len(seqs), 16, 2, -1).float()  # (rows, N, D, K)
     if scale != 1.0:
         logits = cfg(*logits.log_softmax(-1).chunk(2), scale)

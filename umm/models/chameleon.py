@@ -37,7 +37,7 @@ from umm import UmmError
 from umm.data.sequence import Sequence, ar_sequence, collate
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
-from umm.nn import Layout, Span, TokenLM, TransformerConfig, continue_layout
+from umm.nn import Layout, Span, TokenLM, TransformerConfig, autocast, continue_layout
 from umm.objectives import IGNORE, next_token_loss, z_loss
 from umm.pipelines import ar
 from umm.registry import ARCHITECTURES, SYSTEMS
@@ -222,7 +222,7 @@ class ChameleonSystem(SystemBase):
     # -- objective --------------------------------------------------------------------------------------
 
     def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        layout = Layout.of(batch)
         logits = model(batch["tokens"], layout).logits  # (B, T, V)
         targets = batch["text_targets"]
         out = {"lm_loss": next_token_loss(logits, targets)}
@@ -259,7 +259,7 @@ def generate_interleaved(model, system: ChameleonSystem, prompt: str, max_new_to
     tokens, layout = ar.prompt_batch(system, [seq], device)
     segments: list = []
     text: list[int] = []
-    with ar.autocast(precision, device):
+    with autocast(precision, device):
         step, logits = ar.cached_steps(model, tokens, layout, max_new_tokens * (len(plan.forced) + 1))
         next_position = layout.next_position
         for _ in range(max_new_tokens):

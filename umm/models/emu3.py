@@ -298,7 +298,7 @@ class Emu3System(SystemBase):
     # -- objective --------------------------------------------------------------------------------------
 
     def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        layout = Layout.of(batch)
         logits = model(batch["tokens"], layout).logits  # (B, T, V)
         targets = batch["text_targets"]
         out = {"lm_loss": next_token_loss(logits, targets)}

@@ -35,7 +35,7 @@ from umm import UmmError
 from umm.data.sequence import Sequence, ar_sequence, collate
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
-from umm.nn import Layout, Span, TokenLM, TransformerConfig, continue_layout
+from umm.nn import Layout, Span, TokenLM, TransformerConfig, autocast, continue_layout
 from umm.objectives import IGNORE, next_token_loss
 from umm.pipelines import ar
 from umm.registry import ARCHITECTURES, SYSTEMS
@@ -175,7 +175,7 @@ class LavitSystem(SystemBase):
     # -- objective --------------------------------------------------------------------------------------
 
     def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        layout = Layout.of(batch)
         logits = model(batch["tokens"], layout).logits  # (B, T, V)
         targets = batch["text_targets"]
         out = {"lm_loss": next_token_loss(logits, targets)}
@@ -242,7 +242,7 @@ def generate_images(model: Lavit, system: LavitSystem, prompts: list[str], cfg_s
         tokens, layout = ar.prompt_batch(system, seqs, device)
         codes = torch.full((b, n), PAD_CODE, dtype=torch.long)
         done = torch.zeros(b, dtype=torch.bool)
-        with ar.autocast(precision, device):
+        with autocast(precision, device):
             if use_cache:
                 step, logits = ar.cached_steps(model, tokens, layout, n + 1)
             else:

@@ -380,10 +380,6 @@ class BridgeSystem(SystemBase):
         return multi_expert.understand(model, self, images, questions, max_new_tokens, batch_size, precision)
 
 
-def layout_of(batch: dict) -> Layout:
-    return Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
-
-
 # ---- training stages ----------------------------------------------------------------------------------------
 
 
@@ -420,5 +416,5 @@ def load_stage_weights(model: nn.Module, tokenizer, directory: str | Path) -> No
 __all__ = [
     "BridgeLM", "BridgeOutput", "BridgeSystem", "ConnectorConfig", "FrozenEncoders", "QueryResampler",
     "ResamplerConfig", "add_image", "build_connector", "freeze_to", "frozen_system", "gather_slots", "image_slots",
-    "layout_of", "load_stage_weights",
+    "load_stage_weights",
 ]

@@ -277,7 +277,7 @@ class LWMSystem(SystemBase):
         """0.5 x text CE (LM head, text targets) + 0.5 x vision CE (vision head, vision targets), each a mean
         over its own targets; a term whose targets are absent from the batch (captioning has no vision target)
         is left out, as LWM's masked mean makes it 0."""
-        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        layout = Layout.of(batch)
         out_model = model(batch["tokens"], layout)
         targets = batch["text_targets"]  # (B, T) in the one id space; IGNORE where no loss
         text_vocab = self.config.text_vocab

@@ -377,7 +377,7 @@ class MMARSystem(SystemBase):
         return rows, patches[:, 1:][target[:, 1:]]
 
     def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        layout = Layout.of(batch)
         rows, x0 = self.head_targets(batch)
         draws = draw_noise(x0, self.path, self.options.diffusion_batch_mul, generator)  # (M, K, P)
         out = model(batch["tokens"], batch["kinds"], batch["patches"], batch["masked"], layout,

@@ -59,7 +59,6 @@ from umm.models.llm_bridge import (
     freeze_to,
     frozen_system,
     gather_slots,
-    layout_of,
     load_stage_weights,
 )
 from umm.models.system import load_system, save_system
@@ -265,7 +264,7 @@ class NextGPTSystem(BridgeSystem):
         return batch
 
     def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        out = model(batch["tokens"], batch["kinds"], batch["features"], layout_of(batch),
+        out = model(batch["tokens"], batch["kinds"], batch["features"], Layout.of(batch),
                     out_slots=batch.get("out_slots"))
         lm = next_token_loss(out.logits, batch["text_targets"])
         losses = {"lm_loss": lm}

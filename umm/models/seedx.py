@@ -49,7 +49,6 @@ from umm.models.llm_bridge import (
     ResamplerConfig,
     frozen_system,
     gather_slots,
-    layout_of,
 )
 from umm.models.system import load_system, save_system
 from umm.nn import Layout, TransformerConfig
@@ -205,7 +204,7 @@ class SeedXSystem(BridgeSystem):
         return batch
 
     def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        out = model(batch["tokens"], batch["kinds"], batch["features"], layout_of(batch),
+        out = model(batch["tokens"], batch["kinds"], batch["features"], Layout.of(batch),
                     out_slots=batch.get("out_slots"))
         losses = {"lm_loss": next_token_loss(out.logits, batch["text_targets"])}
         if out.out is not None:

@@ -268,7 +268,7 @@ class ShowoSystem(SystemBase):
     # -- objective ----------------------------------------------------------------------------------------
 
     def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        layout = Layout.of(batch)
         logits = model(batch["tokens"], layout).logits  # (B, T, V)
         text = next_token_loss(logits, batch["text_targets"])
         if batch["task"] != "t2i":

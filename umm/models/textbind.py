@@ -48,7 +48,6 @@ from umm.models.llm_bridge import (
     FrozenEncoders,
     ResamplerConfig,
     frozen_system,
-    layout_of,
 )
 from umm.models.system import load_system, save_system
 from umm.nn import Layout, TransformerConfig
@@ -196,5 +195,5 @@ class TextBindSystem(BridgeSystem):
         return self.collate_understanding(samples, task, generator)
 
     def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        out = model(batch["tokens"], batch["kinds"], batch["features"], layout_of(batch))
+        out = model(batch["tokens"], batch["kinds"], batch["features"], Layout.of(batch))
         return {"lm_loss": next_token_loss(out.logits, batch["text_targets"])}

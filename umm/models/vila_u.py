@@ -49,7 +49,7 @@ from umm.data.sequence import PATCH, Sequence, ar_sequence, collate
 from umm.models.encoders import PatchTower, TextEncoder, TextEncoderConfig, text_inputs
 from umm.models.factory import create_model, from_pretrained, load_config, register_model, write_pretrained
 from umm.models.system import SystemBase
-from umm.nn import Layout, Span, Transformer, TransformerConfig, build_layout, continue_layout
+from umm.nn import Layout, Span, Transformer, TransformerConfig, autocast, build_layout, continue_layout
 from umm.objectives import next_token_loss
 from umm.objectives.contrastive import LogitScale, infonce_loss
 from umm.pipelines import ar
@@ -421,7 +421,7 @@ class VilaUSystem(SystemBase):
     # -- objective ----------------------------------------------------------------------------------------
 
     def losses(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        layout = Layout.of(batch)
         predict = torch.zeros_like(batch["image_loss"])
         predict[:, :-1] = batch["image_loss"][:, 1:]  # slot t predicts the codes of image slot t + 1
         out = model(batch["tokens"], batch["codes"], batch["is_image"], layout, predict=predict)
@@ -465,8 +465,8 @@ class VilaUSystem(SystemBase):
                 seq = self.add_image(Sequence(pad_id=tok.pad_id).text([tok.bos_id], loss=False), c, loss=False)
                 seqs.append(seq.text([] if q is None else self.text_ids(q), loss=False))
             batch = {k: v.to(device) for k, v in self.batch_of(seqs, pad_left=True).items()}
-            layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
-            with ar.autocast(precision, device), torch.no_grad():
+            layout = Layout.of(batch)
+            with autocast(precision, device), torch.no_grad():
                 cache = model.new_cache(len(seqs), batch["tokens"].shape[1] + max_new_tokens, device)
                 first = model(batch["tokens"], batch["codes"], batch["is_image"], layout, cache=cache).logits[:, -1].float()
                 no_codes = torch.zeros(len(seqs), 1, self.config.code_depth, dtype=torch.long, device=device)
@@ -523,13 +523,13 @@ def generate_images(model: VilaU, system: VilaUSystem, prompts: list[str], cfg_s
         seqs = [Sequence(pad_id=tok.pad_id).text([tok.bos_id] + ([] if t is None else system.text_ids(t)) + [tok.boi_id],
                                                  loss=False) for t in texts]
         batch = {k: v.to(device) for k, v in system.batch_of(seqs, pad_left=True).items()}
-        layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+        layout = Layout.of(batch)
         span = continue_layout(layout.next_position, Span(n, False, (config.grid, config.grid)))  # causal, 2D RoPE
         rows = len(seqs)
         pad = torch.full((rows, 1), tok.pad_id, device=device)
         is_image = torch.ones((rows, 1), dtype=torch.bool, device=device)
         codes = []
-        with ar.autocast(precision, device):
+        with autocast(precision, device):
             cache = model.new_cache(rows, batch["tokens"].shape[1] + n, device)
             context = model(batch["tokens"], batch["codes"], batch["is_image"], layout, cache=cache).hidden[:, -1]
             for i in range(n):

@@ -7,6 +7,7 @@ from umm.nn.kv_cache import KVCache
 from umm.nn.layout import Layout, Span, attention_mask, build_layout, continue_layout, image_span, text_span, video_span
 from umm.nn.mlp import MLP, SwiGLU
 from umm.nn.norm import QKNorm, RMSNorm
+from umm.nn.precision import autocast
 from umm.nn.rope import RotaryEmbedding, apply_rope
 from umm.nn.token_lm import TokenLM, TokenLMOutput
 from umm.nn.transformer import Block, Transformer, TransformerConfig
@@ -14,6 +15,6 @@ from umm.nn.transformer import Block, Transformer, TransformerConfig
 __all__ = [
     "AdaLNModulation", "Attention", "Block", "KVCache", "Layout", "MLP", "PatchEmbed", "QKNorm", "RMSNorm",
     "RotaryEmbedding", "Span", "SwiGLU", "TimestepEmbedding", "TokenLM", "TokenLMOutput", "Transformer", "TransformerConfig", "apply_rope",
-    "attention_mask", "build_layout", "continue_layout", "image_span", "modulate", "patchify", "patchify_video",
+    "attention_mask", "autocast", "build_layout", "continue_layout", "image_span", "modulate", "patchify", "patchify_video",
     "sinusoidal_embedding", "text_span", "unpatchify", "video_span",
 ]

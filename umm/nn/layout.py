@@ -51,6 +51,12 @@ class Layout:
     valid: torch.Tensor  # (B, T) bool: False on padding
     next_position: torch.Tensor  # (B, A) long
 
+    @classmethod
+    def of(cls, batch: dict) -> Layout:
+        """The layout of a collated batch (``umm.data.sequence.collate``: its block, positions, valid and
+        next_position entries)."""
+        return cls(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
+
     def to(self, device: torch.device | str) -> Layout:
         return Layout(*(t.to(device) for t in (self.block, self.positions, self.valid, self.next_position)))
 

@@ -27,14 +27,13 @@ growing with the sequence (``benchmarks/``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from umm import UmmError
 from umm.data.sequence import Sequence, collate
-from umm.nn import Layout, Span, continue_layout
+from umm.nn import Layout, Span, autocast, continue_layout
 from umm.pipelines.decode import decode_tokens
 from umm.samplers import cfg, three_way_cfg
 from umm.samplers.ar import sample_next
@@ -111,7 +110,7 @@ def three_way_guide(text_scale: float, image_scale: float) -> Guide:
 def prompt_batch(system, seqs: list[Sequence], device) -> tuple[torch.Tensor, Layout]:
     """Left-padded prompts (every prompt ends at the same slot, so new tokens line up) and their layout."""
     batch = collate(seqs, rope_axes=system.config.transformer.rope_axes, pad_left=True, pad_id=system.tokenizer.pad_id)
-    layout = Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"]).to(device)
+    layout = Layout.of(batch).to(device)
     return batch["tokens"].to(device), layout
 
 
@@ -183,10 +182,6 @@ def decode_codes(system, codes: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1] (float32, CPU) of codes, with the system's frozen tokenizer."""
     tokenizer = system.image_tokenizer
     return tokenizer.decode(codes.to(next(tokenizer.parameters()).device)).float().cpu()
-
-
-def autocast(precision: str, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ import torch
 
 from umm import UmmError
 from umm.data.sequence import Sequence
-from umm.nn import Span
+from umm.nn import Span, autocast
 from umm.pipelines import ar
 from umm.pipelines.decode import decode_tokens
 
@@ -90,7 +90,7 @@ def generate_plan(model, system, prompts: list[Sequence], plan: ar.TokenPlan, ne
         if guided:
             seqs = seqs + negatives[start : start + batch_size]
         tokens, layout = ar.prompt_batch(system, seqs, device)
-        with ar.autocast(precision, device):
+        with autocast(precision, device):
             if use_cache:
                 step, logits = ar.cached_steps(model, tokens, layout, len(plan.forced))
             else:
@@ -112,7 +112,7 @@ def decode_text(model, system, prompts: list[Sequence], text_vocab: int, max_new
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
         tokens, layout = ar.prompt_batch(system, prompts[start : start + batch_size], device)
-        with ar.autocast(precision, device):
+        with autocast(precision, device):
             step, logits = ar.cached_steps(model, tokens, layout, max_new_tokens)
             ids = decode_tokens(lambda t, lay: step(t, lay)[:, :text_vocab], logits[:, :text_vocab],
                                 layout.next_position, max_new_tokens, system.tokenizer.eos_id)

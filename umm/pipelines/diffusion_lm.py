@@ -8,12 +8,10 @@ token for MonoFormer). Each loop below is the whole algorithm, in the open.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 
 from umm.data.sequence import PATCH, SPECIAL, TEXT, Sequence, collate
-from umm.nn import Layout, Span, continue_layout
+from umm.nn import Layout, Span, autocast, continue_layout
 from umm.pipelines.decode import decode_tokens
 from umm.samplers import DDIMSampler, DDPMSampler, EulerSampler, HeunSampler, cfg
 
@@ -35,14 +33,6 @@ def make_sampler(name: str | None, path, clip: float | None = 1.0):
     raise ValueError(f"unknown sampler {name!r}; choose one of ddim, ddpm, euler, heun")
 
 
-def _autocast(precision: str, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-
-
-def _layout(batch: dict) -> Layout:
-    return Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
-
-
 def _prefill(model, system, seqs: list[Sequence], extra: int, device) -> tuple[object, dict, torch.Tensor]:
     """Run left-padded prompt sequences into a fresh cache; return (cache, batch, last logits (B, V))."""
     config = system.config
@@ -51,7 +41,7 @@ def _prefill(model, system, seqs: list[Sequence], extra: int, device) -> tuple[o
     batch = {k: v.to(device) for k, v in batch.items()}
     cache = model.new_cache(len(seqs), batch["tokens"].shape[1] + extra, device)
     times = torch.zeros(batch["tokens"].shape, device=device)
-    out = model(batch["tokens"], batch["kinds"], batch["patches"], times, _layout(batch), cache=cache)
+    out = model(batch["tokens"], batch["kinds"], batch["patches"], times, Layout.of(batch), cache=cache)
     return cache, batch, out.logits[:, -1].float()
 
 
@@ -114,7 +104,7 @@ def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scal
         seqs = [Sequence(pad_id=tok.pad_id).text([tok.bos_id] + system.text_ids(p) + [tok.boi_id], loss=False) for p in chunk]
         if guided:
             seqs += [Sequence(pad_id=tok.pad_id).text([tok.bos_id, tok.boi_id], loss=False) for _ in chunk]
-        with _autocast(precision, device):
+        with autocast(precision, device):
             cache, batch, _ = _prefill(model, system, seqs, len(system.image_prefix()) + config.grid**2, device)
             x, _ = _denoise_image(model, system, cache, batch["next_position"], len(seqs), guided, cfg_scale, steps,
                                   sampler, generator, device)
@@ -138,7 +128,7 @@ def _image_prompts(system, images: torch.Tensor, texts: list[str] | None) -> lis
 def _decode_after(model, system, seqs: list[Sequence], max_new_tokens: int, precision: str) -> list[str]:
     device = next(model.parameters()).device
     config = system.config
-    with _autocast(precision, device):
+    with autocast(precision, device):
         cache, batch, logits = _prefill(model, system, seqs, max_new_tokens, device)
 
         def step(token: torch.Tensor, layout: Layout) -> torch.Tensor:
@@ -191,7 +181,7 @@ def generate_interleaved(model, system, prompt: str, max_new_tokens: int = 64, s
     seqs = [Sequence(pad_id=tok.pad_id).text([tok.bos_id] + system.text_ids(prompt), loss=False)]
     segments: list[str | torch.Tensor] = []
     text: list[int] = []
-    with _autocast(precision, device):
+    with autocast(precision, device):
         cache, batch, logits = _prefill(model, system, seqs, max_new_tokens + 4 * (n_image + 2), device)
         next_position = batch["next_position"]
         for i in range(max_new_tokens):
@@ -252,8 +242,8 @@ def predict_x0(model, system, images: torch.Tensor, prompts: list[str], t: float
         times = (batch["block"] >= 0).float() * t  # (B, T): the image span at time t, as in training
         noise = torch.randn(batch["patches"].shape, generator=generator, device=device)
         noisy = torch.where(is_patch[..., None], system.path.add_noise(batch["patches"], noise, times), batch["patches"])
-        with _autocast(precision, device):
-            out = model(batch["tokens"], batch["kinds"], noisy, times, _layout(batch))
+        with autocast(precision, device):
+            out = model(batch["tokens"], batch["kinds"], noisy, times, Layout.of(batch))
         x0, _ = system.path.to_x0_eps(out.image.float(), noisy.float(), times)
         tokens = torch.stack([x0[i][is_patch[i]] for i in range(len(seqs))])  # (B, N, P)
         if system.sample_clip is not None:

@@ -23,13 +23,12 @@ each DDPM step of the head. Captioning and QA decode text greedily with the KV c
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import torch
 
 from umm import UmmError
 from umm.data.sequence import PATCH, TEXT, Sequence, collate
-from umm.nn import Layout, Span, continue_layout
+from umm.nn import Layout, Span, autocast, continue_layout
 from umm.nn.diffusion_head import DiffusionHead
 from umm.pipelines.decode import decode_tokens
 from umm.samplers import DDIMSampler, DDPMSampler, cfg, linear_cfg_scale
@@ -87,14 +86,6 @@ def sample_with_head(head: DiffusionHead, z_cond: torch.Tensor, z_uncond: torch.
     return x
 
 
-def _autocast(precision: str, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-
-
-def _layout(batch: dict) -> Layout:
-    return Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
-
-
 def prefill(model, system, seqs: list[Sequence], extra: int, device) -> tuple[object, dict, torch.Tensor, torch.Tensor]:
     """Run left-padded prompts into a fresh cache with room for ``extra`` more slots.
 
@@ -106,7 +97,7 @@ def prefill(model, system, seqs: list[Sequence], extra: int, device) -> tuple[ob
     batch = {k: v.to(device) for k, v in batch.items()}
     cache = model.new_cache(len(seqs), batch["tokens"].shape[1] + extra, device)
     masked = torch.zeros(batch["tokens"].shape, dtype=torch.bool, device=device)
-    out = model(batch["tokens"], batch["kinds"], batch["patches"], masked, _layout(batch), cache=cache)
+    out = model(batch["tokens"], batch["kinds"], batch["patches"], masked, Layout.of(batch), cache=cache)
     return cache, batch, out.logits[:, -1].float(), out.hidden[:, -1]
 
 
@@ -187,7 +178,7 @@ def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scal
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         seqs = [system.t2i_prompt(p) for p in chunk] + ([system.t2i_prompt(None) for _ in chunk] if guided else [])
-        with _autocast(precision, device):
+        with autocast(precision, device):
             cache, batch, _, last_hidden = prefill(model, system, seqs, config.grid**2, device)
             if options.order == "masked":
                 x = _masked_ar(model, system, cache, batch["next_position"], len(chunk), guided, cfg_scale, iterations,
@@ -203,7 +194,7 @@ def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scal
 def _decode_after(model, system, seqs: list[Sequence], max_new_tokens: int, precision: str) -> list[str]:
     device = next(model.parameters()).device
     config = system.config
-    with _autocast(precision, device):
+    with autocast(precision, device):
         cache, batch, logits, _ = prefill(model, system, seqs, max_new_tokens, device)
 
         def step(token: torch.Tensor, layout: Layout) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from umm import UmmError
-from umm.nn import Span, continue_layout
+from umm.nn import Span, autocast, continue_layout
 from umm.pipelines import ar
 from umm.samplers import annealed_choice_temperature, mask_schedule, maskgit_step, muse_cfg
 
@@ -82,7 +82,7 @@ def generate_images(model, system, prompts: list[str], steps: int = 16, cfg_scal
         chunk = prompts[start : start + batch_size]
         codes = torch.zeros(len(chunk), n, dtype=torch.long)
         masked = torch.ones(len(chunk), n, dtype=torch.bool)
-        with ar.autocast(precision, device):
+        with autocast(precision, device):
             codes = sample_codes(model, system, chunk, codes, masked, steps, cfg_scale, temperature,
                                  choice_temperature, generator)
         codes = codes.view(-1, system.config.grid, system.config.grid)
@@ -124,7 +124,7 @@ def inpaint(model, system, images: torch.Tensor, region: torch.Tensor, prompts: 
         chunk = slice(start, start + batch_size)
         codes = ar.encode_images(system, images[chunk]).flatten(1)  # (b, N)
         masked = region_to_grid(region[chunk], grid)
-        with ar.autocast(precision, device):
+        with autocast(precision, device):
             codes = sample_codes(model, system, texts[chunk], codes, masked, steps, cfg_scale, temperature,
                                  choice_temperature, generator)
         codes = codes.view(-1, grid, grid)

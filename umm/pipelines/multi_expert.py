@@ -17,20 +17,15 @@ supplies the tokenizer, the image features and the prompts.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from umm.data.sequence import TEXT, Sequence, collate
-from umm.nn import Layout, unpatchify
+from umm.nn import Layout, autocast, unpatchify
 from umm.pipelines.decode import decode_tokens
 from umm.pipelines.diffusion_lm import make_sampler
 from umm.samplers import cfg
-
-
-def _autocast(precision: str, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -63,7 +58,7 @@ def sample_images(model, system, context: torch.Tensor, steps: int = 25, cfg_sca
 
         x = torch.randn((b, config.grid**2, config.patch_dim), generator=generator, device=device)
         times = system.path.sampling_times(steps)
-        with _autocast(precision, device):
+        with autocast(precision, device):
             for t, t_next in zip(times[:-1], times[1:]):
                 x = step_fn.step(denoise, x, t, t_next, generator)
         images.append(unpatchify(x.clamp(-1, 1).float(), config.patch, config.channels, config.image_size,
@@ -72,10 +67,6 @@ def sample_images(model, system, context: torch.Tensor, steps: int = 25, cfg_sca
 
 
 # ---- the language model -----------------------------------------------------------------------------------------
-
-
-def _layout(batch: dict) -> Layout:
-    return Layout(batch["block"], batch["positions"], batch["valid"], batch["next_position"])
 
 
 def prompt_batch(system, seqs: list[Sequence], device) -> dict:
@@ -92,9 +83,9 @@ def decode_text(model, system, seqs: list[Sequence], features: torch.Tensor | No
     device = _device(model)
     batch = prompt_batch(system, seqs, device)
     features = None if features is None else features.to(device)
-    with _autocast(precision, device):
+    with autocast(precision, device):
         cache = model.new_cache(len(seqs), batch["tokens"].shape[1] + max_new_tokens, device)
-        out = model(batch["tokens"], batch["kinds"], features, _layout(batch), cache=cache)
+        out = model(batch["tokens"], batch["kinds"], features, Layout.of(batch), cache=cache)
 
         def step(token: torch.Tensor, layout: Layout) -> torch.Tensor:
             kinds = torch.full(token.shape, TEXT, device=device)
@@ -129,8 +120,8 @@ def image_query(model, system, seqs: list[Sequence], n_slots: int, batch_size: i
         batch = prompt_batch(system, seqs[start : start + batch_size], device)
         t = batch["tokens"].shape[1]
         slots = torch.arange(t - n_slots, t, device=device).expand(batch["tokens"].shape[0], -1)  # (B, K)
-        with _autocast(precision, device):
-            out = model(batch["tokens"], batch["kinds"], None, _layout(batch), out_slots=slots).out
+        with autocast(precision, device):
+            out = model(batch["tokens"], batch["kinds"], None, Layout.of(batch), out_slots=slots).out
         outs.append(out.float().cpu())
     return torch.cat(outs)
 

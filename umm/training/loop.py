@@ -33,6 +33,7 @@ from umm import UmmError
 from umm.config import ConfigError, save_yaml, to_dict
 from umm.models.factory import build_model, model_config, unwrap
 from umm.models.system import SystemBase, save_system
+from umm.nn import autocast
 from umm.registry import MODELS, SYSTEMS
 from umm.training import distributed as dist_utils
 from umm.training import parallel
@@ -74,12 +75,6 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def build_system_and_model(run: RunConfig, run_dir: Path | None, dataset: Any,
@@ -302,7 +297,7 @@ def train(
                     # (FSDP reduce-scatters after each backward and accumulates the sharded gradients)
                     defer = dist_utils.is_distributed() and not sharded and i < len(active) - 1
                     with train_model.no_sync() if defer else nullcontext():
-                        with autocast(device, cfg.precision):
+                        with autocast(cfg.precision, device):
                             losses = system.losses(train_model, batches[task.name], generator)
                         task_loss = task.weight * sum(v for k, v in losses.items() if k.endswith("_loss")).float()
                         for k, v in losses.items():
