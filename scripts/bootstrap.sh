@@ -12,5 +12,5 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 # the demo extra (Gradio, for `umm serve`) is installed too: tests/test_serve.py builds the app
 if ! .venv/bin/python -c "import umm, pytest, yaml, tokenizers, safetensors, espeakng_loader, soundfile, webdataset, matplotlib, torchmetrics, gradio" >/dev/null 2>&1; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,demo]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,demo,lora]"
 fi

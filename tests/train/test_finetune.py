@@ -72,3 +72,37 @@ def test_a_model_that_differs_from_the_base_is_refused_in_one_line(base, tmp_pat
                   data={"canvas": 32})
     with pytest.raises(umm.UmmError, match="is not a trained umm system"):
         umm.train("test_transfusion", tmp_path / "z", train={"steps": 2, "init_from": str(tmp_path)})
+
+
+def test_lora_trains_an_adapter_and_leaves_the_base_untouched(base, tmp_path):
+    """``train.lora_rank`` (LoRA through peft): the loss on the new images falls, the base model's files are
+    byte-identical afterwards, the run saves only the adapter (a fraction of the weights) with a pointer to
+    the base, and ``umm.load`` merges it into a plain model whose weights differ from the base's."""
+    import hashlib
+
+    pytest.importorskip("peft")
+    model_dir, folder = base
+    digest = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in model_dir.iterdir() if p.is_file()}  # noqa: E731
+    before_files = digest()
+    tuned = umm.train("test_transfusion", tmp_path / "lora", tasks=[{"name": "t2i", "batch_size": 8}],
+                      train={"steps": 30, "init_from": str(model_dir), "lora_rank": 4, "lora_alpha": 8.0, "lr": 1e-2},
+                      data={"name": "folder", "path": str(folder), "canvas": 16})
+    assert digest() == before_files
+    saved = tuned / "model"
+    assert not (saved / "model.safetensors").exists() and (saved / "adapter.safetensors").is_file()
+    meta = json.loads((saved / "adapter.json").read_text())
+    assert meta["rank"] == 4 and meta["base"] == str(model_dir.resolve()) and meta["targets"]
+    assert (saved / "adapter.safetensors").stat().st_size < 0.5 * (model_dir / "model.safetensors").stat().st_size
+    base_pipe, tuned_pipe = umm.load(model_dir), umm.load(saved)
+    assert not any("lora" in k for k in tuned_pipe.model.state_dict())  # merged into plain layers
+    base_state, tuned_state = base_pipe.model.state_dict(), tuned_pipe.model.state_dict()
+    assert set(base_state) == set(tuned_state)
+    changed = [k for k in base_state if not torch.equal(base_state[k], tuned_state[k])]
+    assert changed and all(k.endswith("weight") for k in changed)  # only the adapted linear weights moved
+    assert torch.equal(base_state["token_embed.weight"], tuned_state["token_embed.weight"])
+    assert _t2i_loss(tuned_pipe, folder) < 0.95 * _t2i_loss(base_pipe, folder)
+
+
+def test_lora_needs_a_base(tmp_path):
+    with pytest.raises(ConfigError, match="train.lora_rank' needs train.init_from"):
+        umm.train("test_transfusion", tmp_path / "x", train={"steps": 2, "lora_rank": 4})

@@ -165,9 +165,6 @@ class ChameleonSystem(SystemBase):
 
     # -- sequences --------------------------------------------------------------------------------------
 
-    def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
-
     def image_ids(self, codes: torch.Tensor) -> list[int]:
         """(h, w) codes -> token ids in the shared vocabulary (codes offset by the text vocabulary)."""
         return (codes.flatten() + self.config.text_vocab).tolist()

@@ -182,9 +182,6 @@ class DiffusionLMSystem(SystemBase):
         """Token ids of the slots that open an image span before its patches (none by default)."""
         return []
 
-    def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
-
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, N, P) tokens: pixel patches in [-1, 1], or scaled VAE latents."""

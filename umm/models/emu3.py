@@ -248,9 +248,6 @@ class Emu3System(SystemBase):
 
     # -- sequences --------------------------------------------------------------------------------------
 
-    def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
-
     def generation_prompt(self, text: str, grid: tuple[int, int, int], video: bool) -> Sequence:
         """``[BOS] text [BOI] "h*w" [IMG]`` (or the video opener): what precedes a generated span."""
         seq = Sequence(pad_id=self.tokenizer.pad_id).text([self.tokenizer.bos_id] + self.text_ids(text), loss=False)

@@ -82,13 +82,18 @@ def atomic_directory(path: str | Path):
     return _Atomic()
 
 
-def write_pretrained(model: nn.Module, directory: Path) -> None:
-    """Write config.json and model.safetensors into an existing directory (no atomicity)."""
+def write_config(model: nn.Module, directory: Path) -> None:
+    """Write config.json (the architecture) into an existing directory."""
     model = unwrap(model)
     meta = {"family": model.config.family, "config": to_dict(model.config), "umm_version": umm.__version__}
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def write_pretrained(model: nn.Module, directory: Path) -> None:
+    """Write config.json and model.safetensors into an existing directory (no atomicity)."""
+    write_config(model, directory)
     # save_model handles tied weights (e.g. an embedding shared with the output head).
-    safetensors.torch.save_model(model, str(directory / WEIGHTS_FILE))
+    safetensors.torch.save_model(unwrap(model), str(directory / WEIGHTS_FILE))
 
 
 def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
@@ -108,7 +113,12 @@ def load_config(directory: str | Path) -> Any:
 
 
 def from_pretrained(directory: str | Path, device: str = "cpu") -> nn.Module:
-    """Rebuild the saved architecture exactly and load its weights (strict: every tensor must match)."""
+    """Rebuild the saved architecture exactly and load its weights (strict: every tensor must match); a LoRA
+    run's directory (``adapter.json``) loads its base with the adapter merged in (``umm.models.lora``)."""
+    from umm.models.lora import ADAPTER_META, load_adapted
+
+    if (Path(directory) / ADAPTER_META).is_file():
+        return load_adapted(Path(directory), device)
     model = build_model(load_config(directory))
     weights = Path(directory) / WEIGHTS_FILE
     if not weights.is_file():

@@ -142,9 +142,6 @@ class LavitSystem(SystemBase):
 
     # -- sequences ----------------------------------------------------------------------------------------
 
-    def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
-
     def image_ids(self, codes: torch.Tensor) -> list[int]:
         """One image's codes (N,) padded with PAD_CODE -> its n token ids in the shared vocabulary."""
         return (codes[codes != PAD_CODE] + self.config.text_vocab).tolist()

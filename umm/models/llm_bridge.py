@@ -331,9 +331,6 @@ class BridgeSystem(SystemBase):
     def image_slots(self) -> int:
         return image_slots(self.config.connector, self.config.feature_tokens)
 
-    def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
-
     def input_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, F, E) frozen image features (CLS + patches)."""
         size = self.config.image_size

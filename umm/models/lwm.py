@@ -237,9 +237,6 @@ class LWMSystem(SystemBase):
 
     # -- sequences --------------------------------------------------------------------------------------
 
-    def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
-
     def generation_prompt(self, text: str | None) -> Sequence:
         """``[BOS] text <vision>``; ``None`` is LWM's unconditional prompt ``[BOS] <vision>``."""
         ids = [self.tokenizer.bos_id] + ([] if text is None else self.text_ids(text)) + [self.tokenizer.boi_id]

@@ -275,9 +275,6 @@ class MMARSystem(SystemBase):
         """Masked AR attends within the image both ways; raster order is causal."""
         return self.options.order == "masked"
 
-    def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
-
     @property
     def token_clip(self) -> float | None:
         """Bound of a token's values: pixels live in [-1, 1]; latents are unbounded (MAR clips nothing)."""

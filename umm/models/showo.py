@@ -187,9 +187,6 @@ class ShowoSystem(SystemBase):
 
     # -- sequences ----------------------------------------------------------------------------------------
 
-    def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
-
     def code_range(self) -> tuple[int, int]:
         """Image codes occupy token ids [text_vocab, text_vocab + K)."""
         return self.config.text_vocab, self.config.vocab_size

@@ -69,6 +69,10 @@ class SystemBase:
         """Called by the trainer on the freshly built model, before the optimizer exists: a staged system loads
         the previous stage's weights here and freezes what this stage does not train. Default: nothing."""
 
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of ``text``, cut to ``options.max_text_tokens`` (the text slots of one segment)."""
+        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
+
     def check_task(self, task: str) -> None:
         if task not in self.tasks:
             raise UmmError(f"system {self.family!r} has no task {task!r}; its tasks are {list(self.tasks)}")
@@ -87,10 +91,19 @@ class SystemBase:
         return cls(TextTokenizer.load(directory), config, options)
 
 
-def save_system(directory: str | Path, model: torch.nn.Module, system: SystemBase) -> Path:
-    """Atomically write a complete trained system: model weights + config, tokenizer, options."""
+def save_system(directory: str | Path, model: torch.nn.Module, system: SystemBase,
+                lora: dict[str, Any] | None = None) -> Path:
+    """Atomically write a complete trained system: model weights + config, tokenizer, options. With ``lora``
+    (``base``, ``rank``, ``alpha``: a LoRA run) the weights are the adapter alone plus a pointer to the base."""
+    from umm.models.factory import write_config
+    from umm.models.lora import adapted_layers, write_adapter
+
     with atomic_directory(directory) as tmp:
-        write_pretrained(model, tmp)
+        if lora is None:
+            write_pretrained(model, tmp)
+        else:
+            write_config(model, tmp)
+            write_adapter(model, tmp, lora["base"], lora["rank"], lora["alpha"], adapted_layers(model))
         system.save(tmp)
     return Path(directory)
 

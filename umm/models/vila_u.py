@@ -389,9 +389,6 @@ class VilaUSystem(SystemBase):
 
     # -- sequences ----------------------------------------------------------------------------------------
 
-    def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)[: self.options.max_text_tokens]
-
     def add_image(self, seq: Sequence, codes: torch.Tensor, loss: bool) -> Sequence:
         """``[BOI] p_1 .. p_N [EOI]``: a causal span of N positions. The D codes of each position travel in the
         batch's ``patches`` channel (integers, exact in float32), which also marks the slots as image slots."""

@@ -103,6 +103,10 @@ def build_system_and_model(run: RunConfig, run_dir: Path | None, dataset: Any,
     if base is not None:
         check_same_geometry(run, model.config, base[0].config, getattr(dataset, "canvas", None))
         model.load_state_dict(base[0].state_dict())
+        if run.train.lora_rank:  # adapters on every linear layer; the base weights freeze
+            from umm.models.lora import add_lora
+
+            add_lora(model, run.train.lora_rank, run.train.lora_alpha)
     system = system_cls(tokenizer, model.config, options)
     system.prepare_model(model)  # e.g. start from a previous stage's weights, freeze what this stage keeps
     return system, model
@@ -378,7 +382,8 @@ def train(
         if ema is not None:
             ema.copy_to(final)  # the exported weights are the EMA weights
         if info.is_main:
-            save_system(run_dir / "model", final, system)
+            lora = {"base": cfg.init_from, "rank": cfg.lora_rank, "alpha": cfg.lora_alpha} if cfg.lora_rank else None
+            save_system(run_dir / "model", final, system, lora=lora)
             if eval_fn is not None:
                 result.eval = eval_fn(final, system, step)
                 logger.log("eval", step, result.eval)

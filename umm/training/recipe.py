@@ -100,6 +100,10 @@ class TrainConfig:
     # a trained system (runs/<name>/model) to start from instead of a fresh initialisation: fine-tuning on
     # your own data. Its tokenizer is reused and its model config must equal the recipe's (checked).
     init_from: str | None = None
+    # > 0: LoRA fine-tuning of init_from (umm/models/lora.py): rank-r adapters on every linear layer, the base
+    # frozen; the run saves the adapter and a pointer to the base. alpha scales the update (alpha / rank)
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
 
     def __post_init__(self) -> None:
         check_range("train.steps", self.steps, 1)  # a run of 0 steps would save an untrained model as trained
@@ -117,6 +121,10 @@ class TrainConfig:
         check_range("train.keep_checkpoints", self.keep_checkpoints, 1)
         check_range("train.time_budget_minutes", self.time_budget_minutes, 0)
         check_range("train.threads", self.threads, 0)
+        check_range("train.lora_rank", self.lora_rank, 0)
+        check_range("train.lora_alpha", self.lora_alpha, above=0)
+        if self.lora_rank and not self.init_from:
+            raise ConfigError("config key 'train.lora_rank' needs train.init_from (the trained system to adapt)")
 
 
 @dataclass(frozen=True)
