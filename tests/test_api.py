@@ -95,7 +95,7 @@ def test_judge_accepts_a_clean_render_and_rejects_the_wrong_prompt():
 
 
 def test_the_recipes_sampling_settings_are_the_defaults(tmp_path):
-    """A recipe's ``eval_args.steps`` / ``cfg_scale`` (the demo samples in 6 steps) and its precision are how
+    """A recipe's ``eval_args.steps`` / ``cfg_scale`` (the demo samples in 10 steps) and its precision are how
     ``umm.load`` samples unless a call says otherwise; ``umm eval`` starts from the same settings."""
     from umm.eval.harness import training_sampling
 

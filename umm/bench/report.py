@@ -81,6 +81,8 @@ def _diagnostic_rows(rows: list[dict]) -> list[dict[str, str]]:
             "shape read": _num(_m(r, "adherence/shape"), 2), "colour read": _num(_m(r, "adherence/colour"), 2),
             "count read": _num(_m(r, "adherence/count"), 2), "ceiling": _num(_m(r, "ceiling/accepted"), 2),
             "denoise t0.1": _num(_m(r, "denoise/t0.1"), 2), "denoise t0.5": _num(_m(r, "denoise/t0.5"), 2),
+            # fidelity as a distribution distance (umm.eval.fidelity: FID / KID on umm's own ShapesFeatures net)
+            "FID": _num(_m(r, "fidelity/fid"), 1), "KID": _num(_m(r, "fidelity/kid"), 4),
         })  # fmt: skip
     return out
 

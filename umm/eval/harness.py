@@ -84,7 +84,7 @@ SAMPLING_KEYS = ("steps", "cfg_scale")
 
 def training_sampling(model_dir: str | Path) -> dict:
     """How the model in ``model_dir`` is meant to be sampled: ``precision`` (its run's ``train.precision``) and
-    the ``steps`` / ``cfg_scale`` that its recipe's ``eval_args`` sets, if any (the demo recipe samples in 6
+    the ``steps`` / ``cfg_scale`` that its recipe's ``eval_args`` sets, if any (the demo recipe samples in 10
     steps). ``umm eval``, ``umm sample`` and ``umm.load`` start from these; their own flags win."""
     chosen = {k: v for k, v in (_recipe_beside(model_dir).get("eval_args") or {}).items() if k in SAMPLING_KEYS}
     return {**chosen, "precision": training_precision(model_dir)}
