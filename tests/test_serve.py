@@ -32,9 +32,15 @@ def _tabs(app) -> list[str]:
 
 def test_the_app_has_a_tab_for_each_capability_and_no_other(model_dir):
     pipe = umm.load(model_dir)
+    assert pipe.trained == ("t2i", "caption")  # test_transfusion's tasks, read from the recipe beside the model
+    assert _tabs(build_app(pipe)) == ["Text → image", "Image → caption"]  # no QA task in the recipe: no QA tab
+    pipe.trained = None  # a model without its recipe: every capability
     assert _tabs(build_app(pipe)) == ["Text → image", "Image → caption", "Ask about an image"]
     pipe.system.capabilities = ("caption",)  # what a captioning-only system would show
     assert _tabs(build_app(pipe)) == ["Image → caption"]
+    pipe.system.capabilities = ("t2i", "caption", "qa", "interleaved")
+    pipe.trained = ("t2i",)  # a text-to-image-only recipe (the demo's): its untrained captioner gets no tab
+    assert _tabs(build_app(pipe)) == ["Text → image"]
 
 
 def _free_port() -> int:

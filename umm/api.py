@@ -43,13 +43,16 @@ class Pipeline:
     """A trained system ready to use (see the module docstring). Build one with :func:`load`."""
 
     def __init__(self, model: torch.nn.Module, system: Any, device: str | torch.device = "cpu",
-                 defaults: dict[str, Any] | None = None):
+                 defaults: dict[str, Any] | None = None, trained: tuple[str, ...] | None = None):
         self.model = model.eval()
         self.system = system
         self.device = torch.device(device)
         # how the run that trained the model samples (umm.eval.harness.training_sampling): precision, and the
         # steps / CFG scale its recipe's eval_args chose; arguments given to a call win
         self.defaults = dict(defaults or {})
+        # the tasks its recipe trained (None: unknown). A t2i-only run can still be asked to caption, but
+        # what it says was never trained: umm serve shows only the trained ones
+        self.trained = trained
 
     def __repr__(self) -> str:
         return f"Pipeline({self.family}, can: {', '.join(self.capabilities)}, device={self.device})"
@@ -197,10 +200,10 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Pipeline:
     import umm.models  # noqa: F401  (registers every family)
     from umm.models.system import load_system
 
-    from umm.eval.harness import training_sampling
+    from umm.eval.harness import training_sampling, training_tasks
 
     model, system = load_system(path, device=str(device))
-    return Pipeline(model, system, device, defaults=training_sampling(path))
+    return Pipeline(model, system, device, defaults=training_sampling(path), trained=training_tasks(path))
 
 
 def train(recipe: str | Path, out: str | Path | None = None, *, overrides: Sequence[str] = (), resume: bool = False,

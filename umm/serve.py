@@ -39,9 +39,13 @@ def build_app(pipe: Pipeline):
         raise UmmError("umm serve needs Gradio: pip install 'umm[demo]' (or pip install gradio)") from None
 
     can = set(pipe.capabilities)
+    # a generation or understanding task the recipe never trained gets no tab (the t2i-only demo cannot caption)
+    untrained = {c for c in ("t2i", "caption", "qa") if pipe.trained is not None and c not in pipe.trained} & can
+    can -= untrained
+    note = f" Not trained by its recipe, so not shown: {', '.join(sorted(untrained))}." if untrained else ""
     with gr.Blocks(title=f"umm: {pipe.family}") as app:
         gr.Markdown(f"# umm · {pipe.family}\nA trained {pipe.family} system at {pipe.image_size} px. "
-                    f"It can: {', '.join(pipe.capabilities)}.")  # fmt: skip
+                    f"It can: {', '.join(c for c in pipe.capabilities if c in can)}.{note}")  # fmt: skip
         if "t2i" in can:
             with gr.Tab("Text → image"):
                 with gr.Row():

@@ -79,6 +79,14 @@ def training_precision(model_dir: str | Path) -> str:
     return str((_recipe_beside(model_dir).get("train") or {}).get("precision", "bf16"))
 
 
+def training_tasks(model_dir: str | Path) -> tuple[str, ...] | None:
+    """The task names the run that wrote ``model_dir`` trained (None without its recipe beside it)."""
+    recipe = _recipe_beside(model_dir)
+    if not recipe.get("tasks"):
+        return None
+    return tuple(t["name"] if isinstance(t, dict) else str(t) for t in recipe["tasks"])
+
+
 SAMPLING_KEYS = ("steps", "cfg_scale")
 
 
