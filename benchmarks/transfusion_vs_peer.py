@@ -16,7 +16,6 @@ their ratio, then the judge's GenEval-like scores of images each generates for t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import torch
@@ -25,6 +24,7 @@ from umm.data.shapes import ShapesWorld
 from umm.eval.judge import geneval_prompts, geneval_score
 from umm.models.factory import create_model
 from umm.models.transfusion import TransfusionSystem
+from umm.nn import autocast
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
 
 
@@ -36,10 +36,6 @@ def batches(args, batch_size: int, seed: int = 0):
         samples = [world[index + i] for i in range(batch_size)]
         index += batch_size
         yield samples
-
-
-def autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def train_umm(args, tokenizer, minutes: float):
@@ -54,7 +50,7 @@ def train_umm(args, tokenizer, minutes: float):
     timed_start, timed_seen = None, 0
     while time.perf_counter() - start < minutes * 60:
         batch = system.collate(next(source), "t2i", gen)
-        with autocast(args.precision):
+        with autocast(args.precision, "cpu"):
             losses = system.losses(model, batch, gen)
         sum(v for k, v in losses.items() if k.endswith("_loss")).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -90,7 +86,7 @@ def train_peer(args, tokenizer, minutes: float):
     while time.perf_counter() - start < minutes * 60:
         samples = next(source)
         batch = [[torch.tensor(tokenizer.encode(s["caption"])), s["image"] * 2 - 1] for s in samples]
-        with autocast(args.precision):
+        with autocast(args.precision, "cpu"):
             loss = model(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

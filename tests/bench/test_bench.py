@@ -112,3 +112,12 @@ def test_claims_read_reused_tokenizers_and_give_verdicts_with_their_figures():
     assert claims["Diffusion inference"].verdict == "supported"
     assert claims["Autoregressive models"].verdict == "supported" and "2.00x" in claims["Autoregressive models"].evidence
     assert claims["Multi-expert models"].verdict == "mixed"  # nothing measured on that side
+
+
+def test_the_diagnostics_table_carries_fidelity_beside_the_judge():
+    """FID / KID (umm.eval.fidelity) sit in the report's diagnostics rows of every text-to-image system."""
+    from umm.bench.report import _diagnostic_rows
+
+    row = {"system": "transfusion", "metrics": {"geneval/overall": 0.5, "fidelity/fid": 123.456, "fidelity/kid": 0.01234}}
+    (cells,) = _diagnostic_rows([row, {"system": "vq", "metrics": {"recon/mse": 0.01}}])
+    assert cells["FID"] == "123.5" and cells["KID"] == "0.0123"

@@ -66,3 +66,15 @@ def test_harness_reports_both_splits_and_the_diagnostics(tiny):
     assert "geneval/two_object" not in m  # a one-object level is not asked for two objects
     assert "geneval/absolute_position" not in m  # nor, at L1, for a place its text never names
     assert set(result.confusion) >= {"count", "shape", "colour"}
+
+
+def test_captions_and_answers_are_scored_on_the_test_split_too(tiny):
+    """Held-out scenes test composition; ``caption_test/*`` and ``qa_test/*`` score in-distribution scenes."""
+    _, model, system = tiny
+    config = EvalConfig(level="L1", n_images=4, steps=2, diagnostics=False, fidelity=False)
+    m = evaluate(model, system, config, tasks=("caption", "qa")).metrics
+    for key in ("caption/count", "caption_test/count", "qa/accuracy", "qa_test/accuracy"):
+        assert key in m and 0.0 <= m[key] <= 1.0, key  # (a tiny model's colour/shape may be nan: never named)
+    assert "caption_test/colour" in m and "qa_test/colour" in m
+    only_test = evaluate(model, system, EvalConfig(level="L1", n_images=4, split="test"), tasks=("caption",)).metrics
+    assert "caption_test/count" not in only_test and only_test["caption/count"] == m["caption_test/count"]

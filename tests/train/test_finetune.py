@@ -101,6 +101,14 @@ def test_lora_trains_an_adapter_and_leaves_the_base_untouched(base, tmp_path):
     assert changed and all(k.endswith("weight") for k in changed)  # only the adapted linear weights moved
     assert torch.equal(base_state["token_embed.weight"], tuned_state["token_embed.weight"])
     assert _t2i_loss(tuned_pipe, folder) < 0.95 * _t2i_loss(base_pipe, folder)
+    # an adapter whose base has gone says so in one line instead of loading something else
+    import shutil
+
+    orphan = tmp_path / "orphan"
+    shutil.copytree(saved, orphan)
+    (orphan / "adapter.json").write_text(json.dumps({**meta, "base": str(tmp_path / "gone")}))
+    with pytest.raises(umm.UmmError, match="LoRA adapter of .*gone.*which no longer exists"):
+        umm.load(orphan)
 
 
 def test_lora_needs_a_base(tmp_path):
