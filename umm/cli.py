@@ -75,7 +75,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from umm.demo import run_demo
 
-    run_demo(Path(args.out), minutes=args.minutes, show_progress=not args.quiet, level=args.level)
+    recipe = resolve_recipe(args.recipe) if args.recipe else None
+    run_demo(Path(args.out), minutes=args.minutes, show_progress=not args.quiet, level=args.level, recipe=recipe,
+             overrides=args.overrides)
     return 0
 
 
@@ -108,10 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_examples("umm demo                      # ~10 minutes on a 2-core CPU, writes runs/demo/",
                          "umm demo --minutes 60 --out runs/demo60",
-                         "umm demo --level L2 --minutes 30 --out runs/demo_l2   # the next level up"),
+                         "umm demo --level L2 --minutes 30 --out runs/demo_l2   # the next level up",
+                         "umm demo model_args.unet_width=16 --out runs/demo_w16  # a design change, key=value"),
     )
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the demo recipe, e.g. train.lr=2e-3")
+    p.add_argument("--recipe", default=None, help="train this recipe instead of transfusion_demo (name or file)")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--minutes", type=positive_float, default=10.0, help="training wall-clock budget")
+    p.add_argument("--minutes", type=positive_float, default=10.0, help="training budget (wall clock; train.budget_clock=process counts CPU time)")
     p.add_argument("--level", default=None, help="ShapesWorld level L1..L4 (default: the demo recipe's); a bad "
                    "name is a config error naming the levels")
     p.add_argument("--quiet", action="store_true")

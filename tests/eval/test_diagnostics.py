@@ -46,7 +46,7 @@ def test_attribute_confusion_reads_what_was_drawn():
 def test_same_noise_probe_and_denoise_check(tiny):
     model_dir, model, system = tiny
     # the same prompt from the same seed is the same image: the probe's premise
-    same = diagnostics.pixel_changes(system, model, ["a red circle"] * 4, 4, 3.0, 0, 8)
+    same = diagnostics.pixel_changes(system, model, ["a red circle"] * 4, 0, steps=4, cfg_scale=3.0, batch_size=8)
     assert same["prompt_change"] == 0.0 and same["seed_change"] > 0.01
     checked = diagnostics.denoise_check(system, model, "L1", system.config.image_size, n=8)
     # the one-step x0 from a less noisy input is closer to the truth

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from umm.paths import GaussianPath
-from umm.samplers import DDIMSampler, DDPMSampler, EulerSampler, HeunSampler, cfg, muse_cfg
+from umm.samplers import DDIMSampler, DDPMSampler, DPMSolverSampler, EulerSampler, HeunSampler, cfg, muse_cfg
 
 PATHS = {
     "flow": GaussianPath("flow", "flow"),
@@ -26,7 +26,7 @@ def oracle(path: GaussianPath, x0: torch.Tensor):
 
 
 def samplers_for(path):
-    out = [DDIMSampler(path, clip=None), DDPMSampler(path, clip=None)]
+    out = [DDIMSampler(path, clip=None), DDPMSampler(path, clip=None), DPMSolverSampler(path, clip=None)]
     if path.schedule == "flow":
         out += [EulerSampler(path), HeunSampler(path)]
     return out
@@ -115,3 +115,45 @@ def test_logit_normal_time_sampling_weights_the_high_noise_end():
     assert capped.max() <= 0.5 and capped.min() >= 0.0
     with pytest.raises(ValueError, match="time_sampling"):
         GaussianPath("cosine", "v", time_sampling="lognormal")
+
+
+def gaussian_oracle(path: GaussianPath, scale: float):
+    """The exact network for data N(0, scale^2): E[x0 | x_t] = alpha s^2 x_t / (alpha^2 s^2 + sigma^2)."""
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha, sigma = (v[:, None, None] for v in path.alpha_sigma(t))
+        x0 = alpha * scale**2 * x / (alpha**2 * scale**2 + sigma**2)
+        return path.target(x0, (x - alpha * x0) / sigma.clamp_min(1e-8), t)
+
+    return denoise
+
+
+@pytest.mark.parametrize("name", ["cosine-v", "flow"])
+def test_dpm_solver_is_second_order_where_ddim_is_first(name):
+    """On Gaussian data the probability-flow ODE is linear: x_t = x_T * std(x_t) / std(x_T). Integrated to
+    t = 0.05 (before the last step, which both samplers take as the x0 prediction), DPM-Solver++(2M)
+    (Lu et al. 2022) lands at least 2.5x nearer than DDIM at every step count, and once its steps are small
+    doubling them cuts its error by more than 3x where DDIM's only halves."""
+    path, scale, end = PATHS[name], 0.3, 0.05
+    x = torch.randn(64, 1, 4, generator=torch.Generator().manual_seed(0))
+    top = float(path.sampling_times(1)[0])
+
+    def std(t: float) -> float:
+        alpha, sigma = (float(v) for v in path.alpha_sigma(torch.tensor(t)))
+        return (alpha**2 * scale**2 + sigma**2) ** 0.5
+
+    exact = x * std(end) / std(top)
+    denoise = gaussian_oracle(path, scale)
+
+    def error(sampler, steps):
+        times = torch.linspace(top, end, steps + 1)
+        y = x
+        for t, t_next in zip(times[:-1], times[1:]):
+            y = sampler.step(denoise, y, t, t_next)
+        return float((y - exact).abs().mean())
+
+    counts = (8, 16, 32, 64)
+    ddim = [error(DDIMSampler(path, clip=None), n) for n in counts]
+    dpm = [error(DPMSolverSampler(path, clip=None), n) for n in counts]
+    assert all(a < b / 2.5 for a, b in zip(dpm, ddim)), (dpm, ddim)
+    assert ddim[2] / ddim[3] < 2.1 and dpm[2] / dpm[3] > 3, (dpm, ddim)

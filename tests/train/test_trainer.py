@@ -137,3 +137,19 @@ def test_a_staged_task_joins_the_step_after_its_start(tmp_path):
                                                  "{name: t2i, weight: 1.0, batch_size: 8, start: 0.2}"))
     with pytest.raises(ConfigError, match="at least one task must start at 0"):
         load_recipe(staged, [])
+
+
+def test_a_process_clock_budget_stops_on_cpu_time(tmp_path):
+    """``train.budget_clock=process``: the time budget counts this process's CPU time (what a run beside other
+    jobs on a shared core is given), and the summary reports the same clock."""
+    import json
+
+    cpu_before = time.process_time()
+    result = train(recipe("train.steps=100000", "train.time_budget_minutes=0.02", "train.budget_clock=process",
+                          "train.threads=1"), tmp_path / "run", show_progress=False)
+    cpu_spent = time.process_time() - cpu_before
+    assert result.stopped == "time budget" and 0 < result.step < 100000
+    assert 1.2 <= result.seconds <= cpu_spent, (result.seconds, cpu_spent)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == result.step
+    with pytest.raises(ConfigError, match="wall"):
+        recipe("train.budget_clock=cpu")

@@ -53,13 +53,12 @@ def attribute_confusion(images, prompts: list[GenEvalPrompt]) -> tuple[dict[str,
     return accuracy, dict(confusion)
 
 
-def pixel_changes(system, model, prompts: list[str], steps: int, cfg_scale: float, seed: int,
-                  batch_size: int, precision: str = "bf16") -> dict[str, float]:  # fmt: skip
+def pixel_changes(system, model, prompts: list[str], seed: int, **kwargs) -> dict[str, float]:
     """Mean |a - b| between images of different prompts from the same noise (row i of two calls with
-    one seed draws the same noise) and between two seeds of the same prompts."""
+    one seed draws the same noise) and between two seeds of the same prompts. ``kwargs`` go to every
+    ``generate_images`` call (steps, cfg_scale, batch_size, precision, sampler)."""
     if len(prompts) < 2:
         raise ValueError("pixel_changes needs at least two prompts")
-    kwargs = dict(steps=steps, cfg_scale=cfg_scale, batch_size=batch_size, precision=precision)
     base = system.generate_images(model, prompts, seed=seed, **kwargs).float()
     other_prompt = system.generate_images(model, prompts[1:] + prompts[:1], seed=seed, **kwargs).float()
     other_seed = system.generate_images(model, prompts, seed=seed + 1, **kwargs).float()

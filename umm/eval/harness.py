@@ -41,6 +41,7 @@ class EvalConfig:
     n_videos: int = 50  # clips to generate (t2v) and to caption (v2t)
     steps: int = 25  # diffusion / MaskGIT steps
     cfg_scale: float = 3.0
+    sampler: str | None = None  # diffusion sampler (ddim, dpm++, ...); None: the system's own choice
     batch_size: int = 32
     level: str = "L4"  # ShapesWorld level of prompts and images (the model's training level)
     test_split: bool = True  # also GenEval-like on the in-distribution test split (geneval_test/*)
@@ -53,6 +54,14 @@ class EvalConfig:
     # autocast of generation, captioning and QA: the precision the model trained in (training_precision).
     # It matters on CPUs without AMX: bf16 convolutions (U-Net patchification) run ~10x slower than fp32
     precision: str = "bf16"
+
+
+    def sampling(self) -> dict:
+        """Keyword arguments of every ``generate_images`` call (``sampler`` only when one is chosen: the AR
+        and masked-token systems take none)."""
+        chosen = {"sampler": self.sampler} if self.sampler else {}
+        return dict(steps=self.steps, cfg_scale=self.cfg_scale, batch_size=self.batch_size, precision=self.precision,
+                    **chosen)
 
 
 @dataclass
@@ -87,12 +96,12 @@ def training_tasks(model_dir: str | Path) -> tuple[str, ...] | None:
     return tuple(t["name"] if isinstance(t, dict) else str(t) for t in recipe["tasks"])
 
 
-SAMPLING_KEYS = ("steps", "cfg_scale")
+SAMPLING_KEYS = ("steps", "cfg_scale", "sampler")
 
 
 def training_sampling(model_dir: str | Path) -> dict:
     """How the model in ``model_dir`` is meant to be sampled: ``precision`` (its run's ``train.precision``) and
-    the ``steps`` / ``cfg_scale`` that its recipe's ``eval_args`` sets, if any (the demo recipe samples in 10
+    the ``steps`` / ``cfg_scale`` / ``sampler`` that its recipe's ``eval_args`` sets, if any (the demo recipe samples in 10
     steps). ``umm eval``, ``umm sample`` and ``umm.load`` start from these; their own flags win."""
     chosen = {k: v for k, v in (_recipe_beside(model_dir).get("eval_args") or {}).items() if k in SAMPLING_KEYS}
     return {**chosen, "precision": training_precision(model_dir)}
@@ -117,9 +126,7 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
 
         prompts = geneval_prompts(config.n_prompts, config.split, config.seed, config.level)
         start = time.perf_counter()
-        images = system.generate_images(model, [p.prompt for p in prompts], steps=config.steps,
-                                        cfg_scale=config.cfg_scale, seed=config.seed, batch_size=config.batch_size,
-                                        precision=config.precision)
+        images = system.generate_images(model, [p.prompt for p in prompts], seed=config.seed, **config.sampling())
         result.seconds["t2i_per_image"] = (time.perf_counter() - start) / len(prompts)
         scores = geneval_score(images, prompts)
         result.metrics.update({f"geneval/{k}": v for k, v in scores.to_dict().items()})
@@ -127,18 +134,15 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
         result.prompt_hits = [score_image(img, p.spec) for img, p in zip(images, prompts)]
         if config.test_split and config.split != "test":
             test_prompts = geneval_prompts(config.n_prompts, "test", config.seed, config.level)
-            test_images = system.generate_images(model, [p.prompt for p in test_prompts], steps=config.steps,
-                                                 cfg_scale=config.cfg_scale, seed=config.seed,
-                                                 batch_size=config.batch_size, precision=config.precision)
+            test_images = system.generate_images(model, [p.prompt for p in test_prompts], seed=config.seed,
+                                                 **config.sampling())
             result.metrics.update({f"geneval_test/{k}": v for k, v in geneval_score(test_images, test_prompts).to_dict().items()})
         if config.fidelity and config.n_images >= 2:
             from umm.eval.fidelity import fidelity
 
             world = ShapesWorld(config.split, canvas=canvas, seed=config.seed, level=config.level, modalities=("image", "caption"))
             real = [world[i] for i in range(config.n_images)]
-            generated = system.generate_images(model, [s["caption"] for s in real], steps=config.steps,
-                                               cfg_scale=config.cfg_scale, seed=config.seed,
-                                               batch_size=config.batch_size, precision=config.precision)
+            generated = system.generate_images(model, [s["caption"] for s in real], seed=config.seed, **config.sampling())
             scores = fidelity(generated, torch.stack([s["image"] for s in real]))
             result.metrics.update({f"fidelity/{k}": v for k, v in scores.items()})
         if config.diagnostics:
@@ -210,7 +214,7 @@ def _t2i_diagnostics(model, system, config: EvalConfig, images, prompts, canvas:
     result.metrics.update({f"adherence/{k}": v for k, v in accuracy.items()})
     probe = [p.prompt for p in prompts[: config.n_adherence]]
     result.metrics.update({f"adherence/{k}": v for k, v in diagnostics.pixel_changes(
-        system, model, probe, config.steps, config.cfg_scale, config.seed, config.batch_size, config.precision).items()})
+        system, model, probe, config.seed, **config.sampling()).items()})
     tokenizer = diagnostics.generator_tokenizer(system)
     if tokenizer is not None:
         result.metrics.update({f"ceiling/{k}": v for k, v in diagnostics.ceiling(

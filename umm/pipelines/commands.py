@@ -10,6 +10,7 @@ from umm import UmmError
 from umm.config import positive_int
 from umm.data.shapes.levels import LEVELS
 from umm.data.shapes.vocab import SPLITS
+from umm.pipelines.diffusion_lm import SAMPLERS
 
 
 def _examples(*lines: str) -> str:
@@ -64,11 +65,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     level = args.level or training_level(args.model)
     if level not in LEVELS:
         raise UmmError(f"unknown ShapesWorld level {level!r}; choose one of {list(LEVELS)}")
-    given = {k: v for k, v in {"steps": args.steps, "cfg_scale": args.cfg}.items() if v is not None}
+    given = {k: v for k, v in {"steps": args.steps, "cfg_scale": args.cfg, "sampler": args.sampler}.items() if v is not None}
     config = EvalConfig(split=args.split, n_prompts=args.n_prompts, n_images=args.n_images, seed=args.seed, level=level,
                         diagnostics=not args.no_diagnostics, fidelity=not args.no_fidelity,
                         **{**training_sampling(args.model), **given})
-    print(f"level {level}, split {args.split}, precision {config.precision}, {config.steps} steps, CFG {config.cfg_scale:g}")
+    print(f"level {level}, split {args.split}, precision {config.precision}, {config.steps} steps, CFG {config.cfg_scale:g}"
+          + (f", sampler {config.sampler}" if config.sampler else ""))
     result = evaluate(model, system, config)
     for key, value in result.metrics.items():
         print(f"{key:32s} {value:.4f}")
@@ -103,7 +105,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="diffusion / MaskGIT steps (default: the recipe's eval_args.steps, else the system's own)")
     p.add_argument("--cfg", type=float, default=None,
                    help="classifier-free guidance scale, 1 = none (default: the recipe's, else the system's own)")
-    p.add_argument("--sampler", default=None, help="euler | heun | ddim | ddpm (default: the path's natural one)")
+    p.add_argument("--sampler", default=None, choices=SAMPLERS,
+                   help="diffusion sampler (default: the recipe's eval_args.sampler, else the path's natural one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="samples.png")
     p.set_defaults(func=cmd_sample)
@@ -129,6 +132,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=positive_int, default=100)
     p.add_argument("--steps", type=positive_int, default=None, help="default: the recipe's eval_args.steps, else 25")
     p.add_argument("--cfg", type=float, default=None, help="default: the recipe's eval_args.cfg_scale, else 3")
+    p.add_argument("--sampler", default=None, choices=SAMPLERS,
+                   help="diffusion sampler (default: the recipe's eval_args.sampler, else the path's natural one)")
     p.add_argument("--seed", type=int, default=1234,
                    help="seed of the prompts and images (1234; choose sampler settings on another, e.g. 99)")
     p.add_argument("--level", default=None, choices=list(LEVELS), help="ShapesWorld level (default: the one the model trained at)")

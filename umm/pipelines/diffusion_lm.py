@@ -13,9 +13,12 @@ import torch
 from umm.data.sequence import PATCH, SPECIAL, TEXT, Sequence, collate
 from umm.nn import Layout, Span, autocast, continue_layout
 from umm.pipelines.decode import decode_tokens
-from umm.samplers import DDIMSampler, DDPMSampler, EulerSampler, HeunSampler, cfg
+from umm.samplers import DDIMSampler, DDPMSampler, DPMSolverSampler, EulerSampler, HeunSampler, cfg
 
 IMAGE_BLOCK = 1_000_000  # span id for generated images: never equal to a prompt span's id
+
+
+SAMPLERS = ("ddim", "ddpm", "dpm++", "euler", "heun")
 
 
 def make_sampler(name: str | None, path, clip: float | None = 1.0):
@@ -30,7 +33,9 @@ def make_sampler(name: str | None, path, clip: float | None = 1.0):
         return DDIMSampler(path, clip=clip)
     if name == "ddpm":
         return DDPMSampler(path, clip=clip)
-    raise ValueError(f"unknown sampler {name!r}; choose one of ddim, ddpm, euler, heun")
+    if name == "dpm++":
+        return DPMSolverSampler(path, clip=clip)  # multistep: a fresh instance per loop, as here
+    raise ValueError(f"unknown sampler {name!r}; choose one of {list(SAMPLERS)}")
 
 
 def _prefill(model, system, seqs: list[Sequence], extra: int, device) -> tuple[object, dict, torch.Tensor]:

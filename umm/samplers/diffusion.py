@@ -1,6 +1,7 @@
-"""Samplers for Gaussian paths: DDPM, DDIM, Euler and Heun.
+"""Samplers for Gaussian paths: DDPM, DDIM, DPM-Solver++(2M), Euler and Heun.
 
-Samplers keep no state between calls. Each ``step`` takes ``denoise(x, t) -> network output`` (already
+Single-step samplers keep no state between calls; the multistep DPM-Solver++(2M) remembers its previous
+prediction, so it is built fresh for each sampling loop (``make_sampler`` in the pipelines does). Each ``step`` takes ``denoise(x, t) -> network output`` (already
 guided, if CFG is used), the current sample ``x`` at time ``t`` and the next time ``t_next``, and returns the
 sample at ``t_next``. The loop lives in the pipeline, in plain sight::
 
@@ -13,6 +14,7 @@ sample at ``t_next``. The loop lives in the pipeline, in plain sight::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,6 +71,43 @@ class DDIMSampler:
         if self.eta > 0:
             out = out + self.noise_scale * c * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return out
+
+
+@dataclass
+class DPMSolverSampler:
+    """DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095, Algorithm 2): a second-order multistep solver of
+    the diffusion ODE in data-prediction form, in the half-log-SNR lambda = log(alpha / sigma).
+
+    With h = lambda_s - lambda_t, one step is x_s = (sigma_s / sigma_t) x_t - alpha_s (e^{-h} - 1) D, where D is
+    the current x0 prediction at the first step and the extrapolation (1 + 1/2r) x0_t - (1/2r) x0_prev with
+    r = h_prev / h afterwards. One network evaluation per step, like DDIM (its first-order special case), but
+    second order: the paper reaches DDIM's 20-step quality in about 10. The step into t = 0 returns the
+    prediction itself (the paper's "lower order final" for few steps). Stateful: one instance per loop.
+    """
+
+    path: GaussianPath
+    clip: float | None = 1.0
+    _prev: tuple[torch.Tensor, float] | None = None  # (x0 prediction, lambda) of the previous step
+
+    def _lambda(self, t) -> tuple[float, float, float]:
+        alpha, sigma = (float(v) for v in self.path.alpha_sigma(torch.tensor(float(t))))
+        return alpha, sigma, math.log(max(alpha, 1e-12) / max(sigma, 1e-12))
+
+    def step(self, denoise: Denoise, x: torch.Tensor, t, t_next, generator: torch.Generator | None = None) -> torch.Tensor:
+        x0, _ = DDIMSampler(self.path, clip=self.clip).predict(denoise, x, t)
+        if float(t_next) <= 0:
+            self._prev = None
+            return x0
+        _, sigma_t, lam_t = self._lambda(t)
+        alpha_s, sigma_s, lam_s = self._lambda(t_next)
+        h = lam_s - lam_t
+        d = x0
+        if self._prev is not None:
+            x0_prev, lam_prev = self._prev
+            r = (lam_t - lam_prev) / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        self._prev = (x0, lam_t)
+        return (sigma_s / sigma_t) * x - alpha_s * math.expm1(-h) * d
 
 
 def DDPMSampler(path: GaussianPath, clip: float | None = 1.0, noise_scale: float = 1.0) -> DDIMSampler:

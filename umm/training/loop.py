@@ -243,15 +243,16 @@ def train(
     result = TrainResult(run_dir, start_step, "done")
     samples_per_step = source.step_size
     counted_tasks = None  # the tasks whose step flops_per_step counts
-    window_start, window_steps = time.perf_counter(), 0
-    run_start = time.perf_counter()
+    window_start, window_steps = time.perf_counter(), 0  # throughput windows: always wall time
+    clock = time.process_time if cfg.budget_clock == "process" else time.perf_counter  # the budget's clock
+    run_start = clock()
     budget = cfg.time_budget_minutes * 60
 
     def save(step: int) -> None:
         # under FSDP every rank takes part in gathering the full state; rank 0 writes it
         weights, moments = parallel.full_state(model, optimizer) if sharded else (model, optimizer)
         if info.is_main:
-            elapsed = elapsed_before + time.perf_counter() - run_start
+            elapsed = elapsed_before + clock() - run_start
             extra = {"elapsed": elapsed, "flops_per_step": flops_per_step}
             save_checkpoint(ckpt_dir, step, weights, moments, ema, extra, keep=cfg.keep_checkpoints)
         dist_utils.barrier()
@@ -274,7 +275,7 @@ def train(
     try:
         step = start_step
         while step < cfg.steps:
-            elapsed = elapsed_before + time.perf_counter() - run_start
+            elapsed = elapsed_before + clock() - run_start
             fraction = max(step / cfg.steps, elapsed / budget if budget else 0.0)
             lr = lr_at(fraction, step, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
@@ -347,7 +348,7 @@ def train(
                 achieved = flops_per_step * window_steps / seconds
                 mfu = achieved / peak
                 row = {"loss": mean_total, "lr": lr, "grad_norm": grad_norm.item(), "samples_per_s": sps,
-                       "tflops": achieved / 1e12, "mfu": mfu, "elapsed_s": elapsed_before + time.perf_counter() - run_start}
+                       "tflops": achieved / 1e12, "mfu": mfu, "elapsed_s": elapsed_before + clock() - run_start}
                 row.update({k: dist_utils.all_reduce_mean(v).item() for k, v in logged.items()})
                 logger.log("train", step, row)
                 progress.update(step, f"loss {mean_total:.4f}  {sps:.1f} samples/s  MFU {mfu:.1%}", force_line=True)
@@ -362,7 +363,7 @@ def train(
                     logger.log("eval", step, eval_fn(evaluated, system, step))
                 dist_utils.barrier()
 
-            out_of_time = budget > 0 and elapsed_before + time.perf_counter() - run_start >= budget
+            out_of_time = budget > 0 and elapsed_before + clock() - run_start >= budget
             stop = dist_utils.broadcast_flag(stop_signal["flag"] or out_of_time, device)
             if stop or (stop_after is not None and step - start_step >= stop_after):
                 result.stopped = "signal" if stop_signal["flag"] else "time budget" if out_of_time else "stop_after"
@@ -388,7 +389,7 @@ def train(
                 result.eval = eval_fn(final, system, step)
                 logger.log("eval", step, result.eval)
         result.flops_per_step = flops_per_step
-        result.seconds = elapsed_before + time.perf_counter() - run_start
+        result.seconds = elapsed_before + clock() - run_start
         if info.is_main:
             write_summary(run_dir / "summary.json", run, result, final, device)
         return result

@@ -88,7 +88,11 @@ class TrainConfig:
     eval_every: int = 0  # > 0: run the judge harness (eval_args) every N steps and at the end
     save_every: int = 250
     keep_checkpoints: int = 2
-    time_budget_minutes: float = 0.0  # > 0: stop (and anneal the LR) by wall-clock instead of steps alone
+    time_budget_minutes: float = 0.0  # > 0: stop (and anneal the LR) by time instead of steps alone
+    # the clock of that budget: wall time, or the CPU time of this process (every thread, the data thread
+    # included). A one-thread run pinned to an idle core spends both alike; "process" keeps a run's length
+    # the same when other jobs share its core (how benchmarks/ runs two experiments beside a third)
+    budget_clock: Literal["wall", "process"] = "wall"
     grad_checkpointing: bool = False
     compile: bool = False
     # under torchrun: replicate the model on every rank (ddp) or shard weights, gradients and optimizer
