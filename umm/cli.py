@@ -134,16 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_serve)
 
-    from umm.data.commands import add_parser as add_data_parser
+    from umm.commands.data import add_parser as add_data_parser
 
     add_data_parser(sub)
-    from umm.pipelines.commands import add_parsers as add_pipeline_parsers
+    from umm.commands.run import add_parsers as add_pipeline_parsers
 
     add_pipeline_parsers(sub)
-    from umm.pipelines.embed_commands import add_parsers as add_embed_parsers
+    from umm.commands.embed import add_parsers as add_embed_parsers
 
     add_embed_parsers(sub)
-    from umm.bench.commands import add_parser as add_bench_parser
+    from umm.commands.bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)
     return parser

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from umm import UmmError
-from umm.data import commands
+from umm.commands import data as commands
 from umm.data.grid import make_grid, save_grid
 from umm.data.shapes import ShapesWorld
 

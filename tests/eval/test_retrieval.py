@@ -4,16 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from umm.eval.retrieval import (
-    AXES,
-    classify,
-    clip_items,
-    matrix_table,
-    recall_at_k,
-    scene_items,
-    template_concepts,
-    zero_shot_scores,
-)
+from umm.data.shapes.views import clip_items, scene_items
+from umm.eval.retrieval import AXES, classify, matrix_table, recall_at_k, template_concepts, zero_shot_scores
 
 
 def test_recall_at_k_on_known_matrices():

@@ -13,7 +13,7 @@ from umm.cli import main
 from umm.config import ConfigError
 from umm.data.shapes import ShapesWorld
 from umm.eval.harness import EvalConfig, evaluate
-from umm.models.encoders import clip_view
+from umm.data.shapes.views import clip_view
 from umm.models.encoders_frozen import minilm_available
 from umm.models.factory import build_model, model_config
 from umm.models.imagebind import ALL_PAIRS, STAR, ImageBindOptions, ImageBindSystem

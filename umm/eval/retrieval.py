@@ -5,7 +5,7 @@ are embedded in both, and R@1/5/10 is the share of queries whose own item ranks 
 gallery items (open_clip's ``get_clip_metrics``; chance R@k = k / N). Each pair is marked *paired* (trained
 together: ``system.paired``) or *emergent* (never trained together, ImageBind's sec. 4.2), in the key:
 ``retrieval/emergent/audio->text/R@1``. Pairs with video are read on *clip items* (a clip, its first frame,
-its caption, that caption spoken: ``umm.models.encoders.clip_view``); the others on *scene items* (image,
+its caption, that caption spoken: ``umm.data.shapes.views.clip_view``); the others on *scene items* (image,
 caption, spoken caption), so both sides of a pair always describe the same content.
 
 **Zero-shot classification** per modality and attribute axis (colour, shape, count): every class has several
@@ -19,17 +19,15 @@ prediction counts as right when the scene has it; ``chance`` is the expected sco
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
-
 import torch
 
-from umm.data.shapes import COLOUR_NAMES, SHAPES, ShapesWorld
+from umm.data.shapes import COLOUR_NAMES, SHAPES
 from umm.data.shapes.levels import DEFAULT_LEVEL
 from umm.data.shapes.vocab import plural
-from umm.models.encoders import AXES, DATA_MODALITY, clip_view, item_concepts, pair_name
+from umm.data.shapes.views import clip_items, scene_items
+from umm.models.encoders import AXES, item_concepts, pair_name
 
 KS = (1, 5, 10)
-ITEM_KEY = DATA_MODALITY  # embedding modality -> key of the (scene or clip) item that holds it
 
 
 def template_concepts() -> dict[tuple[str, str], list[str]]:
@@ -47,34 +45,6 @@ def template_concepts() -> dict[tuple[str, str], list[str]]:
     out[("count", "3")] = [f"three {plural(shape)}" for shape in SHAPES] + [
         f"a {a}, a {b} and a {c}" for a, b, c in zip(SHAPES, SHAPES[1:] + SHAPES[:1], SHAPES[2:] + SHAPES[:2])]
     return out
-
-
-@dataclass
-class Items:
-    """N evaluation items: raw inputs per embedding modality, and each item's objects."""
-
-    raw: dict[str, list] = field(default_factory=dict)
-    scenes: list[list[dict]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.scenes)
-
-
-def scene_items(split: str, n: int, seed: int, canvas: int, modalities: tuple[str, ...],
-                level: str = DEFAULT_LEVEL) -> Items:  # fmt: skip
-    """ShapesWorld scenes: image, caption and the caption spoken, as the world makes them."""
-    data = tuple(ITEM_KEY[m] for m in modalities if m != "video")
-    world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=data, level=level)
-    samples = [world[i] for i in range(n)]
-    return Items({m: [s[ITEM_KEY[m]] for s in samples] for m in modalities if m != "video"}, [s["scene"] for s in samples])
-
-
-def clip_items(split: str, n: int, seed: int, canvas: int, frames: int, modalities: tuple[str, ...],
-               level: str = DEFAULT_LEVEL) -> Items:  # fmt: skip
-    """ShapesWorld clips, each with its first frame, its caption and that caption spoken (``clip_view``)."""
-    world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=("video",), frames=frames, level=level)
-    views = [clip_view(world[i], with_audio="audio" in modalities) for i in range(n)]
-    return Items({m: [v[ITEM_KEY[m]] for v in views] for m in modalities}, [v["scene"] for v in views])
 
 
 def recall_at_k(similarity: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[int, float]:

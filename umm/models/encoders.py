@@ -33,13 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
+from umm.data.shapes.views import DATA_MODALITY
 from umm.data.shapes.vocab import COLOUR_NAMES, SHAPES
 from umm.nn import Layout, PatchEmbed, Span, Transformer, TransformerConfig, build_layout, patchify, patchify_video
 from umm.tokenizers.audio import AudioSpec, log_mel
 
 MODALITIES: tuple[str, ...] = ("image", "text", "audio", "video")
 # the ShapesWorld sample key each embedding modality is read from
-DATA_MODALITY = {"image": "image", "text": "caption", "audio": "audio", "video": "video"}
 
 
 def pair_name(a: str, b: str) -> str:
@@ -317,29 +317,6 @@ AXES: dict[str, tuple[str, ...]] = {"colour": COLOUR_NAMES, "shape": SHAPES, "co
 def item_concepts(scene: list[dict]) -> dict[str, set[str]]:
     """The true classes of one item on every axis: its colours, its shapes, its number of objects."""
     return {"colour": {o["colour"] for o in scene}, "shape": {o["shape"] for o in scene}, "count": {str(len(scene))}}
-
-
-def clip_view(sample: dict, with_audio: bool = False) -> dict:
-    """A ShapesWorld sample's *video* as a sample of its own, so that every modality describes one content.
-
-    ShapesWorld's clip shows its own moving objects (``video_caption``), not the static scene of ``image`` /
-    ``caption`` / ``audio``. An (image, video) pair is therefore formed from the clip itself: its first frame
-    is the image (ImageBind pairs video with its frames the same way: an image is a one-frame video, paper
-    sec. 3.2), ``video_caption`` is the text, and the caption spoken (same voices as the world's speech) the
-    audio. Motion is absent from the first frame, so image-centric binding can carry colour, shape, count
-    and position into the video space, but not direction: that is the limit of an image anchor.
-    """
-    import random
-    import zlib
-
-    from umm.data.shapes import speech
-
-    view = {"image": sample["video"][0], "caption": sample["video_caption"], "video": sample["video"],
-            "scene": [{k: m[k] for k in ("shape", "colour", "size")} for m in sample["motion"]]}
-    if with_audio:
-        voice = speech.sample_voice(random.Random(zlib.crc32(f"clip/{sample['key']}".encode())))
-        view["audio"] = torch.from_numpy(speech.speak(sample["video_caption"], **voice)).clamp(-1, 1)
-    return view
 
 
 def raw_inputs(modality: str, raw, tokenizer, config, frozen=None) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ Notable choices in umm's version:
   towers); ``text_encoder: minilm`` swaps in the frozen pretrained all-MiniLM-L6-v2 plus a linear head;
 - one learnable temperature per edge, clamped <= 100 (the paper fixes some per modality and learns text's);
   embeddings stay unit vectors and the scale is separate; SigLIP and an L2 alignment term are options;
-- (image, video) pairs use the clip's first frame as the image (see ``encoders.clip_view``).
+- (image, video) pairs use the clip's first frame as the image (see ``umm.data.shapes.views.clip_view``).
 
 Shapes: B batch, E embedding width.
 """
@@ -31,6 +31,7 @@ from torch import nn
 
 from umm import UmmError
 from umm.config import ConfigError
+from umm.data.shapes.views import clip_view
 from umm.models.encoders import (
     DATA_MODALITY,
     MODALITIES,
@@ -39,7 +40,6 @@ from umm.models.encoders import (
     TextEncoderConfig,
     VideoEncoderConfig,
     build_encoders,
-    clip_view,
     data_modalities,
     embed_raw,
     encode,

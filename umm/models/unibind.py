@@ -40,6 +40,7 @@ from umm import UmmError
 from umm.config import ConfigError
 from umm.data.shapes import COLOUR_NAMES, SHAPES, ShapeObject, caption
 from umm.data.shapes.scene import sample_scene
+from umm.data.shapes.views import clip_view
 from umm.models.encoders import (
     AXES,
     DATA_MODALITY,
@@ -49,7 +50,6 @@ from umm.models.encoders import (
     TextEncoderConfig,
     VideoEncoderConfig,
     build_encoders,
-    clip_view,
     data_modalities,
     embed_raw,
     encode,

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from umm import UmmError
+from umm.data.shapes.views import clip_items, scene_items
 
 MODALITIES = ("image", "text", "audio", "video")
 DEFAULT_SEED = 1234  # the eval harness's seed: shapes:test:200 is the set `umm eval --split test` reads
@@ -43,8 +44,6 @@ def parse_shapes(spec: str) -> tuple[str, int, int] | None:
 
 def load_inputs(system, modality: str, specs: list[str]) -> Inputs:
     """Read the inputs named by ``specs`` for ``modality`` (see the module docstring)."""
-    from umm.eval.retrieval import clip_items, scene_items
-
     if modality not in system.embed_modalities:
         raise UmmError(f"this {system.family} model embeds {list(system.embed_modalities)}, not {modality!r}")
     raw, labels = [], []
