@@ -32,10 +32,14 @@ def _examples(*lines: str) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from umm.api import fit
+    from umm.training import distributed
     from umm.training.recipe import load_recipe
 
     run = load_recipe(resolve_recipe(args.recipe), args.overrides)
-    result = fit(run, args.out, resume=args.resume, quiet=args.quiet)
+    try:
+        result = fit(run, args.out, resume=args.resume, quiet=args.quiet)
+    finally:
+        distributed.cleanup()  # under torchrun: leave the process group before the process exits
     if result.stopped in ("signal", "stop_after"):
         print(f"umm: stopped at step {result.step} ({result.stopped}); checkpoint in {result.run_dir / 'checkpoints'}")
         return 0

@@ -60,8 +60,9 @@ def test_image_span_is_bidirectional_and_text_causal(trained):
     assert mask[after][:, image].all(), "text after the image sees all of it"
 
 
-def _uncached_images(model, system, prompts, steps, scale, seed):
-    """Reference: recompute the whole sequence (prompt + image) at every denoising step, no KV cache."""
+def _uncached_images(model, system, prompts, steps, scale, seed, interval=None):
+    """Reference: recompute the whole sequence (prompt + image) at every denoising step, no KV cache; guidance
+    only at times inside ``interval`` when one is given."""
     tok, config = system.tokenizer, system.config
     generator = torch.Generator().manual_seed(seed)
     n, prefix = config.grid**2, system.image_prefix()
@@ -87,7 +88,8 @@ def _uncached_images(model, system, prompts, steps, scale, seed):
         out = model(batch["tokens"], batch["kinds"], patches, times.float(), layout).image[:, -n:].float()
         if scale != 1.0:
             c, u = out.chunk(2)
-            return cfg(c, u, scale)
+            inside = interval is None or interval[0] <= float(t[0]) <= interval[1]
+            return cfg(c, u, scale) if inside else c
         return out
 
     sampler = make_sampler(None, system.path)
@@ -105,6 +107,17 @@ def test_cached_sampling_equals_full_recompute(trained, scale):
     full = _uncached_images(model, system, prompts, 6, scale, 5)
     assert cached.shape == (2, 3, system.config.image_size, system.config.image_size)
     assert torch.allclose(cached, full, atol=1e-4), (cached - full).abs().max()
+
+
+def test_guidance_on_an_interval_equals_its_recompute_and_changes_the_image(trained):
+    """cfg_interval: the unguided steps run on the conditional rows alone, through a row view of the cache."""
+    _, model, system, _ = trained
+    prompts = ["a red circle", "two blue squares above a star"]
+    part = system.generate_images(model, prompts, steps=6, cfg_scale=3.0, seed=5, precision="fp32", cfg_interval=(0.4, 1.0))
+    full = _uncached_images(model, system, prompts, 6, 3.0, 5, interval=(0.4, 1.0))
+    assert torch.allclose(part, full, atol=1e-4), (part - full).abs().max()
+    everywhere = system.generate_images(model, prompts, steps=6, cfg_scale=3.0, seed=5, precision="fp32")
+    assert not torch.allclose(part, everywhere, atol=1e-4)
 
 
 def test_seeded_sampling_is_deterministic_and_seeds_differ(trained):

@@ -1,6 +1,6 @@
 import torch
 
-from umm.nn import Transformer, TransformerConfig, build_layout, image_span, text_span
+from umm.nn import Span, Transformer, TransformerConfig, build_layout
 
 
 def _model(axes: int = 2) -> Transformer:
@@ -10,7 +10,7 @@ def _model(axes: int = 2) -> Transformer:
 
 def test_chunked_decoding_with_cache_equals_full_recompute():
     model = _model()
-    spans = [text_span(4), image_span(2, 2), text_span(3)]
+    spans = [Span(4), Span(4, True, (2, 2)), Span(3)]
     layout = build_layout([spans, spans], axes=2)
     x = torch.randn(2, 11, 32)
     with torch.no_grad():
@@ -25,7 +25,7 @@ def test_chunked_decoding_with_cache_equals_full_recompute():
 
 def test_uncommitted_chunk_can_be_rewritten():
     model = _model()
-    layout = build_layout([[text_span(3), image_span(2, 2)]], axes=2)
+    layout = build_layout([[Span(3), Span(4, True, (2, 2))]], axes=2)
     x = torch.randn(1, 7, 32)
     with torch.no_grad():
         full = model(x, layout)
@@ -42,19 +42,19 @@ def test_left_padded_batch_decodes_like_unpadded():
     model = _model(axes=1)
     short, long = torch.randn(1, 3, 32), torch.randn(1, 5, 32)
     padded = torch.cat([torch.cat([torch.zeros(1, 2, 32), short], 1), long])
-    layout = build_layout([[text_span(3)], [text_span(5)]], pad_left=True)
+    layout = build_layout([[Span(3)], [Span(5)]], pad_left=True)
     with torch.no_grad():
         out = model(padded, layout)
-        alone = model(short, build_layout([[text_span(3)]]))
+        alone = model(short, build_layout([[Span(3)]]))
     assert torch.allclose(out[0, 2:], alone[0], atol=1e-5)
 
 
 def test_rope_is_relative():
     """Shifting every position by a constant leaves the output unchanged."""
     model = _model()
-    layout = build_layout([[text_span(2), image_span(2, 2)]], axes=2)
+    layout = build_layout([[Span(2), Span(4, True, (2, 2))]], axes=2)
     x = torch.randn(1, 6, 32)
-    shifted = build_layout([[text_span(2), image_span(2, 2)]], axes=2)
+    shifted = build_layout([[Span(2), Span(4, True, (2, 2))]], axes=2)
     shifted.positions += 7
     with torch.no_grad():
         assert torch.allclose(model(x, layout), model(x, shifted), atol=1e-5)

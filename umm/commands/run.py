@@ -65,12 +65,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     level = args.level or training_level(args.model)
     if level not in LEVELS:
         raise UmmError(f"unknown ShapesWorld level {level!r}; choose one of {list(LEVELS)}")
-    given = {k: v for k, v in {"steps": args.steps, "cfg_scale": args.cfg, "sampler": args.sampler}.items() if v is not None}
+    given = {"steps": args.steps, "cfg_scale": args.cfg, "sampler": args.sampler, "cfg_interval": args.cfg_interval}
+    given = {k: v for k, v in given.items() if v is not None}
     config = EvalConfig(split=args.split, n_prompts=args.n_prompts, n_images=args.n_images, seed=args.seed, level=level,
                         diagnostics=not args.no_diagnostics, fidelity=not args.no_fidelity,
                         **{**training_sampling(args.model), **given})
     print(f"level {level}, split {args.split}, precision {config.precision}, {config.steps} steps, CFG {config.cfg_scale:g}"
-          + (f", sampler {config.sampler}" if config.sampler else ""))
+          + (f", sampler {config.sampler}" if config.sampler else "")
+          + (f", guided for t in {list(config.cfg_interval)}" if config.cfg_interval else ""))
     result = evaluate(model, system, config)
     for key, value in result.metrics.items():
         print(f"{key:32s} {value:.4f}")
@@ -134,6 +136,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg", type=float, default=None, help="default: the recipe's eval_args.cfg_scale, else 3")
     p.add_argument("--sampler", default=None, choices=SAMPLERS,
                    help="diffusion sampler (default: the recipe's eval_args.sampler, else the path's natural one)")
+    p.add_argument("--cfg-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="guide only the diffusion steps with time t in [LO, HI] (default: eval_args.cfg_interval, else all)")
     p.add_argument("--seed", type=int, default=1234,
                    help="seed of the prompts and images (1234; choose sampler settings on another, e.g. 99)")
     p.add_argument("--level", default=None, choices=list(LEVELS), help="ShapesWorld level (default: the one the model trained at)")

@@ -15,6 +15,7 @@ system's ``losses`` never re-derives the layout::
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 import torch
@@ -88,32 +89,46 @@ class Sequence:
         return self
 
 
-def understanding_turn(sample: dict, task: str) -> tuple[str | None, str]:
-    """(question or None, target text) of an understanding task on one sample.
+# decoding lengths of every system's captioning and QA: the longest complete caption (L4, three objects) is
+# 31 BPE tokens + EOS; the longest answer ("bottom right") is 3
+CAPTION_TOKENS = 32
+ANSWER_TOKENS = 8
+
+
+def batch_rng(generator: torch.Generator) -> random.Random:
+    """The Python RNG of one collated batch (the question each QA sample asks), drawn from the batch's torch
+    generator, so it is a pure function of (seed, step, rank) like the rest of the batch."""
+    return random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
+
+
+def understanding_turn(sample: dict, task: str, rng: random.Random) -> tuple[str | None, str]:
+    """(question or None, target text) of an understanding task on one sample: every system's captioning and
+    QA sequences take their text from here, so all of them train on the same turns.
 
     caption: ShapesWorld's complete caption when the sample has one (it names every object's size, colour,
     shape and cell, which is what the caption scores read), else the caption; v2t: the video's caption;
-    qa: one of the sample's question/answer pairs, cycled by the sample's index.
+    qa: one of the sample's question/answer pairs, drawn with ``rng`` (:func:`batch_rng`).
     """
     if task == "caption":
         return None, sample.get("caption_full", sample["caption"])
     if task == "v2t":
         return None, sample["video_caption"]
     if task == "qa":
-        qa = sample["qa"][sample["index"] % len(sample["qa"])] if "index" in sample else sample["qa"][0]
+        qa = rng.choice(sample["qa"])
         return qa["question"], qa["answer"]
     raise ValueError(f"{task!r} is not an understanding task (caption, v2t, qa)")
 
 
-def ar_sequence(tokenizer, sample: dict, task: str, add_visual, text_ids, drop_caption: bool = False,
-                text_loss: bool = True) -> Sequence:
+def ar_sequence(tokenizer, sample: dict, task: str, add_visual, text_ids, rng: random.Random,
+                drop_caption: bool = False, text_loss: bool = True) -> Sequence:
     """The autoregressive formats shared by Chameleon, EMU3, LWM, VILA-U and LaVIT:
 
         t2i / t2v            [BOS] caption <visual> [EOS]         (caption dropped for CFG)
         caption / v2t / qa   [BOS] <visual> [question] target [EOS]   (loss on the target only)
 
     ``add_visual(seq, loss)`` appends the system's own visual span (BOI codes EOI, frames with EOF, ...);
-    ``text_ids(text)`` tokenises (and truncates) text; ``text_loss=False`` trains generation on the visual
+    ``text_ids(text)`` tokenises (and truncates) text; ``rng`` picks the question (:func:`understanding_turn`);
+    ``text_loss=False`` trains generation on the visual
     tokens only (EMU3's vision_loss_only).
     """
     seq = Sequence(pad_id=tokenizer.pad_id)
@@ -122,7 +137,7 @@ def ar_sequence(tokenizer, sample: dict, task: str, add_visual, text_ids, drop_c
         seq.text([tokenizer.bos_id] + ([] if drop_caption else text_ids(caption)), loss=text_loss)
         add_visual(seq, True)
         return seq.text([tokenizer.eos_id], loss=text_loss)
-    question, target = understanding_turn(sample, task)
+    question, target = understanding_turn(sample, task, rng)
     seq.text([tokenizer.bos_id], loss=False)
     add_visual(seq, False)
     if question is not None:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from umm.config import ConfigError
 from umm.data.shapes import ShapesWorld
 from umm.data.shapes.levels import DEFAULT_LEVEL
 from umm.eval.judge import caption_scores, geneval_prompts, geneval_score, qa_accuracy
@@ -42,6 +43,7 @@ class EvalConfig:
     steps: int = 25  # diffusion / MaskGIT steps
     cfg_scale: float = 3.0
     sampler: str | None = None  # diffusion sampler (ddim, dpm++, ...); None: the system's own choice
+    cfg_interval: tuple[float, float] | None = None  # diffusion LMs: guide only the steps with t in [lo, hi]
     batch_size: int = 32
     level: str = "L4"  # ShapesWorld level of prompts and images (the model's training level)
     test_split: bool = True  # also GenEval-like on the in-distribution test split (geneval_test/*)
@@ -56,10 +58,19 @@ class EvalConfig:
     precision: str = "bf16"
 
 
+    def __post_init__(self) -> None:
+        interval = self.cfg_interval
+        if interval is not None and (len(interval) != 2 or not all(isinstance(v, (int, float)) for v in interval)
+                                     or not 0 <= interval[0] <= interval[1] <= 1):
+            raise ConfigError(f"eval_args.cfg_interval must be two times [lo, hi] with 0 <= lo <= hi <= 1, "
+                              f"got {interval!r}")
+
     def sampling(self) -> dict:
-        """Keyword arguments of every ``generate_images`` call (``sampler`` only when one is chosen: the AR
-        and masked-token systems take none)."""
+        """Keyword arguments of every ``generate_images`` call (``sampler`` and ``cfg_interval`` only when
+        chosen: the AR and masked-token systems take neither)."""
         chosen = {"sampler": self.sampler} if self.sampler else {}
+        if self.cfg_interval is not None:
+            chosen["cfg_interval"] = tuple(self.cfg_interval)
         return dict(steps=self.steps, cfg_scale=self.cfg_scale, batch_size=self.batch_size, precision=self.precision,
                     **chosen)
 
@@ -96,7 +107,7 @@ def training_tasks(model_dir: str | Path) -> tuple[str, ...] | None:
     return tuple(t["name"] if isinstance(t, dict) else str(t) for t in recipe["tasks"])
 
 
-SAMPLING_KEYS = ("steps", "cfg_scale", "sampler")
+SAMPLING_KEYS = ("steps", "cfg_scale", "sampler", "cfg_interval")
 
 
 def training_sampling(model_dir: str | Path) -> dict:

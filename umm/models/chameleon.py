@@ -25,6 +25,7 @@ Shapes: B batch, T slots, D model width, V = text vocabulary + codebook size.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import Sequence, ar_sequence, collate
+from umm.data.sequence import Sequence, ar_sequence, batch_rng, collate
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
 from umm.nn import Layout, Span, TokenLM, TransformerConfig, autocast, continue_layout
@@ -177,17 +178,19 @@ class ChameleonSystem(SystemBase):
         seq.image(None, grid, loss=loss, token_ids=self.image_ids(codes), bidirectional=False)
         return seq.text([self.tokenizer.eoi_id], loss=loss)
 
-    def build(self, sample: dict, codes: torch.Tensor, task: str, drop_caption: bool = False) -> Sequence:
+    def build(self, sample: dict, codes: torch.Tensor, task: str, rng: random.Random,
+              drop_caption: bool = False) -> Sequence:
         self.check_task(task)
         return ar_sequence(self.tokenizer, sample, task, lambda seq, loss: self.add_image(seq, codes, loss=loss),
-                           self.text_ids, drop_caption)
+                           self.text_ids, rng, drop_caption)
 
     def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
         self.check_task(task)
         # the frozen tokenizer runs here, without gradients, so losses() only calls the model
         codes = self.image_tokenizer.encode(torch.stack([s["image"] for s in samples]))  # (B, h, w)
         drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
-        seqs = [self.build(s, c, task, bool(d) and task == "t2i") for s, c, d in zip(samples, codes, drop)]
+        rng = batch_rng(generator)
+        seqs = [self.build(s, c, task, rng, bool(d) and task == "t2i") for s, c, d in zip(samples, codes, drop)]
         return collate(seqs, rope_axes=self.config.transformer.rope_axes, pad_id=self.tokenizer.pad_id, multiple_of=8)
 
     # -- prompts and plans for umm.pipelines.ar ----------------------------------------------------------

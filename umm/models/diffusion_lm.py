@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import PATCH, Sequence, collate
+from umm.data.sequence import PATCH, Sequence, batch_rng, collate, understanding_turn
 from umm.models.factory import write_pretrained
 from umm.models.system import SystemBase
 from umm.nn import Layout, TransformerConfig, patchify, unpatchify
@@ -209,7 +209,8 @@ class DiffusionLMSystem(SystemBase):
         """(3, H, W) in [0, 1] -> (N, P) tokens."""
         return self.encode_images(image[None])[0]
 
-    def build(self, sample: dict, patches: torch.Tensor, task: str, rng: random.Random, drop_caption: bool = False) -> Sequence:
+    def build(self, sample: dict, patches: torch.Tensor, task: str, rng: random.Random,
+              drop_caption: bool = False) -> Sequence:
         """One training sequence; ``patches`` (N, P) are the sample's image tokens (see :meth:`encode_images`)."""
         tok = self.tokenizer
         seq = Sequence(pad_id=tok.pad_id)
@@ -224,21 +225,20 @@ class DiffusionLMSystem(SystemBase):
             seq.text([tok.bos_id, tok.boi_id], loss=False)
             seq.image(patches, grid, loss=self.options.understanding_image_loss, prefix=prefix)
             seq.text([tok.eoi_id], loss=False)
-            target = sample.get("caption_full", sample["caption"])  # ShapesWorld's complete caption if present
-            seq.text(self.text_ids(target) + [tok.eos_id], loss=True)
+            seq.text(self.text_ids(understanding_turn(sample, task, rng)[1]) + [tok.eos_id], loss=True)
         elif task == "qa":
-            qa = rng.choice(sample["qa"])
+            question, answer = understanding_turn(sample, task, rng)
             seq.text([tok.bos_id, tok.boi_id], loss=False)
             seq.image(patches, grid, loss=self.options.understanding_image_loss, prefix=prefix)
-            seq.text([tok.eoi_id] + self.text_ids(qa["question"]), loss=False)
-            seq.text(self.text_ids(qa["answer"]) + [tok.eos_id], loss=True)
+            seq.text([tok.eoi_id] + self.text_ids(question), loss=False)
+            seq.text(self.text_ids(answer) + [tok.eos_id], loss=True)
         else:
             self.check_task(task)
         return seq
 
     def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
         drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
-        rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
+        rng = batch_rng(generator)
         patches = self.encode_images(torch.stack([s["image"] for s in samples]))  # one (VAE) call per batch
         seqs = [self.build(s, p, task, rng, bool(d) and task == "t2i") for s, p, d in zip(samples, patches, drop)]
         config = self.config

@@ -34,6 +34,7 @@ Shapes: B batch, T slots, D width, V = text vocabulary + 3 + image codes + video
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -43,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import Sequence, ar_sequence, collate
+from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, Sequence, ar_sequence, batch_rng, collate
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
 from umm.nn import Layout, TokenLM, TransformerConfig
@@ -259,12 +260,12 @@ class Emu3System(SystemBase):
         self.add_visual(seq, codes, video, loss=False)
         return seq.text([] if question is None else self.text_ids(question), loss=False)
 
-    def build(self, sample: dict, codes: torch.Tensor, task: str, drop_text: bool) -> Sequence:
+    def build(self, sample: dict, codes: torch.Tensor, task: str, rng: random.Random, drop_text: bool) -> Sequence:
         self.check_task(task)
         video = task in ("t2v", "v2t")
         return ar_sequence(self.tokenizer, sample, task,
                            lambda seq, loss: self.add_visual(seq, codes, video=video, loss=loss), self.text_ids,
-                           drop_text, text_loss=not self.options.vision_loss_only)
+                           rng, drop_text, text_loss=not self.options.vision_loss_only)
 
     def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
         self.check_task(task)
@@ -281,7 +282,9 @@ class Emu3System(SystemBase):
             scale = scales[int(torch.randint(len(scales), (), generator=generator))]  # one canvas per batch
             codes = encode_canvas(self.image_tokenizer, self.resize(torch.stack([s["image"] for s in samples]), scale))
         drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
-        seqs = [self.build(s, c, task, bool(d) and task in ("t2i", "t2v")) for s, c, d in zip(samples, codes, drop)]
+        rng = batch_rng(generator)
+        seqs = [self.build(s, c, task, rng, bool(d) and task in ("t2i", "t2v"))
+                for s, c, d in zip(samples, codes, drop)]
         return collate(seqs, rope_axes=self.config.transformer.rope_axes, pad_id=self.tokenizer.pad_id, multiple_of=8)
 
     def resize(self, images: torch.Tensor, scale: int) -> torch.Tensor:
@@ -344,12 +347,12 @@ class Emu3System(SystemBase):
             return codes
         return self.video_tokenizer.decode(codes.to(next(self.video_tokenizer.parameters()).device)).float().cpu()
 
-    def caption(self, model, images: torch.Tensor, batch_size: int = 64, max_new_tokens: int = 32,
+    def caption(self, model, images: torch.Tensor, batch_size: int = 64, max_new_tokens: int = CAPTION_TOKENS,
                 precision: str = "bf16") -> list[str]:
         return self.answer(model, images, None, batch_size, max_new_tokens, precision)
 
     def answer(self, model, images: torch.Tensor, questions: list[str] | None, batch_size: int = 64,
-               max_new_tokens: int = 8, precision: str = "bf16") -> list[str]:
+               max_new_tokens: int = ANSWER_TOKENS, precision: str = "bf16") -> list[str]:
         """Images (N, 3, S, S) -> greedy answers to ``questions`` (captions when None); any trained canvas."""
         size = images.shape[-1]
         if size % self.config.image_size or images.shape[-2] != size:
@@ -360,7 +363,7 @@ class Emu3System(SystemBase):
         seqs = [self.understanding_prompt(c, False, q) for c, q in zip(codes, asks)]
         return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
 
-    def caption_videos(self, model, videos: torch.Tensor, batch_size: int = 32, max_new_tokens: int = 32,
+    def caption_videos(self, model, videos: torch.Tensor, batch_size: int = 32, max_new_tokens: int = CAPTION_TOKENS,
                        precision: str = "bf16") -> list[str]:
         """Clips (N, T, 3, H, W) -> greedy captions."""
         codes = self.video_tokenizer.encode(videos.to(next(self.video_tokenizer.parameters()).device)).cpu()

@@ -22,6 +22,7 @@ Shapes: B batch, T slots, n kept codes of an image (<= N), K codebook size, D wi
 
 from __future__ import annotations
 
+import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import Sequence, ar_sequence, collate
+from umm.data.sequence import Sequence, ar_sequence, batch_rng, collate
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
 from umm.nn import Layout, Span, TokenLM, TransformerConfig, autocast, continue_layout
@@ -150,17 +151,18 @@ class LavitSystem(SystemBase):
         """``[BOI] c_1 .. c_n [EOI]``: plain causal tokens, as many as the tokenizer kept."""
         return seq.text([self.tokenizer.boi_id] + self.image_ids(codes) + [self.tokenizer.eoi_id], loss=loss)
 
-    def build(self, sample: dict, codes: torch.Tensor, task: str, drop_caption: bool) -> Sequence:
+    def build(self, sample: dict, codes: torch.Tensor, task: str, rng: random.Random, drop_caption: bool) -> Sequence:
         self.check_task(task)
         return ar_sequence(self.tokenizer, sample, task, lambda seq, loss: self.add_image(seq, codes, loss=loss),
-                           self.text_ids, drop_caption)
+                           self.text_ids, rng, drop_caption)
 
     def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
         """Sequences of different lengths (each image has its own number of tokens), right-padded."""
         self.check_task(task)
         codes = self.image_tokenizer.encode(torch.stack([s["image"] for s in samples]))  # (B, N), frozen
         drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
-        seqs = [self.build(s, c, task, bool(d) and task == "t2i") for s, c, d in zip(samples, codes, drop)]
+        rng = batch_rng(generator)
+        seqs = [self.build(s, c, task, rng, bool(d) and task == "t2i") for s, c, d in zip(samples, codes, drop)]
         return collate(seqs, rope_axes=self.config.transformer.rope_axes, pad_id=self.tokenizer.pad_id, multiple_of=8)
 
     def understanding_prompt(self, codes: torch.Tensor, question: str | None) -> Sequence:

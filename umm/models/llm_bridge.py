@@ -35,7 +35,7 @@ from torch import nn
 
 from umm import UmmError
 from umm.config import ConfigError
-from umm.data.sequence import PATCH, Sequence, collate
+from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, PATCH, Sequence, batch_rng, collate, understanding_turn
 from umm.models.factory import build_model, from_pretrained, model_config, write_pretrained
 from umm.models.system import SystemBase, load_system
 from umm.nn import Layout, Span, Transformer, TransformerConfig, build_layout
@@ -346,13 +346,8 @@ class BridgeSystem(SystemBase):
         return seq.text([] if question is None else self.text_ids(question), loss=False)
 
     def understanding_sequence(self, sample: dict, task: str, rng: random.Random) -> Sequence:
-        if task == "caption":
-            seq = self.understanding_prompt(None)
-            caption = self.text_ids(sample.get("caption_full", sample["caption"]))
-            return seq.text(caption + [self.tokenizer.eos_id], loss=True)
-        qa = rng.choice(sample["qa"])
-        seq = self.understanding_prompt(qa["question"])
-        return seq.text(self.text_ids(qa["answer"]) + [self.tokenizer.eos_id], loss=True)
+        question, target = understanding_turn(sample, task, rng)
+        return self.understanding_prompt(question).text(self.text_ids(target) + [self.tokenizer.eos_id], loss=True)
 
     def batch_of(self, seqs: list[Sequence], features: torch.Tensor | None) -> dict:
         """Right-padded training batch; ``features`` (I, F, E) of the images in slot order (none: zero rows)."""
@@ -364,15 +359,16 @@ class BridgeSystem(SystemBase):
         return batch
 
     def collate_understanding(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
-        rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
+        rng = batch_rng(generator)
         features = self.input_features(torch.stack([s["image"] for s in samples]))
         return self.batch_of([self.understanding_sequence(s, task, rng) for s in samples], features)
 
-    def caption(self, model, images: torch.Tensor, max_new_tokens: int = 40, batch_size: int = 64,
+    def caption(self, model, images: torch.Tensor, max_new_tokens: int = CAPTION_TOKENS, batch_size: int = 64,
                 precision: str = "bf16") -> list[str]:
         return multi_expert.understand(model, self, images, None, max_new_tokens, batch_size, precision)
 
-    def answer(self, model, images: torch.Tensor, questions: list[str], max_new_tokens: int = 8, batch_size: int = 64,
+    def answer(self, model, images: torch.Tensor, questions: list[str], max_new_tokens: int = ANSWER_TOKENS,
+               batch_size: int = 64,
                precision: str = "bf16") -> list[str]:
         return multi_expert.understand(model, self, images, questions, max_new_tokens, batch_size, precision)
 

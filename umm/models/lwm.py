@@ -32,6 +32,7 @@ vocabulary, Vv = codes + 2 vision vocabulary.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import Sequence, ar_sequence, collate
+from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, Sequence, ar_sequence, batch_rng, collate
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
 from umm.nn import Layout, Transformer, TransformerConfig
@@ -248,10 +249,10 @@ class LWMSystem(SystemBase):
         self.add_vision(seq, codes, loss=False)
         return seq.text([] if question is None else self.text_ids(question), loss=False)
 
-    def build(self, sample: dict, codes: torch.Tensor, task: str, drop_text: bool) -> Sequence:
+    def build(self, sample: dict, codes: torch.Tensor, task: str, rng: random.Random, drop_text: bool) -> Sequence:
         self.check_task(task)
         return ar_sequence(self.tokenizer, sample, task, lambda seq, loss: self.add_vision(seq, codes, loss=loss),
-                           self.text_ids, drop_text)
+                           self.text_ids, rng, drop_text)
 
     def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict:
         self.check_task(task)
@@ -265,7 +266,9 @@ class LWMSystem(SystemBase):
             frames = torch.stack([s["image"] for s in samples])[:, None]  # an image is a one-frame video
         codes = self.encode_frames(frames)  # (B, N, h, w); the frozen tokenizer runs here, without gradients
         drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
-        seqs = [self.build(s, c, task, bool(d) and task in ("t2i", "t2v")) for s, c, d in zip(samples, codes, drop)]
+        rng = batch_rng(generator)
+        seqs = [self.build(s, c, task, rng, bool(d) and task in ("t2i", "t2v"))
+                for s, c, d in zip(samples, codes, drop)]
         return collate(seqs, rope_axes=self.config.transformer.rope_axes, pad_id=self.tokenizer.pad_id, multiple_of=8)
 
     # -- objective --------------------------------------------------------------------------------------
@@ -325,19 +328,19 @@ class LWMSystem(SystemBase):
         codes = self._sample(model, prompts, frames, cfg_scale, seed, batch_size, **kwargs)
         return codes if return_codes else self.decode_frames(codes)
 
-    def caption(self, model, images: torch.Tensor, batch_size: int = 64, max_new_tokens: int = 32,
+    def caption(self, model, images: torch.Tensor, batch_size: int = 64, max_new_tokens: int = CAPTION_TOKENS,
                 precision: str = "bf16") -> list[str]:
         return self.answer(model, images, None, batch_size, max_new_tokens, precision)
 
     def answer(self, model, images: torch.Tensor, questions: list[str] | None, batch_size: int = 64,
-               max_new_tokens: int = 8, precision: str = "bf16") -> list[str]:
+               max_new_tokens: int = ANSWER_TOKENS, precision: str = "bf16") -> list[str]:
         """Images (N, 3, H, W) -> greedy answers to ``questions`` (captions when None)."""
         codes = self.encode_frames(images[:, None])
         asks = [None] * len(codes) if questions is None else questions
         seqs = [self.understanding_prompt(c, q) for c, q in zip(codes, asks)]
         return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
 
-    def caption_videos(self, model, videos: torch.Tensor, batch_size: int = 32, max_new_tokens: int = 32,
+    def caption_videos(self, model, videos: torch.Tensor, batch_size: int = 32, max_new_tokens: int = CAPTION_TOKENS,
                        precision: str = "bf16") -> list[str]:
         """Clips (N, T, 3, H, W) -> greedy captions, read at ``frames`` frames every ``frame_stride``."""
         codes = self.encode_frames(self.select_frames(videos))

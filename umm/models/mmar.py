@@ -34,6 +34,7 @@ M head rows (tokens the head is trained on), K noise draws per token.
 
 from __future__ import annotations
 
+import random
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ import torch
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import PATCH, Sequence, collate, understanding_turn
+from umm.data.sequence import PATCH, Sequence, batch_rng, collate, understanding_turn
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
 from umm.nn import Layout, PatchEmbed, Transformer, TransformerConfig, patchify, unpatchify
@@ -315,7 +316,8 @@ class MMARSystem(SystemBase):
         seq.image(tokens, grid, loss=False, bidirectional=self.bidirectional_image)
         return seq.text([tok.eoi_id] + (self.text_ids(question) if question is not None else []), loss=False)
 
-    def build(self, sample: dict, tokens: torch.Tensor, task: str, drop_caption: bool = False) -> Sequence:
+    def build(self, sample: dict, tokens: torch.Tensor, task: str, rng: random.Random,
+              drop_caption: bool = False) -> Sequence:
         """The training sequence of one sample whose image tokens are ``tokens`` (N, P)."""
         tok = self.tokenizer
         if task == "t2i":
@@ -323,7 +325,7 @@ class MMARSystem(SystemBase):
             seq.image(tokens, (self.config.grid, self.config.grid), loss=True, bidirectional=self.bidirectional_image)
             return seq.text([tok.eoi_id, tok.eos_id], loss=True)
         self.check_task(task)
-        question, target = understanding_turn(sample, task)
+        question, target = understanding_turn(sample, task, rng)
         return self.image_prompt(tokens, question).text(self.text_ids(target) + [tok.eos_id], loss=True)
 
     def mask_ratios(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -340,7 +342,8 @@ class MMARSystem(SystemBase):
         # a frozen VAE runs here, without gradients, so losses() only calls the model
         tokens = self.image_tokens(torch.stack([s["image"] for s in samples]))  # (B, N, P)
         drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
-        seqs = [self.build(s, x, task, bool(d) and task == "t2i") for s, x, d in zip(samples, tokens, drop)]
+        rng = batch_rng(generator)
+        seqs = [self.build(s, x, task, rng, bool(d) and task == "t2i") for s, x, d in zip(samples, tokens, drop)]
         config = self.config
         # pad to the longest sequence (a multiple of 8 keeps matmul shapes friendly)
         batch = collate(seqs, None, config.patch_dim, config.transformer.rope_axes, pad_id=self.tokenizer.pad_id,

@@ -38,6 +38,7 @@ Shapes: B batch, T slots, N = grid^2 codes per image, K codebook size, D width, 
 
 from __future__ import annotations
 
+import random
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import Sequence, collate, understanding_turn
+from umm.data.sequence import Sequence, batch_rng, collate, understanding_turn
 from umm.models.factory import register_model, write_pretrained
 from umm.models.system import SystemBase
 from umm.nn import Layout, TokenLM, TransformerConfig
@@ -221,7 +222,7 @@ class ShowoSystem(SystemBase):
         masked[order[:count]] = True
         return masked
 
-    def build(self, sample: dict, codes: torch.Tensor, task: str, generator: torch.Generator,
+    def build(self, sample: dict, codes: torch.Tensor, task: str, generator: torch.Generator, rng: random.Random,
               drop_caption: bool) -> tuple[Sequence, list[int]]:
         """One sequence and its image targets (a code where the slot is masked, IGNORE elsewhere)."""
         tok = self.tokenizer
@@ -240,7 +241,7 @@ class ShowoSystem(SystemBase):
             targets[start : start + len(ids)] = torch.where(masked, flat, IGNORE).tolist()
             return seq, targets
         self.check_task(task)
-        question, target = understanding_turn(sample, task)
+        question, target = understanding_turn(sample, task, rng)
         seq.text([tok.mmu_id], loss=False)
         self.add_image(seq, (flat + self.config.text_vocab).tolist())
         if question is not None:
@@ -252,7 +253,9 @@ class ShowoSystem(SystemBase):
         self.check_task(task)
         codes = self.image_tokenizer.encode(torch.stack([s["image"] for s in samples]))  # (B, h, w), frozen
         drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
-        built = [self.build(s, c, task, generator, bool(d) and task == "t2i") for s, c, d in zip(samples, codes, drop)]
+        rng = batch_rng(generator)
+        built = [self.build(s, c, task, generator, rng, bool(d) and task == "t2i")
+                 for s, c, d in zip(samples, codes, drop)]
         batch = collate([seq for seq, _ in built], rope_axes=self.config.transformer.rope_axes,
                         pad_id=self.tokenizer.pad_id, multiple_of=8)
         image_targets = torch.full(batch["tokens"].shape, IGNORE, dtype=torch.long)

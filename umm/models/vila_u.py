@@ -35,6 +35,7 @@ Shapes: B batch, T slots, N = h * w positions, D residual depth, K codebook size
 
 from __future__ import annotations
 
+import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import PATCH, Sequence, ar_sequence, collate
+from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, PATCH, Sequence, ar_sequence, batch_rng, collate
 from umm.models.encoders import PatchTower, TextEncoder, TextEncoderConfig, text_inputs
 from umm.models.factory import create_model, from_pretrained, load_config, register_model, write_pretrained
 from umm.models.system import SystemBase
@@ -397,10 +398,10 @@ class VilaUSystem(SystemBase):
         seq.image(codes.reshape(-1, self.config.code_depth).float(), grid, loss=loss, bidirectional=False)
         return seq.text([self.tokenizer.eoi_id], loss=loss)
 
-    def build(self, sample: dict, codes: torch.Tensor, task: str, drop_caption: bool) -> Sequence:
+    def build(self, sample: dict, codes: torch.Tensor, task: str, rng: random.Random, drop_caption: bool) -> Sequence:
         self.check_task(task)
         return ar_sequence(self.tokenizer, sample, task, lambda seq, loss: self.add_image(seq, codes, loss=loss),
-                           self.text_ids, drop_caption)
+                           self.text_ids, rng, drop_caption)
 
     def batch_of(self, seqs: list[Sequence], pad_left: bool = False) -> dict:
         batch = collate(seqs, patch_dim=self.config.code_depth, rope_axes=self.config.transformer.rope_axes,
@@ -413,7 +414,9 @@ class VilaUSystem(SystemBase):
         self.check_task(task)
         codes = self.image_tokenizer.encode(torch.stack([s["image"] for s in samples]))  # (B, h, w, D), frozen
         drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
-        return self.batch_of([self.build(s, c, task, bool(d) and task == "t2i") for s, c, d in zip(samples, codes, drop)])
+        rng = batch_rng(generator)
+        return self.batch_of([self.build(s, c, task, rng, bool(d) and task == "t2i")
+                              for s, c, d in zip(samples, codes, drop)])
 
     # -- objective ----------------------------------------------------------------------------------------
 
@@ -445,10 +448,10 @@ class VilaUSystem(SystemBase):
         kwargs = {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, **kwargs}
         return generate_images(model, self, prompts, cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, **kwargs)
 
-    def caption(self, model, images: torch.Tensor, max_new_tokens: int = 32, **kwargs) -> list[str]:
+    def caption(self, model, images: torch.Tensor, max_new_tokens: int = CAPTION_TOKENS, **kwargs) -> list[str]:
         return self.answer(model, images, None, max_new_tokens=max_new_tokens, **kwargs)
 
-    def answer(self, model, images: torch.Tensor, questions: list[str] | None, max_new_tokens: int = 8,
+    def answer(self, model, images: torch.Tensor, questions: list[str] | None, max_new_tokens: int = ANSWER_TOKENS,
                batch_size: int = 64, precision: str = "bf16") -> list[str]:
         """(image, question) -> text, greedy with the KV cache after ``[BOS] [BOI] image [EOI] (question)``."""
         device = next(model.parameters()).device

@@ -57,6 +57,20 @@ class KVCache:
         self.valid[:, self.length : end] = valid
         return self.block[:, :end], self.valid[:, :end]
 
+    def rows(self, n: int) -> KVCache:
+        """A view of the first ``n`` rows (the conditional half of a guided batch): it shares this cache's keys,
+        values and layout, so a ``commit=False`` chunk run through it reads the same prefix. Only for chunks
+        that are not committed: committing through a view would leave the other rows behind."""
+        view = KVCache(0, n, self.max_len, self.block.device)
+        view.length, view.block, view.valid = self.length, self.block[:n], self.valid[:n]
+        view.state = {k: v[:n] for k, v in self.state.items()}
+        for layer in self.layers:
+            row_view = LayerCache(view)
+            row_view.keys = None if layer.keys is None else layer.keys[:n]
+            row_view.values = None if layer.values is None else layer.values[:n]
+            view.layers.append(row_view)
+        return view
+
     def commit(self, n: int) -> None:
         """Keep the last written ``n`` slots: later writes go after them."""
         self.length += n

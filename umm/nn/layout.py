@@ -30,18 +30,6 @@ class Span:
     prefix: int = 0
 
 
-def text_span(length: int) -> Span:
-    return Span(length)
-
-
-def image_span(height: int, width: int, bidirectional: bool = True) -> Span:
-    return Span(height * width, bidirectional, (height, width))
-
-
-def video_span(frames: int, height: int, width: int, bidirectional: bool = True) -> Span:
-    return Span(frames * height * width, bidirectional, (frames, height, width))
-
-
 @dataclass
 class Layout:
     """Per-token layout of a padded batch. ``next_position`` (B, A) is where a following token would go."""
@@ -59,6 +47,10 @@ class Layout:
 
     def to(self, device: torch.device | str) -> Layout:
         return Layout(*(t.to(device) for t in (self.block, self.positions, self.valid, self.next_position)))
+
+    def rows(self, n: int) -> Layout:
+        """The layout of the first ``n`` rows of the batch."""
+        return Layout(self.block[:n], self.positions[:n], self.valid[:n], self.next_position[:n])
 
     def __getitem__(self, index: slice) -> Layout:
         """Slice along the sequence (``layout[:, a:b]`` style, given as a slice of T)."""

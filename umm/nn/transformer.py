@@ -34,7 +34,7 @@ class TransformerConfig:
     rope_axes: int = 1  # 1: 1D RoPE; 2: (row, col) for image grids; 3: (time, row, col) for video
     rope_theta: float = 10000.0
     cond_dim: int = 0  # > 0: every block is AdaLN-zero modulated by a conditioning vector (DiT)
-    final_adaln: bool = False  # AdaLN on the final norm only (MonoFormer)
+    final_adaln: bool = False  # AdaLN on the final norm only (DiT's final layer: the multi-expert image decoder)
 
 
 class Block(nn.Module):

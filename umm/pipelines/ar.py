@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from umm import UmmError
-from umm.data.sequence import Sequence, collate
+from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, Sequence, collate
 from umm.nn import Layout, Span, autocast, continue_layout
 from umm.pipelines.decode import decode_tokens
 from umm.samplers import cfg, three_way_cfg
@@ -240,14 +240,14 @@ def _decode_after(model, system, seqs: list[Sequence], max_new_tokens: int, prec
 
 
 @torch.no_grad()
-def caption(model, system, images: torch.Tensor, max_new_tokens: int = 32, batch_size: int = 64,
+def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_TOKENS, batch_size: int = 64,
             precision: str = "bf16") -> list[str]:
     """Images (N, 3, H, W) in [0, 1] -> captions, greedy, after ``system.understanding_prompt(codes, None)``."""
     return answer(model, system, images, None, max_new_tokens, batch_size, precision)
 
 
 @torch.no_grad()
-def answer(model, system, images: torch.Tensor, questions: list[str] | None, max_new_tokens: int = 8,
+def answer(model, system, images: torch.Tensor, questions: list[str] | None, max_new_tokens: int = ANSWER_TOKENS,
            batch_size: int = 64, precision: str = "bf16") -> list[str]:
     """(image, question) -> answer, greedy, after ``system.understanding_prompt(codes, question)``."""
     out: list[str] = []

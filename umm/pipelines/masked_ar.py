@@ -27,7 +27,7 @@ import math
 import torch
 
 from umm import UmmError
-from umm.data.sequence import PATCH, TEXT, Sequence, collate
+from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, PATCH, TEXT, Sequence, collate
 from umm.nn import Layout, Span, autocast, continue_layout
 from umm.nn.diffusion_head import DiffusionHead
 from umm.pipelines.decode import decode_tokens
@@ -208,7 +208,7 @@ def _decode_after(model, system, seqs: list[Sequence], max_new_tokens: int, prec
 
 
 @torch.no_grad()
-def caption(model, system, images: torch.Tensor, max_new_tokens: int = 32, batch_size: int = 64,
+def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_TOKENS, batch_size: int = 64,
             precision: str = "bf16") -> list[str]:
     """Image (N, C, H, W) in [0, 1] -> caption, greedy decoding after ``[BOS] [BOI] image [EOI]``."""
     out: list[str] = []
@@ -219,7 +219,8 @@ def caption(model, system, images: torch.Tensor, max_new_tokens: int = 32, batch
 
 
 @torch.no_grad()
-def answer(model, system, images: torch.Tensor, questions: list[str], max_new_tokens: int = 8, batch_size: int = 64,
+def answer(model, system, images: torch.Tensor, questions: list[str], max_new_tokens: int = ANSWER_TOKENS,
+           batch_size: int = 64,
            precision: str = "bf16") -> list[str]:
     """(image, question) -> short answer, greedy decoding after ``[BOS] [BOI] image [EOI] question``."""
     if len(images) != len(questions):

@@ -42,12 +42,6 @@ def wrap(model: nn.Module, info: DistInfo, parallel: str) -> nn.Module:
         model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
 
 
-def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
-
-
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Model and optimizer state gathered in full on CPU. Collective under FSDP: every rank must call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
