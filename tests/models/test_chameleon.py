@@ -10,9 +10,9 @@ import umm.models  # noqa: F401  (registers every family)
 from umm import UmmError
 from umm.data.shapes import ShapesWorld
 from umm.eval.harness import EvalConfig, evaluate
-from umm.models.chameleon import TOKENIZER_DIR, ChameleonOptions, ChameleonSystem
+from umm.models.chameleon import ChameleonOptions, ChameleonSystem
 from umm.models.factory import build_model, model_config
-from umm.models.system import load_system
+from umm.models.system import load_system, save_system
 from umm.nn import Layout
 from umm.pipelines import ar
 from umm.samplers import three_way_cfg
@@ -26,7 +26,7 @@ from umm.recipes import RECIPES_DIR
 @pytest.fixture(scope="module")
 def tiny():
     tokenizer = TextTokenizer.train(shapes_corpus(2000), 384)
-    options = ChameleonOptions()
+    options = ChameleonOptions(image_tokenizer="test_vq")  # a frozen part is named explicitly, never defaulted
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the untrained test tokenizer warns
         torch.manual_seed(0)
@@ -142,9 +142,27 @@ def test_z_loss_is_an_option(tiny):
     batch = system.collate(samples, "t2i", torch.Generator())
     with_z = system.losses(model, batch, torch.Generator())
     assert {"lm_loss", "z_loss", "image_ce", "text_ce"} <= set(with_z)
-    off = ChameleonSystem(system.tokenizer, system.config, ChameleonOptions(z_loss_weight=0.0),
+    off = ChameleonSystem(system.tokenizer, system.config, ChameleonOptions(image_tokenizer="test_vq", z_loss_weight=0.0),
                           image_tokenizer=system.image_tokenizer)
     assert "z_loss" not in off.losses(model, batch, torch.Generator())
+
+
+def test_an_unset_image_tokenizer_is_an_error_that_names_the_key_and_recipe(tiny):
+    _, system, _ = tiny
+    with pytest.raises(UmmError, match=r"system_args.image_tokenizer is unset.*umm train vq_s"):
+        ChameleonSystem.model_overrides(system.tokenizer, ChameleonOptions())
+    with pytest.raises(UmmError, match="system_args.image_tokenizer is unset"):
+        ChameleonSystem(system.tokenizer, system.config, ChameleonOptions())
+
+
+def test_a_saved_system_without_its_frozen_tokenizer_is_refused(tiny, tmp_path):
+    import shutil
+
+    model, system, _ = tiny
+    save_system(tmp_path / "model", model, system)
+    shutil.rmtree(tmp_path / "model" / "image_tokenizer")
+    with pytest.raises(UmmError, match="lacks its frozen image tokenizer"):
+        load_system(tmp_path / "model")
 
 
 def test_tokenizers_without_one_code_per_position_are_refused(tiny):
@@ -160,7 +178,7 @@ def test_tiny_recipe_trains_saves_and_runs_every_capability(tmp_path):
         warnings.simplefilter("ignore")
         result = train(run, tmp_path, show_progress=False)
     assert result.losses[-1] < 0.85 * result.losses[0]  # measured 18.3 -> 14.4 in 30 steps
-    assert (tmp_path / "model" / TOKENIZER_DIR / "model.safetensors").is_file()  # the system carries its tokenizer
+    assert (tmp_path / "model" / "image_tokenizer" / "model.safetensors").is_file()  # the system carries its tokenizer
     model, system = load_system(tmp_path / "model")
     images = system.generate_images(model, ["a red circle", "two blue squares"], cfg_scale=2.0, seed=0)
     assert images.shape == (2, 3, 16, 16) and 0 <= float(images.min()) and float(images.max()) <= 1

@@ -24,6 +24,9 @@ from umm.recipes import RECIPES_DIR
 
 
 
+TOKENIZERS = {"image_tokenizer": "test_vq", "video_tokenizer": "test_vqvideo"}  # frozen parts, named explicitly
+
+
 def make_system(tokenizer, options: Emu3Options, seed: int = 0):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the untrained test tokenizers warn
@@ -35,7 +38,7 @@ def make_system(tokenizer, options: Emu3Options, seed: int = 0):
 @pytest.fixture(scope="module")
 def tiny():
     tokenizer = TextTokenizer.train(shapes_corpus(2000), 384)
-    model, system = make_system(tokenizer, Emu3Options(canvas_scales=(1, 2)))
+    model, system = make_system(tokenizer, Emu3Options(**TOKENIZERS, canvas_scales=(1, 2)))
     world = ShapesWorld("train", canvas=16, max_objects=2, modalities=Emu3System.modalities)
     return model, system, [world[i] for i in range(4)]
 
@@ -95,7 +98,7 @@ def test_understanding_and_vision_only_losses(tiny):
         targets = system.collate(samples, task, torch.Generator())["text_targets"]
         assert not (targets >= c.text_vocab).any(), task  # the visual span is context, not a target
         assert (targets == tok.eos_id).sum() == len(samples)
-    vision_only = Emu3System(tok, c, Emu3Options(vision_loss_only=True), system.image_tokenizer, system.video_tokenizer)
+    vision_only = Emu3System(tok, c, Emu3Options(**TOKENIZERS, vision_loss_only=True), system.image_tokenizer, system.video_tokenizer)
     for task, closer in (("t2i", tok.eoi_id), ("t2v", tok.eov_id)):
         batch = vision_only.collate(samples, task, torch.Generator())
         targets = batch["text_targets"][batch["text_targets"] != -100]
@@ -205,7 +208,7 @@ def test_negative_prompt_is_the_unconditional_branch(tiny):
                                    temperature=0.0, precision="fp32", return_codes=True)
     assert int(codes[0, 0, 0]) == int(guided.argmax())
     # the option is the default negative prompt; a different negative prompt steers elsewhere
-    steered = Emu3System(system.tokenizer, c, Emu3Options(negative_prompt="a blue square"), system.image_tokenizer,
+    steered = Emu3System(system.tokenizer, c, Emu3Options(**TOKENIZERS, negative_prompt="a blue square"), system.image_tokenizer,
                          system.video_tokenizer)
     assert torch.equal(codes, steered.generate_images(model, ["a red circle"], cfg_scale=4.0, temperature=0.0,
                                                       precision="fp32", return_codes=True))
@@ -229,11 +232,11 @@ def test_text_to_video_gives_the_asked_frame_count(tiny):
 def test_bad_configuration_is_one_clear_error(tiny):
     _, system, _ = tiny
     with pytest.raises(UmmError, match="video tokenizer"):
-        Emu3System.model_overrides(system.tokenizer, Emu3Options(video_tokenizer="test_vq"))
+        Emu3System.model_overrides(system.tokenizer, Emu3Options(image_tokenizer="test_vq", video_tokenizer="test_vq"))
     with pytest.raises(UmmError, match="one code per position"):
-        Emu3System.model_overrides(system.tokenizer, Emu3Options(image_tokenizer="test_rq"))
+        Emu3System.model_overrides(system.tokenizer, Emu3Options(image_tokenizer="test_rq", video_tokenizer="test_vqvideo"))
     with pytest.raises(UmmError, match="canvas_scales"):
-        Emu3System(system.tokenizer, system.config, Emu3Options(canvas_scales=()), system.image_tokenizer,
+        Emu3System(system.tokenizer, system.config, Emu3Options(**TOKENIZERS, canvas_scales=()), system.image_tokenizer,
                    system.video_tokenizer)
     no_video = [ShapesWorld("train", canvas=16)[0]]  # image, caption and qa only
     with pytest.raises(UmmError, match="add video to data.modalities"):

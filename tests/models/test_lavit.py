@@ -11,7 +11,7 @@ from umm import UmmError
 from umm.data.shapes import ShapesWorld
 from umm.eval.harness import EvalConfig, evaluate
 from umm.models.factory import build_model, create_model, model_config
-from umm.models.lavit import TOKENIZER_DIR, LavitOptions, LavitSystem, allowed_tokens, generate_images
+from umm.models.lavit import LavitOptions, LavitSystem, allowed_tokens, generate_images
 from umm.models.showo import ShowoOptions, ShowoSystem
 from umm.models.system import load_system
 from umm.tokenizers.image.dynamic import PAD_CODE, DynamicOptions, DynamicTokenizerSystem
@@ -25,7 +25,7 @@ from umm.recipes import RECIPES_DIR
 @pytest.fixture(scope="module")
 def tiny():
     tokenizer = TextTokenizer.train(shapes_corpus(2000), 384)
-    options = LavitOptions()
+    options = LavitOptions(image_tokenizer="test_lavit_tokenizer")  # a frozen part is named explicitly
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the untrained test tokenizer warns
         torch.manual_seed(0)
@@ -158,7 +158,7 @@ def test_recipes_end_to_end(tmp_path):
         run = load_recipe(RECIPES_DIR / "test_lavit.yaml", [f"system_args.image_tokenizer={tmp_path / 'tok' / 'model'}"])
         result = train(run, tmp_path / "lm", show_progress=False)  # variable-length batches train
     assert result.losses[-1] < 0.85 * result.losses[0]
-    assert (tmp_path / "lm" / "model" / TOKENIZER_DIR / "model.safetensors").is_file()
+    assert (tmp_path / "lm" / "model" / "image_tokenizer" / "model.safetensors").is_file()
     model, system = load_system(tmp_path / "lm" / "model")
     metrics = evaluate(model, system, EvalConfig(n_prompts=6, n_images=4, batch_size=8)).metrics
     assert {"geneval/overall", "caption/exact", "qa/accuracy"} <= set(metrics)

@@ -27,7 +27,7 @@ from umm.recipes import RECIPES_DIR
 @pytest.fixture(scope="module")
 def tiny():
     tokenizer = TextTokenizer.train(shapes_corpus(2000), 384)
-    options = LWMOptions(frames=4, frame_stride=2)
+    options = LWMOptions(image_tokenizer="test_vq", frames=4, frame_stride=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the untrained test tokenizer warns
         torch.manual_seed(0)
@@ -98,7 +98,7 @@ def test_text_and_vision_losses_are_separate_and_weighted(tiny):
     assert vision.sum() > 3 * text.sum()
     pooled = (text_ce * text.sum() + vision_ce * vision.sum()) / (text.sum() + vision.sum())
     assert not torch.allclose(losses["text_loss"] + losses["vision_loss"], pooled)
-    reweighted = LWMSystem(system.tokenizer, c, LWMOptions(frames=4, frame_stride=2, text_loss_weight=0.2,
+    reweighted = LWMSystem(system.tokenizer, c, LWMOptions(image_tokenizer="test_vq", frames=4, frame_stride=2, text_loss_weight=0.2,
                                                            vision_loss_weight=0.8), system.image_tokenizer)
     other = reweighted.losses(model, batch, torch.Generator())
     torch.testing.assert_close(other["text_loss"], 0.2 * text_ce)

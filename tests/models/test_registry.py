@@ -14,8 +14,10 @@ import umm.models  # noqa: F401  (registers every family)
 from umm.data.shapes import ShapesWorld
 from umm.models.factory import build_model, model_config
 from umm.models.system import load_system, save_system
+from umm.recipes import RECIPES_DIR
 from umm.registry import MODELS, SYSTEMS
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
+from umm.training.recipe import read_recipe
 
 TEST_MODELS = MODELS.names("test_")
 
@@ -28,7 +30,9 @@ def tokenizer():
 def make(name: str, tokenizer):
     base = MODELS.get(name)()
     system_cls = SYSTEMS.get(base.family)
-    options = system_cls.parse_options({})
+    # the frozen parts (image tokenizers) the family's tiny recipe names explicitly; nothing defaults to one
+    recipe = RECIPES_DIR / f"{name}.yaml"
+    options = system_cls.parse_options(read_recipe(recipe).get("system_args") or {} if recipe.is_file() else {})
     torch.manual_seed(0)
     model = build_model(model_config(name, system_cls.model_overrides(tokenizer, options)))
     return model, system_cls(tokenizer, model.config, options)

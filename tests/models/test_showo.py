@@ -12,7 +12,7 @@ from umm.data.sequence import collate
 from umm.data.shapes import ShapesWorld
 from umm.eval.harness import EvalConfig, evaluate
 from umm.models.factory import build_model, model_config
-from umm.models.showo import TOKENIZER_DIR, ShowoOptions, ShowoSystem
+from umm.models.showo import ShowoOptions, ShowoSystem
 from umm.models.system import load_system
 from umm.nn import Layout
 from umm.objectives import IGNORE
@@ -28,7 +28,7 @@ from umm.recipes import RECIPES_DIR
 @pytest.fixture(scope="module")
 def tiny():
     tokenizer = TextTokenizer.train(shapes_corpus(2000), 384)
-    options = ShowoOptions()
+    options = ShowoOptions(image_tokenizer="test_lfq")  # a frozen part is named explicitly
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the untrained test tokenizer warns
         torch.manual_seed(0)
@@ -213,7 +213,7 @@ def test_tiny_recipe_trains_saves_and_runs_every_capability(tmp_path):
         warnings.simplefilter("ignore")
         result = train(run, tmp_path, show_progress=False)
     assert result.losses[-1] < 0.85 * result.losses[0]
-    assert (tmp_path / "model" / TOKENIZER_DIR / "model.safetensors").is_file()
+    assert (tmp_path / "model" / "image_tokenizer" / "model.safetensors").is_file()
     model, system = load_system(tmp_path / "model")
     images = system.generate_images(model, ["a red circle", "two blue squares"], steps=4, cfg_scale=2.0, seed=0)
     assert images.shape == (2, 3, 16, 16) and 0 <= float(images.min()) and float(images.max()) <= 1

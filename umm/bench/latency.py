@@ -59,11 +59,11 @@ def maskgit_method(tokenizer, size: int, dim: int, depth: int, steps: int):
     system_cls = SYSTEMS.get("showo")
     images = create_model("lfq_s", autoencoder={"image_size": size}).eval()
     base = create_model("showo_s").config
-    overrides = system_cls.model_overrides(tokenizer, system_cls.Options())
+    overrides = system_cls.model_overrides(tokenizer, system_cls.Options(image_tokenizer="lfq_s"))
     overrides.update(image_size=size, grid=images.grid[0], image_codes=images.codebook_size)
     model = create_model("showo_s", transformer=_transformer(dim, depth), **{k: v for k, v in overrides.items()
                                                                             if hasattr(base, k)}).eval()
-    system = system_cls(tokenizer, model.config, system_cls.Options(), image_tokenizer=images)
+    system = system_cls(tokenizer, model.config, system_cls.Options(image_tokenizer="lfq_s"), image_tokenizer=images)
     return (lambda prompts: system.generate_images(model, prompts, steps=steps, cfg_scale=3.0)), 2 * steps
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -36,8 +35,8 @@ from torch import nn
 
 from umm import UmmError
 from umm.data.sequence import Sequence, ar_sequence, batch_rng, collate
-from umm.models.factory import register_model, write_pretrained
-from umm.models.system import SystemBase
+from umm.models.factory import register_model
+from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, Span, TokenLM, TransformerConfig, autocast, continue_layout
 from umm.objectives import IGNORE, next_token_loss, z_loss
 from umm.pipelines import ar
@@ -45,7 +44,6 @@ from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.samplers.ar import sample_next
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
-TOKENIZER_DIR = "image_tokenizer"
 
 
 @dataclass(frozen=True)
@@ -91,9 +89,9 @@ def test_chameleon() -> ChameleonConfig:
 
 @dataclass(frozen=True)
 class ChameleonOptions:
-    # a trained tokenizer directory (runs/vq_s/model) or a registered name; a name gives fresh untrained
-    # weights, which is only good for tests (the default, so that the registry tests need no training)
-    image_tokenizer: str = "test_vq"
+    # the frozen image tokenizer: a trained run (runs/vq_s/model), or in tests a registered name (fresh
+    # weights, with a warning); unset is an error naming the recipe that trains one
+    image_tokenizer: str | None = None
     z_loss_weight: float = 1e-5  # paper sec. 2.3
     cfg_dropout: float = 0.1  # probability of dropping the caption of a text -> image sequence
     max_text_tokens: int = 32  # text slots per caption / question (truncated beyond)
@@ -109,36 +107,19 @@ class ChameleonSystem(SystemBase):
     tasks = ("t2i", "caption", "qa")
     capabilities = ("t2i", "caption", "qa", "interleaved")
     Options = ChameleonOptions
+    frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "vq_s", image_tokenizers.load_image_tokenizer)}
 
     def __init__(self, tokenizer, config: ChameleonConfig, options: ChameleonOptions | None = None,
                  image_tokenizer: nn.Module | None = None):
-        super().__init__(tokenizer, config, options)
-        self.image_tokenizer = image_tokenizer or self.load_image_tokenizer(self.options)
+        super().__init__(tokenizer, config, options, image_tokenizer=image_tokenizer)
         _check_tokenizer(self.image_tokenizer, config)
-
-    @staticmethod
-    def load_image_tokenizer(options: ChameleonOptions) -> nn.Module:
-        image_tokenizers.warn_if_untrained(options.image_tokenizer, "Chameleon", "vq_s")
-        return image_tokenizers.load_image_tokenizer(options.image_tokenizer)
 
     @classmethod
     def model_overrides(cls, tokenizer, options: ChameleonOptions) -> dict:
-        images = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
+        images = cls.load_part("image_tokenizer", options, warn=False)
         image_tokenizers.require_grid(images, options.image_tokenizer, "Chameleon")
         return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
                 "image_size": images.config.image_size, "grid": images.grid[0]}
-
-    def save(self, directory: Path) -> None:
-        super().save(directory)
-        (directory / TOKENIZER_DIR).mkdir()
-        write_pretrained(self.image_tokenizer, directory / TOKENIZER_DIR)  # the saved system is complete on its own
-
-    @classmethod
-    def load(cls, directory: Path, config: ChameleonConfig, options: ChameleonOptions) -> SystemBase:
-        from umm.tokenizers.text import TextTokenizer
-
-        images = image_tokenizers.load_image_tokenizer(directory / TOKENIZER_DIR)
-        return cls(TextTokenizer.load(directory), config, options, image_tokenizer=images)
 
     # -- capabilities (the loops live in umm/pipelines/ar.py) ----------------------------------------------
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -45,8 +44,8 @@ from torch import nn
 
 from umm import UmmError
 from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, Sequence, ar_sequence, batch_rng, collate
-from umm.models.factory import register_model, write_pretrained
-from umm.models.system import SystemBase
+from umm.models.factory import register_model
+from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, TokenLM, TransformerConfig
 from umm.objectives import IGNORE, next_token_loss
 from umm.pipelines import ar_video
@@ -54,8 +53,6 @@ from umm.pipelines.ar import TokenPlan
 from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
-IMAGE_TOKENIZER_DIR = "image_tokenizer"
-VIDEO_TOKENIZER_DIR = "video_tokenizer"
 IMG, EOL, EOF = 0, 1, 2  # structure tokens, offset by the text vocabulary: start of grid, end of row, end of frame
 
 
@@ -143,10 +140,10 @@ def decode_canvas(tokenizer: nn.Module, codes: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Emu3Options:
-    # trained tokenizer directories (runs/vq_s/model, runs/vqvideo_s/model) or registered names; a name gives
-    # fresh untrained weights, only good for tests (the defaults, so that the registry tests need no training)
-    image_tokenizer: str = "test_vq"
-    video_tokenizer: str = "test_vqvideo"
+    # the frozen tokenizers: trained runs (runs/vq_s/model, runs/vqvideo_s/model), or in tests registered names
+    # (fresh weights, with a warning); unset is an error naming the recipe that trains one
+    image_tokenizer: str | None = None
+    video_tokenizer: str | None = None
     canvas_scales: tuple[int, ...] = (1,)  # image canvases in tokenizer canvases; one drawn per batch
     vision_loss_only: bool = False  # SFT's apply_loss_on_only_vision for t2i / t2v sequences
     cfg_dropout: float = 0.05  # SFT's null_prompt_prob: the caption of t2i / t2v is dropped
@@ -164,22 +161,21 @@ class Emu3System(SystemBase):
     capabilities = ("t2i", "caption", "qa", "t2v", "v2t")
     modalities = ("image", "caption", "qa", "video")  # what a training sample must carry
     Options = Emu3Options
+    frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "vq_s", image_tokenizers.load_image_tokenizer),
+                    "video_tokenizer": FrozenPart("video_tokenizer", "vqvideo_s", image_tokenizers.load_image_tokenizer)}
 
     def __init__(self, tokenizer, config: Emu3Config, options: Emu3Options | None = None,
                  image_tokenizer: nn.Module | None = None, video_tokenizer: nn.Module | None = None):
-        super().__init__(tokenizer, config, options)
-        if not self.options.canvas_scales or min(self.options.canvas_scales) < 1:
-            raise UmmError(f"system_args.canvas_scales must list positive integers, "
-                           f"got {list(self.options.canvas_scales)}")
-        self.image_tokenizer = image_tokenizer or _load_tokenizer(self.options.image_tokenizer, "vq_s", "system_args.image_tokenizer")
-        self.video_tokenizer = video_tokenizer or _load_tokenizer(self.options.video_tokenizer, "vqvideo_s",
-                                                                      "system_args.video_tokenizer")
+        options = options if options is not None else Emu3Options()
+        if not options.canvas_scales or min(options.canvas_scales) < 1:
+            raise UmmError(f"system_args.canvas_scales must list positive integers, got {list(options.canvas_scales)}")
+        super().__init__(tokenizer, config, options, image_tokenizer=image_tokenizer, video_tokenizer=video_tokenizer)
         _check_tokenizers(self.image_tokenizer, self.video_tokenizer, config)
 
     @classmethod
     def model_overrides(cls, tokenizer, options: Emu3Options) -> dict:
-        images = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
-        videos = image_tokenizers.load_image_tokenizer(options.video_tokenizer)
+        images = cls.load_part("image_tokenizer", options, warn=False)
+        videos = cls.load_part("video_tokenizer", options, warn=False)
         image_tokenizers.require_grid(images, options.image_tokenizer, "EMU3")
         if videos.config.family != "vqvideo":
             raise UmmError(f"system_args.video_tokenizer must be a video tokenizer (vqvideo), "
@@ -190,20 +186,6 @@ class Emu3System(SystemBase):
         return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
                 "video_codes": videos.codebook_size, "image_size": images.config.image_size,
                 "frames": videos.config.frames}
-
-    def save(self, directory: Path) -> None:
-        super().save(directory)
-        for name, frozen in ((IMAGE_TOKENIZER_DIR, self.image_tokenizer), (VIDEO_TOKENIZER_DIR, self.video_tokenizer)):
-            (directory / name).mkdir()
-            write_pretrained(frozen, directory / name)  # the saved system is complete on its own
-
-    @classmethod
-    def load(cls, directory: Path, config: Emu3Config, options: Emu3Options) -> SystemBase:
-        from umm.tokenizers.text import TextTokenizer
-
-        return cls(TextTokenizer.load(directory), config, options,
-                   image_tokenizer=image_tokenizers.load_image_tokenizer(directory / IMAGE_TOKENIZER_DIR),
-                   video_tokenizer=image_tokenizers.load_image_tokenizer(directory / VIDEO_TOKENIZER_DIR))
 
     # -- the visual span --------------------------------------------------------------------------------
 
@@ -369,11 +351,6 @@ class Emu3System(SystemBase):
         codes = self.video_tokenizer.encode(videos.to(next(self.video_tokenizer.parameters()).device)).cpu()
         seqs = [self.understanding_prompt(c, True) for c in codes]
         return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
-
-
-def _load_tokenizer(name: str, trained: str, key: str) -> nn.Module:
-    image_tokenizers.warn_if_untrained(name, "EMU3", trained, key)
-    return image_tokenizers.load_image_tokenizer(name)
 
 
 def _check_tokenizers(images: nn.Module, videos: nn.Module, config: Emu3Config) -> None:

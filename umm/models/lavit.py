@@ -23,9 +23,7 @@ Shapes: B batch, T slots, n kept codes of an image (<= N), K codebook size, D wi
 from __future__ import annotations
 
 import random
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -34,8 +32,8 @@ from torch import nn
 
 from umm import UmmError
 from umm.data.sequence import Sequence, ar_sequence, batch_rng, collate
-from umm.models.factory import register_model, write_pretrained
-from umm.models.system import SystemBase
+from umm.models.factory import register_model
+from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, Span, TokenLM, TransformerConfig, autocast, continue_layout
 from umm.objectives import IGNORE, next_token_loss
 from umm.pipelines import ar
@@ -44,7 +42,6 @@ from umm.samplers.ar import sample_next
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
 from umm.tokenizers.image.dynamic import PAD_CODE
 
-TOKENIZER_DIR = "image_tokenizer"
 
 
 @dataclass(frozen=True)
@@ -84,10 +81,19 @@ def test_lavit() -> LavitConfig:
 # ---- system -------------------------------------------------------------------------------------------------
 
 
+def _load_dynamic_tokenizer(name_or_dir) -> nn.Module:
+    images = image_tokenizers.load_image_tokenizer(name_or_dir)
+    if images.config.family != "lavit_tokenizer":
+        raise UmmError(f"LaVIT needs a dynamic (variable-length) visual tokenizer; {str(name_or_dir)!r} is a "
+                       f"{images.config.family!r} (train one with umm train lavit_tokenizer_s)")
+    return images
+
+
 @dataclass(frozen=True)
 class LavitOptions:
-    # a trained dynamic tokenizer (runs/lavit_tokenizer_s/model) or a registered name (fresh weights: tests)
-    image_tokenizer: str = "test_lavit_tokenizer"
+    # the frozen dynamic tokenizer: a trained run (runs/lavit_tokenizer_s/model), or in tests a registered name
+    # (fresh weights, with a warning); unset is an error naming the recipe that trains one
+    image_tokenizer: str | None = None
     cfg_dropout: float = 0.1
     max_text_tokens: int = 32
     temperature: float = 1.0  # image-code sampling defaults of generate_images
@@ -101,45 +107,21 @@ class LavitSystem(SystemBase):
     tasks = ("t2i", "caption", "qa")
     capabilities = ("t2i", "caption", "qa")
     Options = LavitOptions
+    frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "lavit_tokenizer_s", _load_dynamic_tokenizer)}
 
     def __init__(self, tokenizer, config: LavitConfig, options: LavitOptions | None = None,
                  image_tokenizer: nn.Module | None = None):
-        super().__init__(tokenizer, config, options)
-        self.image_tokenizer = image_tokenizer or self.load_image_tokenizer(self.options)
+        super().__init__(tokenizer, config, options, image_tokenizer=image_tokenizer)
         images = self.image_tokenizer
         if (images.codebook_size, images.tokens_per_image) != (config.image_codes, config.max_image_tokens):
             raise UmmError(f"image tokenizer ({images.codebook_size} codes, up to {images.tokens_per_image} tokens) "
                            f"does not match the model ({config.image_codes} codes, up to {config.max_image_tokens})")
 
-    @staticmethod
-    def load_image_tokenizer(options: LavitOptions) -> nn.Module:
-        name = options.image_tokenizer
-        image_tokenizers.warn_if_untrained(name, "LaVIT", "lavit_tokenizer_s")
-        images = image_tokenizers.load_image_tokenizer(name)
-        if images.config.family != "lavit_tokenizer":
-            raise UmmError(f"LaVIT needs a dynamic (variable-length) visual tokenizer; {name!r} is a "
-                           f"{images.config.family!r} (train one with umm train lavit_tokenizer_s)")
-        return images
-
     @classmethod
     def model_overrides(cls, tokenizer, options: LavitOptions) -> dict:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the system warns once, when it is built
-            images = cls.load_image_tokenizer(options)
+        images = cls.load_part("image_tokenizer", options, warn=False)  # the system warns once, when it is built
         return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
                 "image_size": images.config.image_size, "max_image_tokens": images.tokens_per_image}
-
-    def save(self, directory: Path) -> None:
-        super().save(directory)
-        (directory / TOKENIZER_DIR).mkdir()
-        write_pretrained(self.image_tokenizer, directory / TOKENIZER_DIR)
-
-    @classmethod
-    def load(cls, directory: Path, config: LavitConfig, options: LavitOptions) -> SystemBase:
-        from umm.tokenizers.text import TextTokenizer
-
-        images = image_tokenizers.load_image_tokenizer(directory / TOKENIZER_DIR)
-        return cls(TextTokenizer.load(directory), config, options, image_tokenizer=images)
 
     # -- sequences ----------------------------------------------------------------------------------------
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -43,8 +42,8 @@ from torch import nn
 
 from umm import UmmError
 from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, Sequence, ar_sequence, batch_rng, collate
-from umm.models.factory import register_model, write_pretrained
-from umm.models.system import SystemBase
+from umm.models.factory import register_model
+from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, Transformer, TransformerConfig
 from umm.objectives import IGNORE
 from umm.pipelines import ar_video
@@ -52,7 +51,6 @@ from umm.pipelines.ar import TokenPlan
 from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
-TOKENIZER_DIR = "image_tokenizer"
 
 
 @dataclass(frozen=True)
@@ -141,9 +139,9 @@ def test_lwm() -> LWMConfig:
 
 @dataclass(frozen=True)
 class LWMOptions:
-    # a trained image tokenizer directory (runs/vq_s/model) or a registered name; a name gives fresh untrained
-    # weights, only good for tests (the default, so that the registry tests need no training)
-    image_tokenizer: str = "test_vq"
+    # the frozen image tokenizer: a trained run (runs/vq_s/model), or in tests a registered name (fresh
+    # weights, with a warning); unset is an error naming the recipe that trains one
+    image_tokenizer: str | None = None
     frames: int = 8  # frames of a clip in the sequence
     frame_stride: int = 1  # take every k-th frame of the source clip (LWM samples long videos at a low fps)
     text_loss_weight: float = 0.5  # LWM: loss = 0.5 * text CE + 0.5 * vision CE
@@ -162,14 +160,15 @@ class LWMSystem(SystemBase):
     capabilities = ("t2i", "caption", "qa", "t2v", "v2t")
     modalities = ("image", "caption", "qa", "video")  # what a training sample must carry
     Options = LWMOptions
+    frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "vq_s", image_tokenizers.load_image_tokenizer)}
 
     def __init__(self, tokenizer, config: LWMConfig, options: LWMOptions | None = None,
                  image_tokenizer: nn.Module | None = None):
-        super().__init__(tokenizer, config, options)
-        if self.options.frames < 1 or self.options.frame_stride < 1:
-            raise UmmError(f"system_args.frames and frame_stride must be >= 1, got {self.options.frames}, "
-                           f"{self.options.frame_stride}")
-        self.image_tokenizer = image_tokenizer or _load_tokenizer(self.options.image_tokenizer)
+        options = options if options is not None else LWMOptions()
+        if options.frames < 1 or options.frame_stride < 1:
+            raise UmmError(f"system_args.frames and frame_stride must be >= 1, got {options.frames}, "
+                           f"{options.frame_stride}")
+        super().__init__(tokenizer, config, options, image_tokenizer=image_tokenizer)
         codes, size = self.image_tokenizer.codebook_size, self.image_tokenizer.config.image_size
         if (codes, size) != (config.vision_codes, config.image_size):
             raise UmmError(f"image tokenizer ({codes} codes, {size} px) does not match the model "
@@ -177,22 +176,10 @@ class LWMSystem(SystemBase):
 
     @classmethod
     def model_overrides(cls, tokenizer, options: LWMOptions) -> dict:
-        images = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
+        images = cls.load_part("image_tokenizer", options, warn=False)
         image_tokenizers.require_grid(images, options.image_tokenizer, "LWM")
         return {"text_vocab": tokenizer.vocab_size, "vision_codes": images.codebook_size,
                 "image_size": images.config.image_size}
-
-    def save(self, directory: Path) -> None:
-        super().save(directory)
-        (directory / TOKENIZER_DIR).mkdir()
-        write_pretrained(self.image_tokenizer, directory / TOKENIZER_DIR)  # the saved system is complete on its own
-
-    @classmethod
-    def load(cls, directory: Path, config: LWMConfig, options: LWMOptions) -> SystemBase:
-        from umm.tokenizers.text import TextTokenizer
-
-        images = image_tokenizers.load_image_tokenizer(directory / TOKENIZER_DIR)
-        return cls(TextTokenizer.load(directory), config, options, image_tokenizer=images)
 
     # -- frames -----------------------------------------------------------------------------------------
 
@@ -348,6 +335,3 @@ class LWMSystem(SystemBase):
         return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
 
 
-def _load_tokenizer(name: str) -> nn.Module:
-    image_tokenizers.warn_if_untrained(name, "LWM", "vq_s")
-    return image_tokenizers.load_image_tokenizer(name)

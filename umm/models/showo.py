@@ -41,7 +41,6 @@ from __future__ import annotations
 import random
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -50,15 +49,14 @@ from torch import nn
 
 from umm import UmmError
 from umm.data.sequence import Sequence, batch_rng, collate, understanding_turn
-from umm.models.factory import register_model, write_pretrained
-from umm.models.system import SystemBase
+from umm.models.factory import register_model
+from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, TokenLM, TransformerConfig
 from umm.objectives import IGNORE, next_token_loss
 from umm.pipelines import ar, maskgit
 from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
 
-TOKENIZER_DIR = "image_tokenizer"
 
 
 @dataclass(frozen=True)
@@ -108,8 +106,9 @@ def test_showo() -> ShowoConfig:
 
 @dataclass(frozen=True)
 class ShowoOptions:
-    # a trained tokenizer directory (runs/fsq_s/model) or a registered name (fresh untrained weights: tests)
-    image_tokenizer: str = "test_lfq"
+    # the frozen image tokenizer: a trained run (runs/fsq_s/model), or in tests a registered name (fresh
+    # weights, with a warning); unset is an error naming the recipe that trains one
+    image_tokenizer: str | None = None
     lm_weight: float = 0.1  # Show-o's lm_coeff: NTP on the t2i captions
     cfg_dropout: float = 0.1  # Show-o's cond_dropout_prob
     min_mask_ratio: float = 0.0  # Show-o's min_masking_rate: floor of the cosine mask ratio
@@ -124,41 +123,25 @@ class ShowoSystem(SystemBase):
     tasks = ("t2i", "caption", "qa")
     capabilities = ("t2i", "caption", "qa", "inpaint")
     Options = ShowoOptions
+    frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "fsq_s", image_tokenizers.load_image_tokenizer)}
 
     def __init__(self, tokenizer, config: ShowoConfig, options: ShowoOptions | None = None,
                  image_tokenizer: nn.Module | None = None):
-        super().__init__(tokenizer, config, options)
-        if not 0.0 <= self.options.min_mask_ratio < 1.0:
-            raise UmmError(f"system_args.min_mask_ratio must be in [0, 1), got {self.options.min_mask_ratio}")
-        self.image_tokenizer = image_tokenizer or self.load_image_tokenizer(self.options)
+        options = options if options is not None else ShowoOptions()
+        if not 0.0 <= options.min_mask_ratio < 1.0:
+            raise UmmError(f"system_args.min_mask_ratio must be in [0, 1), got {options.min_mask_ratio}")
+        super().__init__(tokenizer, config, options, image_tokenizer=image_tokenizer)
         images = self.image_tokenizer
         if images.codebook_size != config.image_codes or images.grid != (config.grid, config.grid):
             raise UmmError(f"image tokenizer ({images.codebook_size} codes, grid {images.grid}) does not match the "
                            f"model ({config.image_codes} codes, grid {config.grid})")
 
-    @staticmethod
-    def load_image_tokenizer(options: ShowoOptions) -> nn.Module:
-        image_tokenizers.warn_if_untrained(options.image_tokenizer, "Show-o", "fsq_s")
-        return image_tokenizers.load_image_tokenizer(options.image_tokenizer)
-
     @classmethod
     def model_overrides(cls, tokenizer, options: ShowoOptions) -> dict:
-        images = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
+        images = cls.load_part("image_tokenizer", options, warn=False)
         image_tokenizers.require_grid(images, options.image_tokenizer, "Show-o")
         return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
                 "image_size": images.config.image_size, "grid": images.grid[0]}
-
-    def save(self, directory: Path) -> None:
-        super().save(directory)
-        (directory / TOKENIZER_DIR).mkdir()
-        write_pretrained(self.image_tokenizer, directory / TOKENIZER_DIR)
-
-    @classmethod
-    def load(cls, directory: Path, config: ShowoConfig, options: ShowoOptions) -> SystemBase:
-        from umm.tokenizers.text import TextTokenizer
-
-        images = image_tokenizers.load_image_tokenizer(directory / TOKENIZER_DIR)
-        return cls(TextTokenizer.load(directory), config, options, image_tokenizer=images)
 
     # -- capabilities ---------------------------------------------------------------------------------------
 

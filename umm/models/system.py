@@ -20,11 +20,17 @@ bare one. The contract, implemented by one class per family in ``umm/models/<fam
     only through ``model(...)`` (its ``forward``), which is what DDP hooks into.
 ``prepare_model(model)`` (optional)
     runs once on the new model before training: load a previous stage's weights, freeze parameters.
+``frozen_parts``
+    the frozen sub-models the system reads and never trains (an image tokenizer, a VAE), by attribute name:
+    one shared mechanism (:class:`FrozenPart`) loads each from its ``system_args`` key, refuses an unset one
+    with the recipe that trains it, saves a copy beside the model and restores it on load.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,7 +40,7 @@ import torch
 from umm import UmmError
 from umm.config import from_dict, to_dict
 from umm.models.factory import atomic_directory, from_pretrained, write_pretrained
-from umm.registry import SYSTEMS
+from umm.registry import MODELS, SYSTEMS
 
 SYSTEM_FILE = "system.json"
 
@@ -44,18 +50,58 @@ class NoOptions:
     pass
 
 
+@dataclass(frozen=True)
+class FrozenPart:
+    """A frozen sub-model that a system reads and never trains.
+
+    ``option`` is the ``system_args`` key that names it: a trained run's ``runs/<name>/model``, or in tests a
+    registered model name (fresh weights, with a warning); ``recipe`` is the shipped recipe that trains one,
+    for the error line; ``load(name_or_dir)`` builds the module (the family's loader, which may check its
+    kind). ``optional`` parts may stay unset (a VAE: the model then reads pixels); any other unset part is an
+    error, never an untrained default.
+    """
+
+    option: str
+    recipe: str
+    load: Callable[[str | Path], torch.nn.Module]
+    optional: bool = False
+
+
 class SystemBase:
-    """Shared save/load of a system's tokenizer and options; nothing else lives here."""
+    """Shared save/load of a system's tokenizer, options and frozen parts; nothing else lives here."""
 
     family: ClassVar[str]
     tasks: ClassVar[tuple[str, ...]]
     capabilities: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type] = NoOptions
+    frozen_parts: ClassVar[dict[str, FrozenPart]] = {}  # attribute name -> how it is named, loaded and trained
 
-    def __init__(self, tokenizer: Any, config: Any, options: Any = None):
+    def __init__(self, tokenizer: Any, config: Any, options: Any = None, **parts: torch.nn.Module | None):
         self.tokenizer = tokenizer
         self.config = config  # the model's config: image geometry, vocabulary
         self.options = options if options is not None else self.Options()
+        unknown = sorted(set(parts) - set(self.frozen_parts))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no frozen part {unknown}; "
+                            f"its parts are {list(self.frozen_parts)}")
+        for name in self.frozen_parts:  # given modules (a loaded system, a test's tiny model) or the option's
+            module = parts.get(name)
+            setattr(self, name, module if module is not None else self.load_part(name, self.options))
+
+    @classmethod
+    def load_part(cls, name: str, options: Any, warn: bool = True) -> torch.nn.Module | None:
+        """The frozen part ``name`` as ``options`` names it; None for an unset optional part."""
+        part = cls.frozen_parts[name]
+        source, key = getattr(options, part.option), f"system_args.{part.option}"
+        if source is None:
+            if part.optional:
+                return None
+            raise UmmError(f"{key} is unset: {cls.family} reads a frozen {name.replace('_', ' ')} that it does not "
+                           f"train; train one (umm train {part.recipe}) and set {key}=runs/{part.recipe}/model")
+        if warn and str(source) in MODELS and not Path(source).is_dir():
+            warnings.warn(f"{cls.family} uses untrained {name.replace('_', ' ')} weights ({str(source)!r}); train "
+                          f"one (umm train {part.recipe}) and set {key}=runs/{part.recipe}/model", stacklevel=3)
+        return part.load(source)
 
     @classmethod
     def parse_options(cls, args: dict[str, Any]) -> Any:
@@ -83,12 +129,24 @@ class SystemBase:
             self.tokenizer.save(directory)
         meta = {"family": self.family, "options": to_dict(self.options)}
         (directory / SYSTEM_FILE).write_text(json.dumps(meta, indent=2))
+        for name in self.frozen_parts:  # a copy of every frozen part: the saved system is complete on its own
+            module = getattr(self, name)
+            if module is not None:
+                (directory / name).mkdir()
+                write_pretrained(module, directory / name)
 
     @classmethod
     def load(cls, directory: Path, config: Any, options: Any) -> SystemBase:
         from umm.tokenizers.text import TextTokenizer
 
-        return cls(TextTokenizer.load(directory), config, options)
+        parts = {}
+        for name, part in cls.frozen_parts.items():
+            if (directory / name).is_dir():
+                parts[name] = part.load(directory / name)
+            elif not part.optional or getattr(options, part.option) is not None:
+                raise UmmError(f"{str(directory)!r} lacks its frozen {name.replace('_', ' ')} ({name}/): an "
+                               "incomplete copy of a trained system")
+        return cls(TextTokenizer.load(directory), config, options, **parts)
 
 
 def save_system(directory: str | Path, model: torch.nn.Module, system: SystemBase,
