@@ -64,7 +64,7 @@ def run_demo(out: Path, minutes: float = 10.0, show_progress: bool = True, recip
 
     model, system = load_system(out / "run" / "model")
     print("umm demo: evaluating on held-out prompts and images ...")
-    # the recipe's eval_args say how its model samples (the demo: 10 DDIM steps, CFG 3)
+    # the recipe's eval_args say how its model samples (the demo: 8 DDIM steps, CFG 3)
     config = from_dict(EvalConfig, {"level": run.data.level, "precision": run.train.precision, **run.eval_args,
                                     **(eval_overrides or {})}, where="eval_args.")
     start = time.perf_counter()
