@@ -14,7 +14,7 @@ from umm.data.shapes import ShapesWorld
 from umm.eval.harness import EvalConfig, evaluate
 from umm.models.factory import build_model, model_config
 from umm.models.system import load_system
-from umm.models.vila_u import (TOKENIZER_DIR, VilaUOptions, VilaUSystem, VilaUTowerOptions, VilaUTowerSystem,
+from umm.models.vila_u import (VilaUOptions, VilaUSystem, VilaUTowerOptions, VilaUTowerSystem,
                                generate_images, load_vision_tower)
 from umm.nn import Layout
 from umm.objectives import IGNORE
@@ -32,7 +32,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def tiny(tokenizer):
-    options = VilaUOptions()
+    options = VilaUOptions(vision_tower="test_vila_u_tower")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the untrained test tower warns
         torch.manual_seed(0)
@@ -161,7 +161,7 @@ def test_tower_and_model_recipes_end_to_end(tmp_path):
         run = load_recipe(RECIPES_DIR / "test_vila_u.yaml", [f"system_args.vision_tower={tmp_path / 'tower' / 'model'}"])
         result = train(run, tmp_path / "lm", show_progress=False)
     assert result.losses[-1] < 0.85 * result.losses[0]
-    assert (tmp_path / "lm" / "model" / TOKENIZER_DIR / "model.safetensors").is_file()
+    assert (tmp_path / "lm" / "model" / "image_tokenizer" / "model.safetensors").is_file()
     model, system = load_system(tmp_path / "lm" / "model")
     trained_tower = load_vision_tower(tmp_path / "tower" / "model")
     pics = torch.stack([ShapesWorld("heldout", canvas=16, max_objects=2)[i]["image"] for i in range(2)])

@@ -36,7 +36,6 @@ Shapes: B batch, T slots, N = h * w positions, D residual depth, K codebook size
 from __future__ import annotations
 
 import random
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -48,8 +47,8 @@ from torch import nn
 from umm import UmmError
 from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, PATCH, Sequence, ar_sequence, batch_rng, collate
 from umm.models.encoders import PatchTower, TextEncoder, TextEncoderConfig, text_inputs
-from umm.models.factory import create_model, from_pretrained, load_config, register_model, write_pretrained
-from umm.models.system import SystemBase
+from umm.models.factory import create_model, from_pretrained, load_config, register_model
+from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, Span, Transformer, TransformerConfig, autocast, build_layout, continue_layout
 from umm.objectives import next_token_loss
 from umm.objectives.contrastive import LogitScale, infonce_loss
@@ -61,7 +60,6 @@ from umm.samplers.ar import sample_next
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
 from umm.tokenizers.image.models import RQConfig, RQTokenizer, from_tokens, to_tokens
 
-TOKENIZER_DIR = "image_tokenizer"
 
 
 # ==== 1. the vision tower ===================================================================================
@@ -214,8 +212,6 @@ def load_vision_tower(name_or_dir: str | Path) -> RQTokenizer:
         family = MODELS.get(str(name_or_dir))().family
         if family not in ("vila_u_tower", "rq"):
             raise UmmError(f"model {str(name_or_dir)!r} is a {family!r}; VILA-U needs a vila_u_tower or rq tokenizer")
-        warnings.warn(f"VILA-U uses untrained vision tower weights ({str(name_or_dir)!r}); train one (umm train "
-                      "vila_u_tower_s) and set system_args.vision_tower=runs/vila_u_tower_s/model", stacklevel=3)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = create_model(str(name_or_dir))
@@ -342,9 +338,10 @@ def test_vila_u() -> VilaUConfig:
 
 @dataclass(frozen=True)
 class VilaUOptions:
-    # a trained tower directory (runs/vila_u_tower_s/model), an RQ tokenizer directory, or a registered name
-    # (fresh weights: tests only)
-    vision_tower: str = "test_vila_u_tower"
+    # the frozen vision tower: a trained tower directory (runs/vila_u_tower_s/model), an RQ tokenizer directory
+    # (no text alignment: an ablation), or in tests a registered name (fresh weights, with a warning); unset is
+    # an error naming the recipe that trains one
+    vision_tower: str | None = None
     cfg_dropout: float = 0.1
     max_text_tokens: int = 32
     temperature: float = 1.0  # depth-head sampling defaults (VILA-U: top-p 0.96)
@@ -358,11 +355,12 @@ class VilaUSystem(SystemBase):
     tasks = ("t2i", "caption", "qa")
     capabilities = ("t2i", "caption", "qa")
     Options = VilaUOptions
+    # the tower's RQ part, saved as an ``rq`` model in image_tokenizer/ (load_vision_tower reads either kind)
+    frozen_parts = {"image_tokenizer": FrozenPart("vision_tower", "vila_u_tower_s", lambda path: load_vision_tower(path))}
 
     def __init__(self, tokenizer, config: VilaUConfig, options: VilaUOptions | None = None,
                  image_tokenizer: RQTokenizer | None = None):
-        super().__init__(tokenizer, config, options)
-        self.image_tokenizer = image_tokenizer or load_vision_tower(self.options.vision_tower)
+        super().__init__(tokenizer, config, options, image_tokenizer=image_tokenizer)
         rq = self.image_tokenizer
         if (rq.codebook_size, rq.depth, rq.grid) != (config.image_codes, config.code_depth, (config.grid, config.grid)):
             raise UmmError(f"vision tower ({rq.codebook_size} codes, depth {rq.depth}, grid {rq.grid}) does not match the "
@@ -370,23 +368,9 @@ class VilaUSystem(SystemBase):
 
     @classmethod
     def model_overrides(cls, tokenizer, options: VilaUOptions) -> dict:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the system warns once, when it is built
-            rq = load_vision_tower(options.vision_tower)
+        rq = cls.load_part("image_tokenizer", options, warn=False)  # the system warns once, when it is built
         return {"text_vocab": tokenizer.vocab_size, "image_codes": rq.codebook_size, "code_depth": rq.depth,
                 "image_size": rq.config.image_size, "grid": rq.grid[0]}
-
-    def save(self, directory: Path) -> None:
-        super().save(directory)
-        (directory / TOKENIZER_DIR).mkdir()
-        write_pretrained(self.image_tokenizer, directory / TOKENIZER_DIR)  # the tower's RQ part: an ``rq`` model
-
-    @classmethod
-    def load(cls, directory: Path, config: VilaUConfig, options: VilaUOptions) -> SystemBase:
-        from umm.tokenizers.text import TextTokenizer
-
-        rq = image_tokenizers.load_image_tokenizer(directory / TOKENIZER_DIR)
-        return cls(TextTokenizer.load(directory), config, options, image_tokenizer=rq)
 
     # -- sequences ----------------------------------------------------------------------------------------
 
