@@ -29,7 +29,7 @@ def tokenizer():
 
 
 def make(tokenizer, **options):
-    opts = CondDecoderOptions(**options)
+    opts = CondDecoderOptions(**{"encoders": "test_imagebind", **options})
     torch.manual_seed(0)
     model = build_model(model_config("test_cond_decoder", CondDecoderSystem.model_overrides(tokenizer, opts)))
     return model.eval(), CondDecoderSystem(tokenizer, model.config, opts)

@@ -29,7 +29,7 @@ def tokenizer():
 
 
 def make(tokenizer, **options):
-    opts = NextGPTOptions(**options)
+    opts = NextGPTOptions(**{"encoders": "test_imagebind", "decoder": "test_cond_decoder", **options})
     torch.manual_seed(0)
     model = build_model(model_config("test_nextgpt", NextGPTSystem.model_overrides(tokenizer, opts))).eval()
     return model, NextGPTSystem(tokenizer, model.config, opts)

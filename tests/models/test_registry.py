@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import umm.models  # noqa: F401  (registers every family)
+from umm import UmmError
 from umm.data.shapes import ShapesWorld
 from umm.models.factory import build_model, model_config
 from umm.models.system import load_system, save_system
@@ -100,3 +101,24 @@ def test_save_load_gives_identical_outputs(name, tokenizer, tmp_path):
         for key in a[task]:
             assert torch.equal(a[task][key], b[task][key]), f"{task}/{key}"
     assert math.isfinite(sum(p.sum().item() for p in loaded.parameters()))
+
+
+# every frozen part a family reads, by the system_args key that names it and the recipe that trains one
+FROZEN_KEYS = [("test_chameleon", "image_tokenizer", "vq_s"), ("test_showo", "image_tokenizer", "fsq_s"),
+               ("test_vila_u", "vision_tower", "vila_u_tower_s"), ("test_textbind", "encoders", "imagebind_s"),
+               ("test_textbind", "generator", "cond_decoder_s"), ("test_nextgpt", "encoders", "imagebind_s"),
+               ("test_nextgpt", "decoder", "cond_decoder_s"), ("test_seedx", "detokenizer", "seedx_detokenizer_s"),
+               ("test_cond_decoder", "encoders", "imagebind_s")]
+
+
+@pytest.mark.parametrize("name, key, recipe", FROZEN_KEYS)
+def test_an_unset_frozen_part_is_an_error_naming_its_key_and_recipe(tokenizer, name, key, recipe):
+    system_cls = SYSTEMS.get(MODELS.get(name)().family)
+    args = dict(read_recipe(RECIPES_DIR / f"{name}.yaml").get("system_args") or {})
+    complete = system_cls.parse_options(args)
+    model = build_model(model_config(name, system_cls.model_overrides(tokenizer, complete)))
+    args.pop(key)
+    options = system_cls.parse_options(args)
+    with pytest.raises(UmmError, match=rf"system_args\.{key} is unset.*umm train {recipe}"):
+        system_cls.model_overrides(tokenizer, options)
+        system_cls(tokenizer, model.config, options)

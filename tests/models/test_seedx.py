@@ -29,7 +29,7 @@ def tokenizer():
 
 
 def make(tokenizer, **options):
-    opts = SeedXOptions(**options)
+    opts = SeedXOptions(**{"detokenizer": "test_cond_decoder", **options})
     torch.manual_seed(0)
     model = build_model(model_config("test_seedx", SeedXSystem.model_overrides(tokenizer, opts))).eval()
     return model, SeedXSystem(tokenizer, model.config, opts)

@@ -30,7 +30,7 @@ def tokenizer():
 
 
 def make(tokenizer, connector: str = "resampler", **options):
-    opts = TextBindOptions(**options)
+    opts = TextBindOptions(**{"encoders": "test_imagebind", "generator": "test_cond_decoder", **options})
     overrides = {**TextBindSystem.model_overrides(tokenizer, opts), "connector": {"kind": connector}}
     torch.manual_seed(0)
     model = build_model(model_config("test_textbind", overrides)).eval()

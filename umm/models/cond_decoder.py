@@ -167,9 +167,9 @@ def test_cond_decoder() -> CondDecoderConfig:
 
 @dataclass(frozen=True)
 class CondDecoderOptions:
-    # a trained ImageBind run (runs/imagebind_s/model) or a registered name; a name gives fresh untrained
-    # encoders, only good for tests (the default, so that the registry tests need no training)
-    encoders: str = "test_imagebind"
+    # the frozen encoders (unset is an error): a trained ImageBind run (runs/imagebind_s/model), or in tests a
+    # registered name (fresh weights)
+    encoders: str | None = None
     condition: Literal["text", "image"] = "text"
     text_features: Literal["tokens", "pooled"] = "tokens"
     max_text_tokens: int = 24  # caption tokens in a text condition (95% of ShapesWorld captions fit in 26)
@@ -201,7 +201,8 @@ class CondDecoderSystem(SystemBase):
     def __init__(self, tokenizer, config: CondDecoderConfig, options: CondDecoderOptions | None = None,
                  encoders: FrozenEncoders | None = None):
         super().__init__(tokenizer, config, options)
-        self.encoders = encoders or FrozenEncoders.load(self.options.encoders, tokenizer)
+        self.encoders = encoders or FrozenEncoders.load(
+            self.frozen_source(self.options, "encoders", "imagebind_s"), tokenizer)
         shape = context_shape(self.encoders, self.options)
         if shape != (config.context_tokens, config.context_dim) or self.encoders.image_size != config.image_size:
             condition = (config.context_tokens, config.context_dim)
@@ -214,7 +215,7 @@ class CondDecoderSystem(SystemBase):
 
     @classmethod
     def model_overrides(cls, tokenizer, options: CondDecoderOptions) -> dict:
-        encoders = FrozenEncoders.load(options.encoders, tokenizer)
+        encoders = FrozenEncoders.load(cls.frozen_source(options, "encoders", "imagebind_s"), tokenizer)
         m, c = context_shape(encoders, options)
         return {"image_size": encoders.image_size, "context_tokens": m, "context_dim": c}
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -166,7 +166,9 @@ def frozen_system(source: str | Path, tokenizer, options: dict | None = None) ->
         model, system = load_system(source)
     elif str(source) in MODELS:
         system_cls = SYSTEMS.get(MODELS.get(str(source))().family)
-        parsed = system_cls.parse_options(options or {})
+        # a fresh test system reads fresh test encoders (its own frozen part) unless ``options`` name others
+        parts = {"encoders": "test_imagebind"} if "encoders" in {f.name for f in fields(system_cls.Options)} else {}
+        parsed = system_cls.parse_options({**parts, **(options or {})})
         with torch.random.fork_rng():
             torch.manual_seed(0)
             model = build_model(model_config(str(source), system_cls.model_overrides(tokenizer, parsed)))

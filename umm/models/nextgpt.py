@@ -142,8 +142,10 @@ def test_nextgpt() -> NextGPTConfig:
 
 @dataclass(frozen=True)
 class NextGPTOptions:
-    encoders: str = "test_imagebind"  # a trained ImageBind run or a registered name (fresh weights, tests only)
-    decoder: str = "test_cond_decoder"  # a trained text-conditioned cond_decoder run or a registered name (tests)
+    # frozen parts (unset is an error): a trained ImageBind run (runs/imagebind_s/model) and a trained
+    # text-conditioned cond_decoder run (runs/cond_decoder_s/model); in tests registered names (fresh weights)
+    encoders: str | None = None
+    decoder: str | None = None
     stage: Literal["all", "text", "input", "output", "instruct"] = "all"
     init_from: str | None = None  # the previous stage's runs/<name>/model (same model name and tokenizer)
     lambda_l2: float = 1.0  # weight of the output-alignment loss (mean squared error per condition element)
@@ -160,9 +162,11 @@ class NextGPTSystem(BridgeSystem):
     def __init__(self, tokenizer, config: NextGPTConfig, options: NextGPTOptions | None = None,
                  encoders: FrozenEncoders | None = None, decoder: tuple[nn.Module, object] | None = None):
         super().__init__(tokenizer, config, options)
-        self.encoders = encoders or FrozenEncoders.load(self.options.encoders, tokenizer)
+        self.encoders = encoders or FrozenEncoders.load(
+            self.frozen_source(self.options, "encoders", "imagebind_s"), tokenizer)
         self.check_encoders()
-        self.decoder_model, self.decoder = decoder or frozen_system(self.options.decoder, tokenizer)
+        self.decoder_model, self.decoder = decoder or frozen_system(
+            self.frozen_source(self.options, "decoder", "cond_decoder_s"), tokenizer)
         _check_decoder(self.decoder, config)
         self.decoders = ("image",)  # modalities with a decoder attached; the others route to "none"
         k, v = config.signal_tokens, config.vocab_size
@@ -170,8 +174,8 @@ class NextGPTSystem(BridgeSystem):
 
     @classmethod
     def model_overrides(cls, tokenizer, options: NextGPTOptions) -> dict:
-        encoders = FrozenEncoders.load(options.encoders, tokenizer)
-        _, decoder = frozen_system(options.decoder, tokenizer)
+        encoders = FrozenEncoders.load(cls.frozen_source(options, "encoders", "imagebind_s"), tokenizer)
+        _, decoder = frozen_system(cls.frozen_source(options, "decoder", "cond_decoder_s"), tokenizer)
         return {"vocab_size": tokenizer.vocab_size, "image_size": encoders.image_size,
                 "feature_dim": encoders.image_dim, "feature_tokens": 1 + encoders.image_grid**2,
                 "context_tokens": decoder.config.context_tokens, "context_dim": decoder.config.context_dim}

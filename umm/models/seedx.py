@@ -120,9 +120,10 @@ def test_seedx() -> SeedXConfig:
 
 @dataclass(frozen=True)
 class SeedXOptions:
-    # a trained image-conditioned cond_decoder run (runs/seedx_detokenizer_s/model), or a registered name for
-    # fresh weights (tests only: the default); its frozen image encoder is also the LM's input encoder
-    detokenizer: str = "test_cond_decoder"
+    # the frozen de-tokenizer (unset is an error): a trained image-conditioned cond_decoder run
+    # (runs/seedx_detokenizer_s/model), or in tests a registered name (fresh weights); its frozen image encoder
+    # is also the LM's input encoder
+    detokenizer: str | None = None
     lambda_regression: float = 6.0  # SEED-X's weight of the feature regression
     regression: Literal["mse", "cosine"] = "mse"
     max_text_tokens: int = 40
@@ -137,7 +138,8 @@ class SeedXSystem(BridgeSystem):
     def __init__(self, tokenizer, config: SeedXConfig, options: SeedXOptions | None = None,
                  detokenizer: tuple[nn.Module, object] | None = None):
         super().__init__(tokenizer, config, options)
-        self.detokenizer_model, self.detokenizer = detokenizer or _detokenizer(self.options.detokenizer, tokenizer)
+        self.detokenizer_model, self.detokenizer = detokenizer or _detokenizer(
+            self.frozen_source(self.options, "detokenizer", "seedx_detokenizer_s"), tokenizer)
         self.encoders = self.detokenizer.encoders
         self.check_encoders()
         shape = (self.detokenizer.config.context_tokens, self.detokenizer.config.context_dim)
@@ -148,7 +150,7 @@ class SeedXSystem(BridgeSystem):
 
     @classmethod
     def model_overrides(cls, tokenizer, options: SeedXOptions) -> dict:
-        _, detokenizer = _detokenizer(options.detokenizer, tokenizer)
+        _, detokenizer = _detokenizer(cls.frozen_source(options, "detokenizer", "seedx_detokenizer_s"), tokenizer)
         encoders = detokenizer.encoders
         return {"vocab_size": tokenizer.vocab_size, "image_size": encoders.image_size,
                 "feature_dim": encoders.image_dim, "feature_tokens": 1 + encoders.image_grid**2,

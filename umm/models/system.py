@@ -92,16 +92,24 @@ class SystemBase:
     def load_part(cls, name: str, options: Any, warn: bool = True) -> torch.nn.Module | None:
         """The frozen part ``name`` as ``options`` names it; None for an unset optional part."""
         part = cls.frozen_parts[name]
-        source, key = getattr(options, part.option), f"system_args.{part.option}"
-        if source is None:
-            if part.optional:
-                return None
-            raise UmmError(f"{key} is unset: {cls.family} reads a frozen {name.replace('_', ' ')} that it does not "
-                           f"train; train one (umm train {part.recipe}) and set {key}=runs/{part.recipe}/model")
+        if getattr(options, part.option) is None and part.optional:
+            return None
+        source, key = cls.frozen_source(options, part.option, part.recipe, name), f"system_args.{part.option}"
         if warn and str(source) in MODELS and not Path(source).is_dir():
             warnings.warn(f"{cls.family} uses untrained {name.replace('_', ' ')} weights ({str(source)!r}); train "
                           f"one (umm train {part.recipe}) and set {key}=runs/{part.recipe}/model", stacklevel=3)
         return part.load(source)
+
+    @classmethod
+    def frozen_source(cls, options: Any, option: str, recipe: str, what: str | None = None) -> str:
+        """The ``system_args.<option>`` value naming a frozen part (a trained run, or a registered name in
+        tests). Unset is an error naming the key and the recipe that trains one, never an untrained default."""
+        source = getattr(options, option)
+        if source is None:
+            key = f"system_args.{option}"
+            raise UmmError(f"{key} is unset: {cls.family} reads a frozen {(what or option).replace('_', ' ')} that "
+                           f"it does not train; train one (umm train {recipe}) and set {key}=runs/{recipe}/model")
+        return str(source)
 
     @classmethod
     def parse_options(cls, args: dict[str, Any]) -> Any:

@@ -111,10 +111,10 @@ def test_textbind() -> TextBindConfig:
 
 @dataclass(frozen=True)
 class TextBindOptions:
-    # a trained ImageBind run or a registered name (fresh weights, tests only: the default)
-    encoders: str = "test_imagebind"
-    # any trained system with the t2i capability (runs/cond_decoder_s/model) or a registered name (tests)
-    generator: str = "test_cond_decoder"
+    # frozen parts (unset is an error): a trained ImageBind run (runs/imagebind_s/model), and any trained system
+    # with the t2i capability (runs/cond_decoder_s/model); in tests registered names (fresh weights)
+    encoders: str | None = None
+    generator: str | None = None
     max_text_tokens: int = 40  # text slots per caption / question (truncated beyond)
     max_caption_tokens: int = 40  # tokens the LM may write between [BOI] and [EOI]
 
@@ -128,9 +128,11 @@ class TextBindSystem(BridgeSystem):
     def __init__(self, tokenizer, config: TextBindConfig, options: TextBindOptions | None = None,
                  encoders: FrozenEncoders | None = None, generator: tuple[nn.Module, object] | None = None):
         super().__init__(tokenizer, config, options)
-        self.encoders = encoders or FrozenEncoders.load(self.options.encoders, tokenizer)
+        opts = self.options
+        self.encoders = encoders or FrozenEncoders.load(self.frozen_source(opts, "encoders", "imagebind_s"), tokenizer)
         self.check_encoders()
-        self.generator_model, self.generator = generator or frozen_system(self.options.generator, tokenizer)
+        self.generator_model, self.generator = generator or frozen_system(
+            self.frozen_source(opts, "generator", "cond_decoder_s"), tokenizer)
         if "t2i" not in self.generator.capabilities:
             raise ConfigError(f"system_args.generator {self.options.generator!r} ({self.generator.family}) cannot "
                               "draw from text (no t2i capability)")
@@ -140,7 +142,7 @@ class TextBindSystem(BridgeSystem):
 
     @classmethod
     def model_overrides(cls, tokenizer, options: TextBindOptions) -> dict:
-        encoders = FrozenEncoders.load(options.encoders, tokenizer)
+        encoders = FrozenEncoders.load(cls.frozen_source(options, "encoders", "imagebind_s"), tokenizer)
         return {"vocab_size": tokenizer.vocab_size, "image_size": encoders.image_size,
                 "feature_dim": encoders.image_dim, "feature_tokens": 1 + encoders.image_grid**2}
 
