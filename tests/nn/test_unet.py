@@ -46,3 +46,22 @@ def test_unet_tokens_and_pixels_depend_on_time():
         tokens_b, skips_b = enc(images, time.roll(1, dims=0))
         assert (tokens_a - tokens_b).abs().mean() > 1e-4
         assert (dec(tokens_a, skips_a, time) - dec(tokens_a, skips_a, time.roll(1, dims=0))).abs().mean() > 1e-4
+
+
+def test_more_blocks_a_level_add_resblocks_and_keep_one_block_names():
+    torch.manual_seed(0)
+    one, two = UNetEncoder(12, 32, 2, 8, 16), UNetEncoder(12, 32, 2, 8, 16, blocks=2)
+    names_one = {n for n, _ in one.named_parameters()}
+    names_two = {n for n, _ in two.named_parameters()}
+    assert names_one < names_two and all(".more." in "." + n or n.startswith("more.") for n in names_two - names_one)
+    assert sum(1 for m in two.modules() if isinstance(m, ResBlock)) == 6  # 3 levels x 2
+    decoder = UNetDecoder(12, 32, 2, 8, 16, blocks=2)
+    x, time = torch.randn(2, 12, 24, 24), torch.randn(2, 16)
+    tokens, skips = two(x, time)
+    assert tokens.shape == (2, 36, 32) and decoder(tokens, skips, time).shape == (2, 12, 24, 24)
+    # the extra blocks are in the path: changing one changes the tokens
+    before = tokens.detach().clone()
+    with torch.no_grad():
+        for p in two.more[1][0].parameters():  # every weight: a zero-initialised output conv hides the rest
+            p.add_(0.5)
+    assert not torch.allclose(two(x, time)[0], before)

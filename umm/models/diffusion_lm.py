@@ -53,6 +53,7 @@ class DiffusionLMConfig:
     # (at 48 px, fold 2 trains 1.8x more samples/s: 22.9 vs 12.4)
     unet: bool = False
     unet_width: int = 32  # channels of the U-Net's first level (doubling per level)
+    unet_blocks: int = 1  # ResBlocks per U-Net level (ADM and benchmarks/reference_t2i.py use 2)
     unet_fold: int = 1
     # add the pooled text before each image to its time conditioning (GLIDE/Imagen; off in both papers)
     pooled_text: bool = False

@@ -63,7 +63,7 @@ class Transfusion(nn.Module):
         self.time_embed = TimestepEmbedding(dim)
         self.text_pool = PooledText(dim) if config.pooled_text else None
         self.image_io = PatchIO(config.token_channels, config.token_side, config.patch, dim, config.unet,
-                                config.unet_width, config.unet_fold)
+                                config.unet_width, config.unet_fold, config.unet_blocks)
         self.trunk = Transformer(config.transformer)
         self.lm_head = nn.Linear(dim, config.vocab_size, bias=False)
         nn.init.normal_(self.token_embed.weight, std=0.02)

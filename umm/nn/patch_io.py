@@ -28,7 +28,7 @@ from umm.nn.unet import UNetDecoder, UNetEncoder
 
 class PatchIO(nn.Module):
     def __init__(self, channels: int, side: int, patch: int, dim: int, unet: bool = False, unet_width: int = 32,
-                 unet_fold: int = 1):
+                 unet_fold: int = 1, unet_blocks: int = 1):
         super().__init__()
         self.channels, self.side, self.patch, self.unet, self.fold = channels, side, patch, unet, unet_fold
         patch_dim = channels * patch**2
@@ -39,8 +39,10 @@ class PatchIO(nn.Module):
                 raise ConfigError(f"model_args.unet_fold={unet_fold} with patch={patch}: U-Net patchification "
                                   "needs patch / unet_fold to be a power of two (e.g. fold 1, 2, 4)")
             folded = channels * unet_fold**2
-            self.unet_in = UNetEncoder(folded, dim, levels, unet_width, dim)
-            self.unet_out = UNetDecoder(folded, dim, levels, unet_width, dim)
+            if unet_blocks < 1:
+                raise ConfigError(f"model_args.unet_blocks={unet_blocks}: a U-Net level needs at least one ResBlock")
+            self.unet_in = UNetEncoder(folded, dim, levels, unet_width, dim, unet_blocks)
+            self.unet_out = UNetDecoder(folded, dim, levels, unet_width, dim, unet_blocks)
         else:
             self.patch_in = PatchEmbed(patch_dim, dim)
             self.patch_out = nn.Linear(dim, patch_dim)

@@ -48,14 +48,27 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.silu(self.norm2(h) * (1 + scale) + shift))
 
 
-class UNetEncoder(nn.Module):
-    """(B, C, H, W) -> tokens (B, (H/2^L) * (W/2^L), D) and the skip activations of each level."""
+def _more_blocks(widths: list[int], time_dim: int, blocks: int) -> nn.ModuleList | None:
+    """The second and later ResBlocks of every level; None for one block a level."""
+    if blocks < 1:
+        raise ValueError(f"a U-Net level needs at least one ResBlock, got {blocks}")
+    if blocks == 1:
+        return None
+    return nn.ModuleList(nn.ModuleList(ResBlock(c, time_dim) for _ in range(blocks - 1)) for c in widths)
 
-    def __init__(self, channels: int, dim: int, levels: int, width: int, time_dim: int):
+
+class UNetEncoder(nn.Module):
+    """(B, C, H, W) -> tokens (B, (H/2^L) * (W/2^L), D) and the skip activations of each level.
+
+    ``blocks`` ResBlocks a level (ADM and the reference use 2); the first of each level is ``self.blocks[i]``
+    and the rest ``self.more[i]``, so one-block models keep their parameter names."""
+
+    def __init__(self, channels: int, dim: int, levels: int, width: int, time_dim: int, blocks: int = 1):
         super().__init__()
         self.stem = nn.Conv2d(channels, width, 3, padding=1)
         widths = [width * 2**i for i in range(levels + 1)]
         self.blocks = nn.ModuleList(ResBlock(widths[i], time_dim) for i in range(levels + 1))
+        self.more = _more_blocks(widths, time_dim, blocks)
         self.down = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(levels))
         self.to_tokens = nn.Linear(widths[-1], dim)
 
@@ -64,6 +77,8 @@ class UNetEncoder(nn.Module):
         skips = []
         for i, block in enumerate(self.blocks):
             x = block(x, time)
+            for extra in self.more[i] if self.more else ():
+                x = extra(x, time)
             skips.append(x)
             if i < len(self.down):
                 x = self.down[i](x)
@@ -74,11 +89,12 @@ class UNetEncoder(nn.Module):
 class UNetDecoder(nn.Module):
     """tokens (B, h*w, D) + encoder skips -> (B, C, H, W)."""
 
-    def __init__(self, channels: int, dim: int, levels: int, width: int, time_dim: int):
+    def __init__(self, channels: int, dim: int, levels: int, width: int, time_dim: int, blocks: int = 1):
         super().__init__()
         widths = [width * 2**i for i in range(levels + 1)]
         self.from_tokens = nn.Linear(dim, widths[-1])
         self.blocks = nn.ModuleList(ResBlock(widths[i], time_dim) for i in range(levels + 1))
+        self.more = _more_blocks(widths, time_dim, blocks)
         self.merge = nn.ModuleList(nn.Conv2d(2 * widths[i], widths[i], 1) for i in range(levels + 1))
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 4, stride=2, padding=1) for i in range(levels))
         self.out_norm = nn.GroupNorm(_groups(width), width)
@@ -93,6 +109,8 @@ class UNetDecoder(nn.Module):
         for i in reversed(range(len(self.blocks))):
             x = self.merge[i](torch.cat([x, skips[i]], dim=1))
             x = self.blocks[i](x, time)
+            for extra in self.more[i] if self.more else ():
+                x = extra(x, time)
             if i > 0:
                 x = self.up[i - 1](x)
         return self.out(F.silu(self.out_norm(x)))
