@@ -69,6 +69,12 @@ class Chameleon(TokenLM):
 
 
 @register_model
+def chameleon_xs() -> ChameleonConfig:
+    """~1M parameters: the size that trains thousands of steps in 10 one-core minutes (chameleon_l1)."""
+    return ChameleonConfig(transformer=TransformerConfig(dim=128, depth=4, heads=4, qk_norm=True))
+
+
+@register_model
 def chameleon_s() -> ChameleonConfig:
     """~6M parameters (with a 512-code tokenizer): the CPU size."""
     return ChameleonConfig(transformer=TransformerConfig(dim=256, depth=6, heads=4, qk_norm=True))

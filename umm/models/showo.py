@@ -85,6 +85,12 @@ class Showo(TokenLM):
 
 
 @register_model
+def showo_xs() -> ShowoConfig:
+    """~1M parameters: Chameleon-xs width and depth (showo_l1), for like-for-like tables at L1."""
+    return ShowoConfig(transformer=TransformerConfig(dim=128, depth=4, heads=4, qk_norm=True, rope_axes=2))
+
+
+@register_model
 def showo_s() -> ShowoConfig:
     """~6M parameters with a 1000-code tokenizer (Chameleon-s width and depth, for like-for-like tables)."""
     return ShowoConfig(transformer=TransformerConfig(dim=256, depth=6, heads=4, qk_norm=True, rope_axes=2))
