@@ -45,8 +45,8 @@ from torch import nn
 
 from umm import UmmError
 from umm.data.sequence import PATCH, Sequence, batch_rng, collate, understanding_turn
-from umm.models.factory import register_model, write_pretrained
-from umm.models.system import SystemBase
+from umm.models.factory import register_model
+from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, PatchEmbed, Transformer, TransformerConfig, patchify, unpatchify
 from umm.nn.diffusion_head import DiffusionHead
 from umm.objectives import next_token_loss
@@ -56,7 +56,6 @@ from umm.pipelines import masked_ar
 from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
-TOKENIZER_DIR = "image_tokenizer"
 
 
 @dataclass(frozen=True)
@@ -173,6 +172,15 @@ def test_mmar() -> MMARConfig:
 # ---- system: data formatting, losses, capabilities --------------------------------------------------------
 
 
+def load_vae(name_or_dir: str | Path) -> nn.Module:
+    """The frozen continuous tokenizer MMAR reads: a trained (or, in tests, registered) ``vae``."""
+    vae = image_tokenizers.load_image_tokenizer(name_or_dir)
+    if vae.config.family != "vae":
+        raise UmmError(f"MMAR reads continuous latents: system_args.image_tokenizer {str(name_or_dir)!r} is a "
+                       f"{vae.config.family!r}, not a 'vae' (see umm.tokenizers.image)")
+    return vae
+
+
 @dataclass(frozen=True)
 class MMAROptions:
     order: Literal["masked", "raster"] = "masked"  # image generation order (see the module docstring)
@@ -199,14 +207,14 @@ class MMARSystem(SystemBase):
     tasks = ("t2i", "caption", "qa")
     capabilities = ("t2i", "caption", "qa")
     Options = MMAROptions
+    # optional: unset, the model reads pixel patches
+    frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "vae_s", load_vae, optional=True)}
 
     def __init__(self, tokenizer, config: MMARConfig, options: MMAROptions | None = None,
                  image_tokenizer: nn.Module | None = None):
-        super().__init__(tokenizer, config, options)
+        super().__init__(tokenizer, config, options, image_tokenizer=image_tokenizer)
         opts = self.options
-        self.image_tokenizer = None
-        if opts.image_tokenizer is not None:
-            self.image_tokenizer = image_tokenizer or self.load_image_tokenizer(opts)
+        if self.image_tokenizer is not None:
             vae = self.image_tokenizer
             if (vae.latent_channels, vae.grid[0], vae.config.image_size) != (
                     config.latent_channels, config.latent_grid, config.image_size):
@@ -227,36 +235,13 @@ class MMARSystem(SystemBase):
                            f"got {opts.iterations}")
         self.path = GaussianPath(opts.schedule, opts.parameterization)
 
-    @staticmethod
-    def load_image_tokenizer(options: MMAROptions) -> nn.Module:
-        vae = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
-        if vae.config.family != "vae":
-            raise UmmError(f"MMAR reads continuous latents: system_args.image_tokenizer {options.image_tokenizer!r} "
-                           f"is a {vae.config.family!r}, not a 'vae' (see umm.tokenizers.image)")
-        return vae
-
     @classmethod
     def model_overrides(cls, tokenizer, options: MMAROptions) -> dict:
-        if options.image_tokenizer is None:
+        vae = cls.load_part("image_tokenizer", options, warn=False)
+        if vae is None:
             return {"vocab_size": tokenizer.vocab_size}
-        vae = cls.load_image_tokenizer(options)
         return {"vocab_size": tokenizer.vocab_size, "latent_channels": vae.latent_channels,
                 "latent_grid": vae.grid[0], "image_size": vae.config.image_size}
-
-    def save(self, directory: Path) -> None:
-        super().save(directory)
-        if self.image_tokenizer is not None:  # the saved system is complete on its own
-            (directory / TOKENIZER_DIR).mkdir()
-            write_pretrained(self.image_tokenizer, directory / TOKENIZER_DIR)
-
-    @classmethod
-    def load(cls, directory: Path, config: MMARConfig, options: MMAROptions) -> SystemBase:
-        from umm.tokenizers.text import TextTokenizer
-
-        vae = None
-        if options.image_tokenizer is not None:
-            vae = image_tokenizers.load_image_tokenizer(directory / TOKENIZER_DIR)
-        return cls(TextTokenizer.load(directory), config, options, image_tokenizer=vae)
 
     # -- capabilities (the loops live in umm/pipelines/masked_ar.py) ------------------------------------
 
