@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import umm
+import umm.api  # umm.api.Pipeline below; umm itself imports it lazily
 from umm import UmmError
 from umm.data.grid import to_pil
 from umm.data.shapes import ShapesWorld

@@ -186,8 +186,8 @@ def test_vae_latent_option_trains_and_samples_images(family, tmp_path):
     train(run, tmp_path / "run", show_progress=False)
     model, system = load_system(tmp_path / "run" / "model")
     assert (tmp_path / "run" / "model" / "image_tokenizer" / "model.safetensors").is_file()
-    assert system.vae is not None and model.config.latent_channels == system.vae.latent_channels
-    assert model.config.patch_dim == system.vae.latent_channels  # patch 1 over the latent grid
+    assert system.image_tokenizer is not None and model.config.latent_channels == system.image_tokenizer.latent_channels
+    assert model.config.patch_dim == system.image_tokenizer.latent_channels  # patch 1 over the latent grid
     images = system.generate_images(model, ["a red circle"], steps=2, precision="fp32")
     assert images.shape == (1, 3, model.config.image_size, model.config.image_size)
     captions = system.caption(model, images, max_new_tokens=3, precision="fp32")

@@ -282,7 +282,7 @@ def test_vae_latents_are_the_image_tokens(tokenizer, samples, tmp_path):
     loaded, loaded_system = load_system(tmp_path / "m")
     again = loaded_system.losses(loaded, batch, torch.Generator().manual_seed(0))
     assert all(torch.equal(losses[k], again[k]) for k in losses), "the VAE is saved with the system"
-    with pytest.raises(UmmError, match="not a 'vae'"):
+    with pytest.raises(UmmError, match="is a 'vq'; diffusion needs continuous latents"):
         MMARSystem.model_overrides(tokenizer, MMAROptions(image_tokenizer="test_vq"))
     with pytest.raises(UmmError, match="image_tokenizer is unset"):
         MMARSystem(tokenizer, model.config, MMAROptions())

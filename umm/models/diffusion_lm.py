@@ -25,15 +25,13 @@ from torch import nn
 
 from umm import UmmError
 from umm.data.sequence import PATCH, Sequence, batch_rng, collate, understanding_turn
-from umm.models.factory import write_pretrained
-from umm.models.system import SystemBase
+from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, TransformerConfig, patchify, unpatchify
 from umm.objectives import diffusion_loss, next_token_loss
 from umm.paths import GaussianPath
 from umm.pipelines import diffusion_lm
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
 
-VAE_DIR = "image_tokenizer"
 
 
 @dataclass(frozen=True)
@@ -112,52 +110,34 @@ class DiffusionLMSystem(SystemBase):
     capabilities = ("t2i", "caption", "qa", "interleaved")
     Options = DiffusionLMOptions
 
-    def __init__(self, tokenizer, config, options: DiffusionLMOptions | None = None, vae: nn.Module | None = None):
-        super().__init__(tokenizer, config, options)
+    # optional: unset, the model diffuses pixel patches
+    frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "vae_s", image_tokenizers.load_vae, optional=True)}
+
+    def __init__(self, tokenizer, config, options: DiffusionLMOptions | None = None,
+                 image_tokenizer: nn.Module | None = None):
+        super().__init__(tokenizer, config, options, image_tokenizer=image_tokenizer)
         opts = self.options
         self.path = GaussianPath(opts.schedule, opts.parameterization, time_sampling=opts.time_sampling,
                                  time_mean=opts.time_mean, time_std=opts.time_std)
-        self.vae = None
-        if self.options.image_tokenizer is not None:
-            self.vae = vae or self.load_vae(self.options)
-            if (self.vae.latent_channels, self.vae.grid[0], self.vae.config.image_size) != (
+        vae = self.image_tokenizer  # the KL-VAE whose latents are diffused, or None for pixel patches
+        if vae is not None:
+            if (vae.latent_channels, vae.grid[0], vae.config.image_size) != (
                     config.latent_channels, config.latent_grid, config.image_size):
-                raise UmmError(f"image tokenizer {self.options.image_tokenizer!r} gives {self.vae.latent_channels}-d "
-                               f"latents on a {self.vae.grid[0]}-grid of {self.vae.config.image_size}px images; the "
+                raise UmmError(f"image tokenizer {self.options.image_tokenizer!r} gives {vae.latent_channels}-d "
+                               f"latents on a {vae.grid[0]}-grid of {vae.config.image_size}px images; the "
                                f"model expects {config.latent_channels} on {config.latent_grid} of {config.image_size}px")
         elif config.latent_channels:
             raise UmmError("the model diffuses VAE latents (latent_channels > 0) but system_args.image_tokenizer is unset")
         # pixel patches live in [-1, 1], so predicted x0 may be clipped there; latents have no such bound
-        self.sample_clip = None if self.vae is not None else 1.0
-
-    @staticmethod
-    def load_vae(options) -> nn.Module:
-        vae = image_tokenizers.load_image_tokenizer(options.image_tokenizer)
-        if vae.config.family != "vae":
-            raise UmmError(f"system_args.image_tokenizer {options.image_tokenizer!r} is a {vae.config.family!r}; "
-                           "diffusion needs continuous latents: a 'vae' (see umm.tokenizers.image)")
-        return vae
+        self.sample_clip = None if self.image_tokenizer is not None else 1.0
 
     @classmethod
     def model_overrides(cls, tokenizer, options) -> dict:
-        if options.image_tokenizer is None:
+        vae = cls.load_part("image_tokenizer", options, warn=False)
+        if vae is None:
             return {"vocab_size": tokenizer.vocab_size}
-        vae = cls.load_vae(options)
         return {"vocab_size": tokenizer.vocab_size, "latent_channels": vae.latent_channels,
                 "latent_grid": vae.grid[0], "image_size": vae.config.image_size}
-
-    def save(self, directory: Path) -> None:
-        super().save(directory)
-        if self.vae is not None:  # the saved system is complete on its own
-            (directory / VAE_DIR).mkdir()
-            write_pretrained(self.vae, directory / VAE_DIR)
-
-    @classmethod
-    def load(cls, directory: Path, config, options) -> SystemBase:
-        from umm.tokenizers.text import TextTokenizer
-
-        vae = image_tokenizers.load_image_tokenizer(directory / VAE_DIR) if options.image_tokenizer else None
-        return cls(TextTokenizer.load(directory), config, options, vae=vae)
 
     # -- capabilities --------------------------------------------------------------------------------------
 
@@ -190,10 +170,10 @@ class DiffusionLMSystem(SystemBase):
         if tuple(images.shape[1:]) != (config.channels, config.image_size, config.image_size):
             raise UmmError(f"images of shape {tuple(images.shape[1:])}, but the model takes "
                            f"{(config.channels, config.image_size, config.image_size)}")
-        if self.vae is None:
+        if self.image_tokenizer is None:
             return patchify(images * 2 - 1, config.patch)
-        device = next(self.vae.parameters()).device
-        latents = self.vae.encode(images.to(device)).float().to(images.device) * self.options.latent_scale
+        device = next(self.image_tokenizer.parameters()).device
+        latents = self.image_tokenizer.encode(images.to(device)).float().to(images.device) * self.options.latent_scale
         return patchify(latents, config.patch)  # (B, N, C_latent * p^2)
 
     @torch.no_grad()
@@ -201,10 +181,10 @@ class DiffusionLMSystem(SystemBase):
         """(B, N, P) generated tokens -> images (B, 3, H, W) in [0, 1]."""
         config = self.config
         x = unpatchify(tokens.float(), config.patch, config.token_channels, config.token_side, config.token_side)
-        if self.vae is None:
+        if self.image_tokenizer is None:
             return (x.clamp(-1, 1) + 1) / 2
-        device = next(self.vae.parameters()).device
-        return self.vae.decode((x / self.options.latent_scale).to(device)).float().to(tokens.device)
+        device = next(self.image_tokenizer.parameters()).device
+        return self.image_tokenizer.decode((x / self.options.latent_scale).to(device)).float().to(tokens.device)
 
     def image_patches(self, image: torch.Tensor) -> torch.Tensor:
         """(3, H, W) in [0, 1] -> (N, P) tokens."""

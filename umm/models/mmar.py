@@ -172,15 +172,6 @@ def test_mmar() -> MMARConfig:
 # ---- system: data formatting, losses, capabilities --------------------------------------------------------
 
 
-def load_vae(name_or_dir: str | Path) -> nn.Module:
-    """The frozen continuous tokenizer MMAR reads: a trained (or, in tests, registered) ``vae``."""
-    vae = image_tokenizers.load_image_tokenizer(name_or_dir)
-    if vae.config.family != "vae":
-        raise UmmError(f"MMAR reads continuous latents: system_args.image_tokenizer {str(name_or_dir)!r} is a "
-                       f"{vae.config.family!r}, not a 'vae' (see umm.tokenizers.image)")
-    return vae
-
-
 @dataclass(frozen=True)
 class MMAROptions:
     order: Literal["masked", "raster"] = "masked"  # image generation order (see the module docstring)
@@ -208,7 +199,7 @@ class MMARSystem(SystemBase):
     capabilities = ("t2i", "caption", "qa")
     Options = MMAROptions
     # optional: unset, the model reads pixel patches
-    frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "vae_s", load_vae, optional=True)}
+    frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "vae_s", image_tokenizers.load_vae, optional=True)}
 
     def __init__(self, tokenizer, config: MMARConfig, options: MMAROptions | None = None,
                  image_tokenizer: nn.Module | None = None):

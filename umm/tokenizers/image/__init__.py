@@ -86,6 +86,16 @@ def load_image_tokenizer(name_or_dir: str | Path, device: str | torch.device = "
     return model
 
 
+def load_vae(name_or_dir: str | Path) -> nn.Module:
+    """A frozen continuous tokenizer (a trained or, in tests, registered ``vae``): what the diffusion systems
+    (Transfusion, MonoFormer, MMAR) read when they diffuse latents instead of pixel patches."""
+    vae = load_image_tokenizer(name_or_dir)
+    if vae.config.family != "vae":
+        raise UmmError(f"system_args.image_tokenizer {str(name_or_dir)!r} is a {vae.config.family!r}; diffusion "
+                       "needs continuous latents: a 'vae' (see umm.tokenizers.image)")
+    return vae
+
+
 def warn_if_untrained(name_or_dir: str | Path, system: str, recipe: str,
                       key: str = "system_args.image_tokenizer") -> None:
     """A system given a registered tokenizer *name* gets fresh weights (fine for tests, useless for training):
