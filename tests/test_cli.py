@@ -36,6 +36,7 @@ def test_every_command_has_help_with_examples(command, capsys):
         (["eval", "/nonexistent/model"], "not a trained umm system"),
         (["train", "test_transfusion", "model_args.unet=true", "model_args.unet_fold=3"],
          "model_args.unet_fold=3 with patch=4"),
+        (["train", "test_transfusion", "model_args.unet_blocks=2"], "set model_args.unet=true to use them"),
         (["train", "test_transfusion", "system_args.time_sampling=lognormal"], "time_sampling"),
         (["demo", "--level", "L7", "--out", "/tmp/umm_bad_demo"], "data.level"),
         (["train"], "the following arguments are required"),

@@ -9,7 +9,7 @@ from umm.nn.patch_io import PatchIO, PooledText, rename_legacy_keys
 
 @pytest.mark.parametrize("unet,fold", [(False, 1), (True, 1), (True, 2)])
 def test_embed_and_project_keep_the_token_grid(unet, fold):
-    io = PatchIO(3, 16, 4, 32, unet=unet, unet_width=8, unet_fold=fold)
+    io = PatchIO(3, 16, 4, 32, unet=True, unet_width=8, unet_fold=fold) if unet else PatchIO(3, 16, 4, 32)
     patches, cond = torch.randn(2, 16, 48), torch.randn(2, 32)  # (I, N, P), (I, D)
     tokens, skips = io.embed(patches, cond)
     assert tokens.shape == (2, 16, 32) and (skips is None) == (not unet)
@@ -33,6 +33,11 @@ def test_unet_output_depends_on_the_condition():
 def test_bad_fold_names_the_key():
     with pytest.raises(ConfigError, match="unet_fold"):
         PatchIO(3, 16, 4, 32, unet=True, unet_fold=3)
+
+
+def test_unet_options_without_the_unet_are_refused():
+    with pytest.raises(ConfigError, match="unet=true"):
+        PatchIO(3, 16, 4, 32, unet=False, unet_blocks=2)
 
 
 def test_pooled_text_mean_carries_over_the_cache():

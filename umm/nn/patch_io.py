@@ -44,6 +44,9 @@ class PatchIO(nn.Module):
             self.unet_in = UNetEncoder(folded, dim, levels, unet_width, dim, unet_blocks)
             self.unet_out = UNetDecoder(folded, dim, levels, unet_width, dim, unet_blocks)
         else:
+            if (unet_width, unet_fold, unet_blocks) != (32, 1, 1):
+                raise ConfigError("model_args.unet_width / unet_fold / unet_blocks shape U-Net patchification; set "
+                                  "model_args.unet=true to use them (linear patches take none)")
             self.patch_in = PatchEmbed(patch_dim, dim)
             self.patch_out = nn.Linear(dim, patch_dim)
             nn.init.zeros_(self.patch_out.weight)
