@@ -18,10 +18,12 @@ from umm.recipes import RECIPES_DIR
 
 
 
-# the U-Net + pooled-text variants keep the pooled text in the KV cache: cached = full recompute checks it
+# the U-Net + pooled-text variants keep the pooled text in the KV cache, and the text-attention ones the text
+# states their U-Net decoder reads: cached = full recompute checks both
 UNET_POOLED = ["model_args.unet=true", "model_args.unet_width=8", "model_args.pooled_text=true"]
-VARIANTS = {"transfusion": [], "monoformer": [], "transfusion_unet_pooled": UNET_POOLED,
-            "monoformer_unet_pooled": UNET_POOLED}
+TEXT_ATTN = ["model_args.unet=true", "model_args.unet_width=8", "model_args.unet_text_attn=2"]
+VARIANTS = {"transfusion": [], "monoformer": [], "transfusion_unet_pooled_textattn": UNET_POOLED + TEXT_ATTN[2:],
+            "monoformer_unet_pooled": UNET_POOLED, "monoformer_unet_textattn": TEXT_ATTN}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))

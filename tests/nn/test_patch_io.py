@@ -59,3 +59,10 @@ def test_checkpoints_saved_before_the_shared_modules_load():
     rename_legacy_keys(state, "m.")
     assert state == {"m.image_io.unet_in.stem.weight": 1, "m.image_io.patch_out.bias": 2,
                      "m.text_pool.mlp.0.weight": 3, "m.trunk.x": 4, "m.image_io.unet_out.out.bias": 5}
+
+
+def test_text_attention_on_more_levels_than_the_unet_has_names_the_key_and_the_range():
+    with pytest.raises(ConfigError, match=r"unet_text_attn=4.*allowed 0\.\.3"):
+        PatchIO(3, 16, 4, 32, unet=True, unet_text_attn=4)  # patch 4, fold 1: three levels
+    with pytest.raises(ConfigError, match="unet=true"):
+        PatchIO(3, 16, 4, 32, unet=False, unet_text_attn=1)

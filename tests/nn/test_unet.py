@@ -65,3 +65,27 @@ def test_more_blocks_a_level_add_resblocks_and_keep_one_block_names():
         for p in two.more[1][0].parameters():  # every weight: a zero-initialised output conv hides the rest
             p.add_(0.5)
     assert not torch.allclose(two(x, time)[0], before)
+
+
+def test_decoder_text_attention_reads_the_text_and_only_the_unmasked_part():
+    """unet_text_attn: the decoder's coarsest levels learn to draw what the text says; masked keys are never read,
+    and a decoder without text attention keeps its parameter names (saved one-block models load unchanged)."""
+    torch.manual_seed(0)
+    plain = UNetDecoder(3, 32, levels=2, width=16, time_dim=16)
+    dec = UNetDecoder(3, 32, levels=2, width=16, time_dim=16, text_attn=2)
+    assert {n for n, _ in plain.named_parameters()} < {n for n, _ in dec.named_parameters()}
+    tokens, skips = torch.randn(4, 16, 32), [torch.randn(4, 16, 16, 16), torch.randn(4, 32, 8, 8), torch.randn(4, 64, 4, 4)]
+    time = torch.randn(4, 16)
+    text, mask = torch.randn(4, 5, 32), torch.ones(4, 5, dtype=torch.bool)
+    target = text[:, 0, :3, None, None].expand(4, 3, 16, 16)  # the pixels say what the first text state says
+    _train_a_little(dec, lambda: (dec(tokens, skips, time, (text, mask)) - target).pow(2).mean(), steps=40)
+    with torch.no_grad():
+        out = dec(tokens, skips, time, (text, mask))
+        assert (out - dec(tokens, skips, time, (text.roll(1, dims=0), mask))).abs().mean() > 1e-2
+        hidden = mask.clone()
+        hidden[:, 3:] = False
+        noise = text.clone()
+        noise[:, 3:] = torch.randn(4, 2, 32) * 10  # only masked keys change
+        assert torch.allclose(dec(tokens, skips, time, (text, hidden)), dec(tokens, skips, time, (noise, hidden)), atol=1e-5)
+        none = torch.zeros_like(mask)  # no text at all: the null key keeps the output finite
+        assert torch.isfinite(dec(tokens, skips, time, (text, none))).all()

@@ -53,6 +53,10 @@ class DiffusionLMConfig:
     unet_width: int = 32  # channels of the U-Net's first level (doubling per level)
     unet_blocks: int = 1  # ResBlocks per U-Net level (ADM and benchmarks/reference_t2i.py use 2)
     unet_fold: int = 1
+    # > 0: the coarsest unet_text_attn levels of the U-Net decoder cross-attend to the trunk's states at the text
+    # before the image (Imagen / LDM U-Net cross-attention; benchmarks/reference_t2i.py has it at 12 and 6 px).
+    # Off in both papers, where the caption reaches the patches only through the trunk's attention
+    unet_text_attn: int = 0
     # add the pooled text before each image to its time conditioning (GLIDE/Imagen; off in both papers)
     pooled_text: bool = False
 

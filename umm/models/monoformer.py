@@ -34,7 +34,7 @@ from umm.data.sequence import PATCH, SPECIAL, TEXT
 from umm.models.diffusion_lm import DiffusionLMConfig, DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
 from umm.models.factory import register_model
 from umm.nn import AdaLNModulation, Layout, TimestepEmbedding, Transformer, TransformerConfig, modulate
-from umm.nn.patch_io import PatchIO, PooledText, rename_legacy_keys
+from umm.nn.patch_io import PatchIO, PooledText, rename_legacy_keys, text_before_images
 from umm.registry import ARCHITECTURES, SYSTEMS
 
 
@@ -55,7 +55,7 @@ class MonoFormer(nn.Module):
         self.time_embed = TimestepEmbedding(dim)
         self.text_pool = PooledText(dim) if config.pooled_text else None
         self.image_io = PatchIO(config.token_channels, config.token_side, config.patch, dim, config.unet,
-                                config.unet_width, config.unet_fold, config.unet_blocks)
+                                config.unet_width, config.unet_fold, config.unet_blocks, config.unet_text_attn)
         self.trunk = Transformer(config.transformer)
         self.lm_head = nn.Linear(dim, config.vocab_size, bias=False)
         self.final_modulation = AdaLNModulation(dim, dim, 2)  # DiT FinalLayer: shift, scale from the timestep
@@ -89,10 +89,13 @@ class MonoFormer(nn.Module):
             x = x.index_put((patch,), embedded.flatten(0, 1).to(x.dtype))
         h = self.trunk(x, layout, cache=cache, commit=commit)
         out = h.new_zeros((*h.shape[:2], config.patch_dim))
+        text = None
+        if self.image_io.reads_text:  # the decoder's cross-attention keys (and, on commit, the cache's copy)
+            text = text_before_images(h, (kinds == TEXT) & layout.valid, patch, n_images, cache, commit)
         if n_images:
             shift, scale = self.final_modulation(time)  # (I, 1, D) each
             h_image = modulate(h[patch].view(n_images, -1, h.shape[-1]), shift, scale)  # (I, N, D)
-            image_out = self.image_io.project(h_image, skips, time)  # (I, N, P)
+            image_out = self.image_io.project(h_image, skips, time, text)  # (I, N, P)
             out = out.index_put((patch,), image_out.flatten(0, 1).to(h.dtype))
         return DiffusionLMOutput(self.lm_head(h), out)
 

@@ -42,7 +42,7 @@ from umm.data.sequence import PATCH, TEXT
 from umm.models.diffusion_lm import DiffusionLMConfig, DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
 from umm.models.factory import register_model
 from umm.nn import Layout, TimestepEmbedding, Transformer, TransformerConfig
-from umm.nn.patch_io import PatchIO, PooledText, rename_legacy_keys
+from umm.nn.patch_io import PatchIO, PooledText, rename_legacy_keys, text_before_images
 from umm.registry import ARCHITECTURES, SYSTEMS
 
 
@@ -63,7 +63,7 @@ class Transfusion(nn.Module):
         self.time_embed = TimestepEmbedding(dim)
         self.text_pool = PooledText(dim) if config.pooled_text else None
         self.image_io = PatchIO(config.token_channels, config.token_side, config.patch, dim, config.unet,
-                                config.unet_width, config.unet_fold, config.unet_blocks)
+                                config.unet_width, config.unet_fold, config.unet_blocks, config.unet_text_attn)
         self.trunk = Transformer(config.transformer)
         self.lm_head = nn.Linear(dim, config.vocab_size, bias=False)
         nn.init.normal_(self.token_embed.weight, std=0.02)
@@ -89,6 +89,8 @@ class Transfusion(nn.Module):
             text_mean = PooledText.mean_before(x, (kinds == TEXT) & layout.valid, cache, commit)  # (B, T, D)
         if n_images == 0:
             h = self.trunk(x, layout, cache=cache, commit=commit)
+            if self.image_io.reads_text:  # keep the text states for the images of later chunks
+                text_before_images(h, (kinds == TEXT) & layout.valid, image, 0, cache, commit)
             return DiffusionLMOutput(self.lm_head(h), h.new_zeros((*h.shape[:2], config.patch_dim)))
         # embed only the image slots; every image adds its time embedding (paper sec. 2.3)
         time = self.time_embed(times[image].view(n_images, -1)[:, 0])  # (I, D)
@@ -97,7 +99,10 @@ class Transfusion(nn.Module):
         embedded, skips = self.image_io.embed(patches[image].view(n_images, -1, config.patch_dim), time)  # (I, N, D)
         x = x.index_put((image,), (embedded + time[:, None, :]).flatten(0, 1).to(x.dtype))
         h = self.trunk(x, layout, cache=cache, commit=commit)
-        image_out = self.image_io.project(h[image].view(n_images, -1, h.shape[-1]), skips, time)  # (I, N, P)
+        text = None
+        if self.image_io.reads_text:  # the decoder's cross-attention keys: (I, L, D) states, (I, L) mask
+            text = text_before_images(h, (kinds == TEXT) & layout.valid, image, n_images, cache, commit)
+        image_out = self.image_io.project(h[image].view(n_images, -1, h.shape[-1]), skips, time, text)  # (I, N, P)
         out = h.new_zeros((*h.shape[:2], config.patch_dim)).index_put((image,), image_out.flatten(0, 1).to(h.dtype))
         return DiffusionLMOutput(self.lm_head(h), out)
 

@@ -28,7 +28,7 @@ from umm.nn.unet import UNetDecoder, UNetEncoder
 
 class PatchIO(nn.Module):
     def __init__(self, channels: int, side: int, patch: int, dim: int, unet: bool = False, unet_width: int = 32,
-                 unet_fold: int = 1, unet_blocks: int = 1):
+                 unet_fold: int = 1, unet_blocks: int = 1, unet_text_attn: int = 0):
         super().__init__()
         self.channels, self.side, self.patch, self.unet, self.fold = channels, side, patch, unet, unet_fold
         patch_dim = channels * patch**2
@@ -41,11 +41,15 @@ class PatchIO(nn.Module):
             folded = channels * unet_fold**2
             if unet_blocks < 1:
                 raise ConfigError(f"model_args.unet_blocks={unet_blocks}: a U-Net level needs at least one ResBlock")
+            if not 0 <= unet_text_attn <= levels + 1:
+                raise ConfigError(f"model_args.unet_text_attn={unet_text_attn}: this U-Net has {levels + 1} levels "
+                                  f"(patch {patch}, fold {unet_fold}); allowed 0..{levels + 1}")
             self.unet_in = UNetEncoder(folded, dim, levels, unet_width, dim, unet_blocks)
-            self.unet_out = UNetDecoder(folded, dim, levels, unet_width, dim, unet_blocks)
+            self.unet_out = UNetDecoder(folded, dim, levels, unet_width, dim, unet_blocks, unet_text_attn)
         else:
-            if (unet_width, unet_fold, unet_blocks) != (32, 1, 1):
-                raise ConfigError("model_args.unet_width / unet_fold / unet_blocks shape U-Net patchification; set "
+            if (unet_width, unet_fold, unet_blocks, unet_text_attn) != (32, 1, 1, 0):
+                raise ConfigError("model_args.unet_width / unet_fold / unet_blocks / unet_text_attn shape U-Net "
+                                  "patchification; set "
                                   "model_args.unet=true to use them (linear patches take none)")
             self.patch_in = PatchEmbed(patch_dim, dim)
             self.patch_out = nn.Linear(dim, patch_dim)
@@ -59,11 +63,41 @@ class PatchIO(nn.Module):
         pixels = unpatchify(patches, self.patch, self.channels, self.side, self.side)  # (I, C, H, W)
         return self.unet_in(F.pixel_unshuffle(pixels, self.fold), cond)
 
-    def project(self, h: torch.Tensor, skips: list[torch.Tensor] | None, cond: torch.Tensor) -> torch.Tensor:
-        """Trunk outputs (I, N, D) -> diffusion outputs (I, N, P)."""
+    @property
+    def reads_text(self) -> bool:
+        """Whether :meth:`project` needs the text states before each image (``unet_text_attn`` > 0)."""
+        return self.unet and self.unet_out.text_attn is not None
+
+    def project(self, h: torch.Tensor, skips: list[torch.Tensor] | None, cond: torch.Tensor,
+                text: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Trunk outputs (I, N, D) -> diffusion outputs (I, N, P); ``text`` as :func:`text_before_images` gives."""
         if not self.unet:
             return self.patch_out(h)
-        return patchify(F.pixel_shuffle(self.unet_out(h, skips, cond), self.fold), self.patch)
+        return patchify(F.pixel_shuffle(self.unet_out(h, skips, cond, text), self.fold), self.patch)
+
+
+def text_before_images(h: torch.Tensor, is_text: torch.Tensor, image: torch.Tensor, n_images: int, cache=None,
+                       commit: bool = True) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The trunk's states at the text slots before each image, for the U-Net decoder's cross-attention.
+
+    h (B, T, D) trunk outputs; is_text (B, T) valid text slots; image (B, T) the patch slots of ``n_images``
+    images of equal size, in row-major order. Returns states (I, L, D) and mask (I, L): the committed prefix's
+    text (kept in ``cache.state``) and this chunk's text slots before the image's first patch (causal, as the
+    trunk reads them). On commit the cache appends this chunk's text states for later chunks. Returns None
+    when the chunk holds no image (a prefix call, which only commits)."""
+    states, valid = h, is_text
+    if cache is not None and "text_states" in cache.state:
+        states = torch.cat([cache.state["text_states"], h], dim=1)  # (B, Lc + T, D)
+        valid = torch.cat([cache.state["text_valid"], is_text], dim=1)
+    if cache is not None and commit:
+        cache.state["text_states"], cache.state["text_valid"] = states.detach(), valid
+    if n_images == 0:
+        return None
+    slots = image.nonzero()  # (I * N, 2) row-major: each image's patches are consecutive
+    first = slots[:: slots.shape[0] // n_images]  # (I, 2): row and slot of each image's first patch
+    rows, start = first[:, 0], first[:, 1] + (states.shape[1] - h.shape[1])  # start in the cached+chunk axis
+    before = torch.arange(states.shape[1], device=h.device)[None, :] < start[:, None]  # (I, Lc + T)
+    return states[rows], valid[rows] & before
 
 
 class PooledText(nn.Module):
