@@ -25,14 +25,20 @@ from umm.training.recipe import load_recipe
 from umm.recipes import RECIPES_DIR
 
 
-@pytest.fixture(scope="module")
-def tiny():
+@pytest.fixture(scope="module", params=[False, True], ids=["rope", "grid_embedding"])
+def tiny(request):
+    """An untrained tiny Show-o, with RoPE alone and with MaskGIT's learned grid embedding (model_args.grid_embedding):
+    the cache and recompute tests check that a left-padded full recompute puts every code in the same cell."""
     tokenizer = TextTokenizer.train(shapes_corpus(2000), 384)
     options = ShowoOptions(image_tokenizer="test_lfq")  # a frozen part is named explicitly
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the untrained test tokenizer warns
         torch.manual_seed(0)
-        model = build_model(model_config("test_showo", ShowoSystem.model_overrides(tokenizer, options))).eval()
+        overrides = {**ShowoSystem.model_overrides(tokenizer, options), "grid_embedding": request.param}
+        model = build_model(model_config("test_showo", overrides)).eval()
+        if request.param:
+            with torch.no_grad():
+                model.grid_embed.normal_(std=1.0)  # large enough that a wrong cell would change the logits
         system = ShowoSystem(tokenizer, model.config, options)
     world = ShapesWorld("train", canvas=16, max_objects=2)
     return model, system, [world[i] for i in range(6)]

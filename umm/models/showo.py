@@ -51,7 +51,7 @@ from umm import UmmError
 from umm.data.sequence import Sequence, batch_rng, collate, understanding_turn
 from umm.models.factory import register_model
 from umm.models.system import FrozenPart, SystemBase
-from umm.nn import Layout, TokenLM, TransformerConfig
+from umm.nn import Layout, TokenLM, TokenLMOutput, TransformerConfig
 from umm.objectives import IGNORE, next_token_loss
 from umm.pipelines import ar, maskgit
 from umm.registry import ARCHITECTURES, SYSTEMS
@@ -67,6 +67,11 @@ class ShowoConfig:
     image_size: int = 32  # decided by the system
     grid: int = 8  # decided by the system: codes per image side
     transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(qk_norm=True, rope_axes=2))
+    # False (Show-o: Phi-1.5's RoPE is its only position signal). True: a learned embedding of each code's grid
+    # cell is added to the image slots' input (MaskGIT's and MUSE's bidirectional transformers learn absolute
+    # positions, Chang et al. 2022 sec. 3.1): every masked slot enters as the same [MASK] vector, so without it a
+    # slot knows where it sits only through relative attention to the text before the image
+    grid_embedding: bool = False
 
     @property
     def vocab_size(self) -> int:
@@ -79,6 +84,24 @@ class Showo(TokenLM):
     the objective's business: the architecture is a plain transformer whose mask comes from the layout."""
 
     config_class = ShowoConfig
+
+    def __init__(self, config: ShowoConfig):
+        super().__init__(config)
+        n = config.grid**2
+        self.grid_embed = nn.Parameter(torch.randn(n, config.transformer.dim) * 0.02) if config.grid_embedding else None
+
+    def forward(self, tokens: torch.Tensor, layout: Layout, cache=None, commit: bool = True) -> TokenLMOutput:
+        """tokens (B, T) -> logits (B, T, V). An image span always arrives whole within one chunk (MaskGIT
+        re-reads the canvas every iteration; captioning reads the image in its prefix), so a slot's grid cell
+        is its index inside its bidirectional span."""
+        x = self.embed(tokens)  # (B, T, D)
+        if self.grid_embed is not None:
+            in_image = layout.block >= 0  # (B, T): the image codes' bidirectional spans
+            starts = in_image & ~F.pad(in_image, (1, 0))[:, :-1]  # the first slot of each span
+            span_start = torch.cummax(torch.where(starts, torch.arange(tokens.shape[1], device=tokens.device), 0), 1).values
+            cell = (torch.arange(tokens.shape[1], device=tokens.device) - span_start).clamp(max=self.grid_embed.shape[0] - 1)
+            x = x + torch.where(in_image[..., None], self.grid_embed[cell], 0.0).to(x.dtype)
+        return TokenLMOutput(self.head(self.trunk(x, layout, cache=cache, commit=commit)))
 
 
 # ---- sizes ------------------------------------------------------------------------------------------------
