@@ -13,6 +13,7 @@ one. Under ``torchrun`` the model is wrapped in DDP and every rank takes its sha
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import resource
@@ -261,6 +262,23 @@ def train(
         """The model to evaluate or export on rank 0 (an unsharded copy under FSDP; collective then)."""
         return parallel.full_model(model, device, info.is_main) if sharded else unwrap(model)
 
+    def snapshot(fraction: float, step: int, seconds: float) -> None:
+        """Export the model as it is at ``fraction`` of the budget (EMA weights, if any, on a copy: training goes
+        on with its own) to run/snapshots/<fraction>/model, beside a copy of the recipe and its step and seconds."""
+        current = evaluation_model()
+        if not info.is_main:
+            return
+        out = run_dir / "snapshots" / f"{fraction:g}"
+        exported = copy.deepcopy(current)
+        if ema is not None:
+            ema.copy_to(exported)
+        save_system(out / "model", exported, system)
+        save_yaml(to_dict(run), out / "recipe.yaml")
+        (out / "snapshot.json").write_text(json.dumps({"fraction": fraction, "step": step, "seconds": seconds}))
+
+    # the snapshots still to take (a resumed run has written the earlier ones)
+    pending_snapshots = [f for f in cfg.snapshots if not (run_dir / "snapshots" / f"{f:g}" / "model").is_dir()]
+
     def make_batches(step: int) -> dict[str, dict]:
         """This rank's collated batches of ``step`` (on CPU): a pure function of (seed, step, rank)."""
         collate_generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, info.rank) + 1)
@@ -362,6 +380,12 @@ def train(
                 if info.is_main:
                     logger.log("eval", step, eval_fn(evaluated, system, step))
                 dist_utils.barrier()
+
+            if pending_snapshots:
+                seconds = elapsed_before + clock() - run_start
+                done = max(step / cfg.steps, seconds / budget if budget else 0.0)
+                while pending_snapshots and done >= pending_snapshots[0]:
+                    snapshot(pending_snapshots.pop(0), step, seconds)
 
             out_of_time = budget > 0 and elapsed_before + clock() - run_start >= budget
             stop = dist_utils.broadcast_flag(stop_signal["flag"] or out_of_time, device)

@@ -108,6 +108,10 @@ class TrainConfig:
     # frozen; the run saves the adapter and a pointer to the base. alpha scales the update (alpha / rank)
     lora_rank: int = 0
     lora_alpha: float = 16.0
+    # fractions of the budget (time budget, else steps) at which to also export the model, EMA weights and all,
+    # to run/snapshots/<fraction>/model with its step and seconds: the points of a time-to-quality curve
+    # (umm bench scores each one). The end of training is the final model, fraction 1
+    snapshots: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         check_range("train.steps", self.steps, 1)  # a run of 0 steps would save an untrained model as trained
@@ -127,6 +131,10 @@ class TrainConfig:
         check_range("train.threads", self.threads, 0)
         check_range("train.lora_rank", self.lora_rank, 0)
         check_range("train.lora_alpha", self.lora_alpha, above=0)
+        for fraction in self.snapshots:
+            check_range("train.snapshots", fraction, above=0, below=1)
+        if list(self.snapshots) != sorted(set(self.snapshots)):
+            raise ConfigError(f"config key 'train.snapshots' expects increasing fractions in (0, 1); got {list(self.snapshots)}")
         if self.lora_rank and not self.init_from:
             raise ConfigError("config key 'train.lora_rank' needs train.init_from (the trained system to adapt)")
 
