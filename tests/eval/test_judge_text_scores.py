@@ -167,3 +167,20 @@ def test_qa_accuracy_normalises_answers():
     world = ShapesWorld("test")
     qas = [qa for i in range(200) for qa in world[i]["qa"]]
     assert qa_accuracy([q["answer"] for q in qas], [q["answer"] for q in qas])["accuracy"] == 1.0
+
+
+def test_geneval_interval_brackets_the_score_and_narrows_with_more_prompts():
+    from umm.eval.judge.scores import bootstrap_interval
+
+    prompts = geneval_prompts(120, "test")
+    oracle = [torch.from_numpy(render_scene(oracle_scene(p.spec, random.Random(i)), 32)) for i, p in enumerate(prompts)]
+    keep = random.Random(0).sample(range(len(oracle)), len(oracle) // 2)  # half the images blank, in every category
+    half = [img if i in keep else torch.zeros(3, 32, 32) for i, img in enumerate(oracle)]
+    scores = geneval_score(half, prompts)
+    low, high = scores.interval
+    assert low < scores.overall < high and 0.3 < low and high < 0.7
+    assert scores.to_dict()["overall_ci_low"] == low
+    assert geneval_score(oracle, prompts).interval == (1.0, 1.0)  # no spread when every prompt is right
+    few = bootstrap_interval({"a": [True, False] * 5})
+    many = bootstrap_interval({"a": [True, False] * 200})
+    assert (few[1] - few[0]) > 3 * (many[1] - many[0])

@@ -86,9 +86,24 @@ class GenEvalScores:
     per_category: dict[str, float]  # accuracy per category that had prompts
     overall: float  # mean over the categories that had prompts
     counts: dict[str, int]  # prompts per category
+    # 95% bootstrap interval of ``overall`` over prompts (resampled within each category, so every draw asks the
+    # same mix): the spread a verdict must clear (issue 15, "honest uncertainty")
+    interval: tuple[float, float] = (math.nan, math.nan)
 
     def to_dict(self) -> dict:
-        return {"overall": self.overall, **{f"{k}": v for k, v in self.per_category.items()}}
+        return {"overall": self.overall, "overall_ci_low": self.interval[0], "overall_ci_high": self.interval[1],
+                **{f"{k}": v for k, v in self.per_category.items()}}
+
+
+def bootstrap_interval(hits: dict[str, list[bool]], draws: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """2.5th and 97.5th percentiles of the category-mean accuracy over ``draws`` stratified resamples."""
+    rng = np.random.default_rng(seed)
+    asked = [np.asarray(v, dtype=float) for v in hits.values() if len(v)]
+    if not asked:
+        return math.nan, math.nan
+    means = np.mean([rng.choice(v, size=(draws, len(v))).mean(axis=1) for v in asked], axis=0)  # (draws,)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def _pair(rng: random.Random, heldout: bool, level: Level) -> tuple[str, str]:
@@ -168,7 +183,8 @@ def geneval_score(images: Sequence, prompts: Sequence[GenEvalPrompt]) -> GenEval
         hits[prompt.category].append(score_image(image, prompt.spec))
     asked = [c for c in ALL_CATEGORIES if hits[c]]
     per = {c: float(np.mean(hits[c])) for c in asked}
-    return GenEvalScores(per, float(np.mean(list(per.values()))) if per else math.nan, {c: len(hits[c]) for c in asked})
+    return GenEvalScores(per, float(np.mean(list(per.values()))) if per else math.nan, {c: len(hits[c]) for c in asked},
+                         bootstrap_interval({c: hits[c] for c in asked}))
 
 
 def oracle_scene(spec: SceneSpec, rng: random.Random, canvas: int = 32) -> list[dict]:
