@@ -84,7 +84,7 @@ def test_bench_quick_run_has_a_row_per_registered_system(tmp_path):
 def test_bench_two_systems_quick(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "umm.cli", "bench", "--quick-steps", "2", "--systems", "transfusion,vq", "--out",
-           str(out), "--n-prompts", "6", "--n-images", "2", "--no-latency"]
+           str(out), "--n-prompts", "6", "--n-images", "2", "--no-latency", "--jobs", "2"]
     proc = subprocess.run(cmd + ["--publish", str(tmp_path / "docs")], capture_output=True, text=True, cwd=ROOT,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -95,6 +95,11 @@ def test_bench_two_systems_quick(tmp_path):
     assert (out / "transfusion" / "samples.png").is_file()
     report = (out / "report.md").read_text()
     assert "| transfusion |" in report and "| vq |" in report and "claims" in report
+    # time to quality: the snapshots at 0.25 and 0.5 of the budget were scored, then the final model
+    curve = rows["transfusion"]["curve"]
+    assert [p["fraction"] for p in curve] == [0.25, 0.5] and all("geneval/overall" in p["metrics"] for p in curve)
+    assert "## Time to quality" in report and (out / "time_to_quality.png").is_file()
+    assert "vq" not in {r["system"] for r in json.loads((out / "results.json").read_text())["rows"] if r.get("curve")}
 
 
 def test_claims_read_reused_tokenizers_and_give_verdicts_with_their_figures():
@@ -121,3 +126,13 @@ def test_the_diagnostics_table_carries_fidelity_beside_the_judge():
     row = {"system": "transfusion", "metrics": {"geneval/overall": 0.5, "fidelity/fid": 123.456, "fidelity/kid": 0.01234}}
     (cells,) = _diagnostic_rows([row, {"system": "vq", "metrics": {"recon/mse": 0.01}}])
     assert cells["FID"] == "123.5" and cells["KID"] == "0.0123"
+
+
+def test_a_bench_level_trains_each_familys_level_recipe_after_its_inherited_dependencies():
+    from umm.recipes import RECIPES_DIR
+
+    entries = {e.name: e for e in plan(["chameleon", "vila_u", "emu3"], RECIPES_DIR, quick=False, level="L1")}
+    assert list(entries) == ["vq_l1", "chameleon", "vila_u_tower_l1", "vila_u", "emu3"]
+    assert entries["chameleon"].recipe.name == "chameleon_l1.yaml"  # its system_args come partly from base/bench_l1
+    assert entries["vila_u"].dependencies[0].run == "vila_u_tower_l1"
+    assert entries["emu3"].recipe is None  # no emu3_l1 recipe: reported, not trained

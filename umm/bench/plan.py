@@ -1,6 +1,8 @@
 """What ``umm bench`` trains: one entry per registered system, its recipe, and the runs it depends on.
 
-A system's bench recipe is ``umm/recipes/<family>_s.yaml`` (``umm/recipes/test_<family>.yaml`` in quick mode). A recipe
+A system's bench recipe is ``umm/recipes/<family>_s.yaml``; at a bench level (``umm bench --level L1``) it is the
+level's recipe ``umm/recipes/<family>_l1.yaml`` (a family without one is reported, not trained); in quick mode
+``umm/recipes/test_<family>.yaml``. A recipe
 that names another run's output in its ``system_args`` (``image_tokenizer: runs/vq_s/model``) depends on that
 run: the bench trains the dependency first, inside its own output directory, and points the system at it.
 """
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from umm import UmmError
-from umm.config import load_yaml
+from umm.training.recipe import read_recipe
 
 RUN_REFERENCE = re.compile(r"^runs/([A-Za-z0-9_.-]+)/model$")
 
@@ -60,11 +62,16 @@ def _references(node: Any, prefix: str) -> list[Dependency]:
     return []
 
 
-def entry_for(name: str, configs: Path, quick: bool, is_recipe: bool = False) -> Entry:
-    recipe = configs / (f"{name}.yaml" if is_recipe else f"test_{name}.yaml" if quick else f"{name}_s.yaml")
+def recipe_name(name: str, quick: bool, level: str | None = None) -> str:
+    """The bench recipe of family ``name``: its test recipe (quick), its recipe at ``level``, else its survey size."""
+    return f"test_{name}" if quick else f"{name}_{level.lower()}" if level else f"{name}_s"
+
+
+def entry_for(name: str, configs: Path, quick: bool, is_recipe: bool = False, level: str | None = None) -> Entry:
+    recipe = configs / (f"{name}.yaml" if is_recipe else f"{recipe_name(name, quick, level)}.yaml")
     if not recipe.is_file():
         return Entry(name, None, cell=CELLS.get(name, "tokenizer"))
-    data = load_yaml(recipe)
+    data = read_recipe(recipe)  # with its bases: an inherited system_args entry is a dependency too
     # a recipe names other runs in its system_args (sub-models) and in tokenizer.path (a shared tokenizer)
     deps = [] if quick else [d for section in ("system_args", "tokenizer") for d in _references(data.get(section, {}), section)]
     return Entry(name, recipe, deps, CELLS.get(name, "tokenizer"))
@@ -75,7 +82,7 @@ def dependency_name(dep: Dependency) -> str:
     return dep.run[: -len("_s")] if dep.run.endswith("_s") else dep.run
 
 
-def plan(systems: list[str], configs: Path, quick: bool) -> list[Entry]:
+def plan(systems: list[str], configs: Path, quick: bool, level: str | None = None) -> list[Entry]:
     """Entries in training order: every dependency before the systems that use it, each once."""
     ordered: list[Entry] = []
     seen: set[str] = set()
@@ -86,13 +93,14 @@ def plan(systems: list[str], configs: Path, quick: bool) -> list[Entry]:
         for dep in entry.dependencies:
             name = dependency_name(dep)
             if name not in seen:
+                # a dependency is the run its reference names (runs/vq_l1/model: vq_l1), whatever the bench level
                 visit(entry_for(name, configs, quick, is_recipe=name == dep.run), stack + (entry.name,))
         if entry.name not in seen:
             seen.add(entry.name)
             ordered.append(entry)
 
     for name in systems:
-        visit(entry_for(name, configs, quick), ())
+        visit(entry_for(name, configs, quick, level=level), ())
     return ordered
 
 

@@ -87,7 +87,39 @@ def _diagnostic_rows(rows: list[dict]) -> list[dict[str, str]]:
     return out
 
 
-def plots(rows: list[dict], latency: list[dict], out: Path) -> list[Path]:
+def _job_score(metrics: dict) -> tuple[str, float | None]:
+    """The score of a system's job: GenEval-like (held-out) for a generator, else mean caption accuracy, else
+    the emergent retrieval R@1 of a binder."""
+    if "geneval/overall" in metrics:
+        return "GenEval", metrics["geneval/overall"]
+    caption = [metrics[k] for k in ("caption/shape", "caption/colour") if k in metrics]
+    if caption:
+        return "caption", sum(caption) / len(caption)
+    if "retrieval/emergent/mean_R@1" in metrics:
+        return "emergent R@1", metrics["retrieval/emergent/mean_R@1"]
+    return "", None
+
+
+def curve_points(row: dict) -> list[tuple[float, float]]:
+    """(training CPU-minutes, job score) at each snapshot and at the end of one system's run."""
+    points = [(p["cpu_minutes"], _job_score(p.get("metrics", {}))[1]) for p in row.get("curve", []) if "metrics" in p]
+    if row.get("seconds") and row.get("metrics"):
+        points.append((row["seconds"] / 60, _job_score(row["metrics"])[1]))
+    return [(m, v) for m, v in points if v is not None]
+
+
+def _curve_rows(rows: list[dict]) -> list[dict[str, str]]:
+    out = []
+    for r in rows:
+        points = curve_points(r)
+        if len(points) > 1:
+            job = _job_score(r.get("metrics", {}))[0]
+            out.append({"system": r["system"], "score": job,
+                        "curve (CPU-min: score)": ", ".join(f"{m:.1f}: {v:.3f}" for m, v in points)})
+    return out
+
+
+def plots(rows: list[dict], latency: list[dict], out: Path, level: str | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,6 +171,25 @@ def plots(rows: list[dict], latency: list[dict], out: Path) -> list[Path]:
         written.append(out / "latency.png")
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
+    curves = [(r["system"], curve_points(r)) for r in rows if len(curve_points(r)) > 1]
+    if curves:
+        from umm.eval.reference import reference_curve
+
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for system, points in curves:
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=system)
+        reference = reference_curve(level) if level else []
+        if reference:
+            ax.plot([p.minutes for p in reference], [p.heldout for p in reference], "k--s", label=f"reference ({level})")
+        ax.set_xlabel("training CPU-minutes (one thread)")
+        ax.set_ylabel("job score (GenEval-like held-out / caption / R@1)")
+        ax.set_ylim(0, 1)
+        ax.set_title("Time to quality" + (f" at {level}" if level else ""))
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        written.append(out / "time_to_quality.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
     recon = [r for r in rows if _m(r, "recon/mse") is not None]
     if recon:
         fig, ax = plt.subplots(figsize=(5.5, 3.2))
@@ -169,6 +220,10 @@ def markdown(rows: list[dict], claims: list[Claim], latency: list[dict], meta: d
         "seeds (near 0: the text is ignored); shape/colour/count read: how often the judge reads what the prompt "
         "asked; ceiling: judge acceptance of the system's tokenizer/VAE reconstructions; denoise: judge acceptance "
         "of the one-step x0 from the true x_t.", "", _md_table(_diagnostic_rows(rows)), "",
+        "## Time to quality", "",
+        "Each system's job score at fractions of its budget (`train.snapshots`) and at the end, against its own "
+        "training CPU-minutes: the survey's training efficiency, measured as the compute to reach a score.", "",
+        _md_table(_curve_rows(rows)), "",
         "## The survey's claims, measured", "",
     ]
     for c in claims:
@@ -236,7 +291,8 @@ def update_readme(readme: Path, table: str) -> bool:
 
 
 def write_report(out: Path, rows: list[dict], claims: list[Claim], latency: list[dict], meta: dict) -> tuple[Path, Path]:
-    figures = plots(rows, latency, out)
+    level = meta.get("level")
+    figures = plots(rows, latency, out, level if level in ("L1", "L2", "L3", "L4") else None)
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "latency": latency,
                                                    "claims": [c.__dict__ for c in claims]}, indent=2, default=str))
     md = out / "report.md"

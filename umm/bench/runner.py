@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,16 +24,19 @@ from umm.bench.plan import SURVEY_ORDER, Dependency, Entry, dependency_name, ent
 @dataclass(frozen=True)
 class BenchConfig:
     out: Path
-    budget_minutes: float = 5.0  # wall-clock training budget of every system
+    budget_minutes: float = 5.0  # training budget of every system, in CPU-minutes of its own process
     quick_steps: int = 0  # > 0: quick mode, tiny recipes trained for this many steps (tests)
     n_prompts: int = 60  # GenEval-like prompts (10 per category)
     n_images: int = 60  # images to caption / question
-    eval_steps: int = 25  # diffusion / MaskGIT steps at evaluation
+    eval_steps: int | None = None  # diffusion / MaskGIT steps at evaluation; None: each recipe's eval_args
     split: str = "heldout"
     threads: int = 0  # OMP_NUM_THREADS of the child processes (0: inherit)
     # where to take already-trained tokenizers / decoders (``<dir>/<recipe>/model``) instead of training them
     # under the bench budget; the survey's systems are always trained here
     reuse_from: Path | None = None
+    level: str | None = None  # the bench level: each family's <family>_<level> recipe (None: <family>_s)
+    # fractions of the budget at which each system's model is also scored: its time-to-quality curve
+    snapshots: tuple[float, ...] = ()
 
 
 def reused_model(entry: Entry, config: BenchConfig) -> Path | None:
@@ -50,6 +55,11 @@ def dependency_model(dep: Dependency, config: BenchConfig, configs: Path) -> Pat
 
 
 def _run(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run ``cmd`` (pinned to the core in env's UMM_BENCH_CORE, when the bench runs jobs side by side), its
+    output appended to ``log``; returns the exit code and the last line."""
+    core = env.get("UMM_BENCH_CORE")
+    if core is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", core, *cmd]
     with log.open("a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
@@ -63,8 +73,11 @@ def train_command(entry: Entry, config: BenchConfig, run_dir: Path) -> list[str]
     if config.quick_steps:
         cmd += [f"train.steps={config.quick_steps}", "train.log_every=1", "train.warmup_steps=1"]
     else:
-        # the budget decides when to stop (and anneals the learning rate), not the recipe's step count
-        cmd += [f"train.time_budget_minutes={config.budget_minutes}", "train.steps=1000000"]
+        # the budget decides when to stop (and anneals the learning rate), not the recipe's step count; it is
+        # CPU time of the run's own process, so two systems sharing the machine get the same training
+        cmd += [f"train.time_budget_minutes={config.budget_minutes}", "train.steps=1000000", "train.budget_clock=process"]
+    if config.snapshots and entry.name in SURVEY_ORDER:
+        cmd.append("train.snapshots=[" + ", ".join(f"{f:g}" for f in config.snapshots) + "]")
     for dep in entry.dependencies:
         cmd.append(f"{dep.key}={dependency_model(dep, config, entry.recipe.parent)}")
     cmd += ["--out", str(run_dir), "--quiet"]
@@ -73,15 +86,18 @@ def train_command(entry: Entry, config: BenchConfig, run_dir: Path) -> list[str]
     return cmd
 
 
-def eval_command(config: BenchConfig, model_dir: Path, out: Path) -> list[str]:
+def eval_command(config: BenchConfig, model_dir: Path, out: Path, curve_point: bool = False) -> list[str]:
+    """``umm eval`` of a trained model (a curve point: no fidelity, diagnostics or sample grid)."""
     steps = 2 if config.quick_steps else config.eval_steps
-    return [sys.executable, "-m", "umm.cli", "eval", str(model_dir), "--split", config.split,
-            "--n-prompts", str(config.n_prompts), "--n-images", str(config.n_images), "--steps", str(steps),
-            "--out", str(out / "eval.json"), "--samples", str(out / "samples.png")]
+    cmd = [sys.executable, "-m", "umm.cli", "eval", str(model_dir), "--split", config.split,
+           "--n-prompts", str(config.n_prompts), "--n-images", str(config.n_images), "--out", str(out / "eval.json")]
+    cmd += ["--steps", str(steps)] if steps else []  # else the recipe's own eval_args (Show-o 16, diffusion 8, ...)
+    return cmd + (["--no-fidelity", "--no-diagnostics"] if curve_point else ["--samples", str(out / "samples.png")])
 
 
-def run_entry(entry: Entry, config: BenchConfig, index: int, total: int) -> dict[str, Any]:
-    """Train and evaluate one entry (or reuse its finished result); returns its row."""
+def run_entry(entry: Entry, config: BenchConfig, index: int, total: int, core: int | None = None) -> dict[str, Any]:
+    """Train and evaluate one entry (or reuse its finished result); returns its row. ``core``: the CPU core its
+    processes are pinned to when entries run side by side."""
     out = config.out / entry.name
     result_path = out / "result.json"
     label = f"[{index}/{total}] {entry.name}"
@@ -98,6 +114,8 @@ def run_entry(entry: Entry, config: BenchConfig, index: int, total: int) -> dict
     env = dict(os.environ)
     if config.threads:
         env["OMP_NUM_THREADS"] = str(config.threads)
+    if core is not None:
+        env["UMM_BENCH_CORE"] = str(core)
     log = out / "bench.log"
     reused = reused_model(entry, config)
     if reused is not None:
@@ -120,7 +138,26 @@ def run_entry(entry: Entry, config: BenchConfig, index: int, total: int) -> dict
         return row
     row.update(json.loads((out / "run" / "summary.json").read_text()))
     print(f"{label}: evaluating", flush=True)
+    row["curve"] = _curve(config, out, log, env, label)
     return _evaluate(row, config, out / "run" / "model", out, log, env, label, result_path)
+
+
+def _curve(config: BenchConfig, out: Path, log: Path, env: dict[str, str], label: str) -> list[dict[str, Any]]:
+    """Score every snapshot of the run (``train.snapshots``): the time-to-quality points before the final model.
+    Each point holds its fraction of the budget, step, training CPU-minutes and the scores ``umm eval`` gave."""
+    points = []
+    for snap in sorted((out / "run" / "snapshots").glob("*/snapshot.json"), key=lambda p: float(p.parent.name)):
+        meta = json.loads(snap.read_text())
+        where = out / "curve" / snap.parent.name
+        if not (where / "eval.json").is_file():
+            where.mkdir(parents=True, exist_ok=True)
+            print(f"{label}: scoring its snapshot at {meta['fraction']:g} of the budget", flush=True)
+            code, tail = _run(eval_command(config, snap.parent / "model", where, curve_point=True), log, env)
+            if code != 0:
+                points.append({**meta, "error": tail})
+                continue
+        points.append({**meta, "cpu_minutes": meta["seconds"] / 60, "metrics": json.loads((where / "eval.json").read_text())})
+    return points
 
 
 def _evaluate(row: dict[str, Any], config: BenchConfig, model: Path, out: Path, log: Path, env: dict[str, str],
@@ -137,3 +174,28 @@ def _evaluate(row: dict[str, Any], config: BenchConfig, model: Path, out: Path, 
               + ", ".join(f"{k} {v:.3f}" for k, v in headline.items()), flush=True)
     result_path.write_text(json.dumps(row, indent=2))
     return row
+
+
+def run_all(entries: list[Entry], config: BenchConfig, jobs: int = 1) -> list[dict[str, Any]]:
+    """Every entry's row, in plan order. Up to ``jobs`` entries run at a time, each pinned to its own core when
+    jobs > 1, and an entry starts only once the entries it depends on have finished (their models exist)."""
+    rows: dict[str, dict[str, Any]] = {}
+    pending = list(enumerate(entries))
+    free = list(range(jobs))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running: dict[Any, tuple[Entry, int]] = {}
+        while pending or running:
+            ready = [(i, e) for i, e in pending if all(dependency_name(d) in rows for d in e.dependencies)]
+            for i, entry in ready[: len(free)]:
+                pending.remove((i, entry))
+                core = free.pop(0)
+                running[pool.submit(run_entry, entry, config, i + 1, len(entries), core if jobs > 1 else None)] = (entry, core)
+            if not running:
+                names = ", ".join(e.name for _, e in pending)
+                raise RuntimeError(f"bench entries whose dependencies are not in the plan: {names}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                entry, core = running.pop(future)
+                rows[entry.name] = future.result()
+                free.append(core)
+    return [rows[e.name] for e in entries]

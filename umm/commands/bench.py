@@ -11,6 +11,7 @@ from pathlib import Path
 
 from umm import UmmError
 from umm.config import positive_float, positive_int
+from umm.data.shapes.levels import LEVELS
 from umm.data.shapes.vocab import SPLITS
 
 
@@ -39,6 +40,13 @@ def publish(out: Path, target: Path, rows: list[dict]) -> Path:
     return target / "report.md"
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"a snapshot is a fraction of the budget in (0, 1), got {text}")
+    return value
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -46,7 +54,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from umm.bench.claims import evaluate_claims
     from umm.bench.plan import default_systems, plan
     from umm.bench.report import readme_table, update_readme, write_report
-    from umm.bench.runner import BenchConfig, run_entry
+    from umm.bench.runner import BenchConfig, run_all
     from umm.recipes import RECIPES_DIR
     from umm.registry import SYSTEMS
 
@@ -57,10 +65,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UmmError(f"unknown system(s) {', '.join(unknown)}; registered: {', '.join(registered)}")
     config = BenchConfig(Path(args.out), args.budget_minutes, args.quick_steps, args.n_prompts, args.n_images,
                          args.eval_steps, args.split, args.threads,
-                         Path(args.reuse_from) if args.reuse_from else None)
+                         Path(args.reuse_from) if args.reuse_from else None, args.level, tuple(args.snapshots))
     config.out.mkdir(parents=True, exist_ok=True)
-    entries = plan(systems, RECIPES_DIR, quick=args.quick_steps > 0)
-    rows = [run_entry(e, config, i + 1, len(entries)) for i, e in enumerate(entries)]
+    entries = plan(systems, RECIPES_DIR, quick=args.quick_steps > 0, level=args.level)
+    rows = run_all(entries, config, args.jobs)
     latency: list[dict] = []
     latency_path = config.out / "latency.json"
     if args.latency and latency_path.is_file():
@@ -79,6 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     machine = f"{_cpu_name()}, {threads} thread(s) per system" + (
         f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
     meta = {"command": "umm bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]), "budget": budget,
+            "level": args.level or "each recipe's own", "jobs": args.jobs, "snapshots": list(args.snapshots),
             "split": args.split, "n_prompts": args.n_prompts, "n_images": args.n_images, "machine": machine,
             "out": str(config.out), "report": str(config.out / "report.md")}
     claims = evaluate_claims(rows, latency, args.n_prompts)
@@ -108,6 +117,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                "  umm bench --budget-minutes 5 --update-readme          # also regenerate README's systems table\n"
                "  umm bench --budget-minutes 5 --publish docs/bench --update-readme   # commit-ready report\n"
                "  umm bench --budget-minutes 5 --reuse-from runs        # tokenizers trained before, systems here\n"
+               "  umm bench --level L1 --budget-minutes 10 --jobs 2 --reuse-from runs   # the bench level, two at a time\n"
                "re-running the same command resumes: finished systems are not retrained.",
     )
     p.add_argument("--budget-minutes", type=positive_float, default=5.0, help="training wall-clock per system")
@@ -116,7 +126,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick-steps", type=int, default=0, help="> 0: tiny test recipes for this many steps")
     p.add_argument("--n-prompts", type=positive_int, default=60)
     p.add_argument("--n-images", type=positive_int, default=60)
-    p.add_argument("--eval-steps", type=positive_int, default=25)
+    p.add_argument("--eval-steps", type=positive_int, default=None,
+                   help="diffusion / MaskGIT steps at evaluation (default: each recipe's eval_args, else 25)")
+    p.add_argument("--level", choices=sorted(LEVELS), default=None,
+                   help="bench level: train each family's <family>_<level> recipe (umm/recipes/chameleon_l1.yaml, ...); "
+                        "families without one are reported, not trained (default: the survey-size <family>_s recipes)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="systems trained side by side, each pinned to its own core (budgets are CPU time)")
+    p.add_argument("--snapshots", type=_fraction, nargs="*", default=[0.25, 0.5],
+                   help="fractions of the budget at which each system is also scored (its time-to-quality curve)")
     p.add_argument("--split", default="heldout", choices=SPLITS)
     p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of each training process (0: inherit)")
     p.add_argument("--reuse-from", metavar="DIR",
