@@ -117,6 +117,32 @@ def test_claims_read_reused_tokenizers_and_give_verdicts_with_their_figures():
     assert claims["Diffusion inference"].verdict == "supported"
     assert claims["Autoregressive models"].verdict == "supported" and "2.00x" in claims["Autoregressive models"].evidence
     assert claims["Multi-expert models"].verdict == "mixed"  # nothing measured on that side
+    assert claims["At equal"].verdict == "mixed"  # no latency measured on trained systems
+
+
+def test_verdicts_need_intervals_that_exclude_each_other_and_efficiency_reads_the_curves():
+    from umm.bench.claims import minutes_to_reach
+
+    def gen(system, score, low, high, curve=(), seconds=600.0, s_image=0.1):
+        return {"system": system, "status": "ok", "seconds": seconds, "samples_per_second": 50.0,
+                "curve": [{"cpu_minutes": m, "metrics": {"geneval/overall": v}} for m, v in curve],
+                "metrics": {"geneval/overall": score, "geneval/overall_ci_low": low, "geneval/overall_ci_high": high,
+                            "seconds/t2i_per_image": s_image, "fidelity/fid": 40.0 if system == "transfusion" else 90.0}}
+
+    apart = [gen("transfusion", 0.9, 0.85, 0.95, [(2.5, 0.2), (5.0, 0.6)], s_image=0.09),
+             gen("chameleon", 0.6, 0.5, 0.7, [(2.5, 0.1), (5.0, 0.3)], s_image=0.3)]
+    claims = {c.statement.split()[0] + " " + c.statement.split()[1]: c for c in evaluate_claims(apart, [], 90)}
+    assert claims["AR+diffusion gives"].verdict == "supported" and "95% intervals" in claims["AR+diffusion gives"].evidence
+    assert claims["Fidelity as"].verdict == "supported"  # FID 40 vs 90
+    assert claims["At equal"].verdict == "supported" and "3.33x" in claims["At equal"].evidence
+    # transfusion reaches 0.5 at 4.4 min (between 2.5: 0.2 and 5: 0.6), chameleon at ~6.4 (between 5: 0.3 and 10: 0.6)
+    assert minutes_to_reach(apart[0], "geneval/overall", 0.5) == pytest.approx(4.375)
+    assert minutes_to_reach(apart[1], "geneval/overall", 0.5) == pytest.approx(5.0 + 5.0 * 0.2 / 0.3)
+    assert claims["Autoregressive models"].verdict == "not supported" and "CPU-minutes" in claims["Autoregressive models"].measure
+    overlapping = [gen("transfusion", 0.7, 0.6, 0.8), gen("chameleon", 0.6, 0.5, 0.7)]
+    claims = {c.statement.split()[0] + " " + c.statement.split()[1]: c for c in evaluate_claims(overlapping, [], 90)}
+    assert claims["AR+diffusion gives"].verdict == "mixed" and "overlap" in claims["AR+diffusion gives"].evidence
+    assert claims["Autoregressive models"].verdict == "mixed" and "samples/s" in claims["Autoregressive models"].measure  # no curves
 
 
 def test_the_diagnostics_table_carries_fidelity_beside_the_judge():
