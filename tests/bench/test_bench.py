@@ -63,7 +63,7 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
 @pytest.mark.slow
 def test_bench_quick_run_has_a_row_per_registered_system(tmp_path):
     out = tmp_path / "bench"
-    cmd = [sys.executable, "-m", "umm.cli", "bench", "--quick-steps", "2", "--out", str(out), "--n-prompts", "6",
+    cmd = [sys.executable, "-m", "umm.cli", "bench", "--quick", "--out", str(out), "--n-prompts", "6",
            "--n-images", "2", "--no-latency"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3000)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -63,6 +63,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     unknown = [s for s in systems if s not in registered]
     if unknown:
         raise UmmError(f"unknown system(s) {', '.join(unknown)}; registered: {', '.join(registered)}")
+    if args.quick_steps and args.jobs == 1 and "--jobs" not in sys.argv:
+        args.jobs = 2  # the quick bench runs two at a time, as the full one does on this project's 2-core machine
     config = BenchConfig(Path(args.out), args.budget_minutes, args.quick_steps, args.n_prompts, args.n_images,
                          args.eval_steps, args.split, args.threads,
                          Path(args.reuse_from) if args.reuse_from else None, args.level, tuple(args.snapshots))
@@ -113,7 +115,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
                "  umm bench --budget-minutes 5                          # every registered system, runs/bench/\n"
                "  umm bench --budget-minutes 5 --systems transfusion,chameleon,showo\n"
-               "  umm bench --quick-steps 3 --out /tmp/b                # tiny recipes, a smoke run\n"
+               "  umm bench --quick --out /tmp/b                        # tiny recipes, a smoke run (<= 15 min)\n"
                "  umm bench --budget-minutes 5 --update-readme          # also regenerate README's systems table\n"
                "  umm bench --budget-minutes 5 --publish docs/bench --update-readme   # commit-ready report\n"
                "  umm bench --budget-minutes 5 --reuse-from runs        # tokenizers trained before, systems here\n"
@@ -124,6 +126,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--systems", help="comma-separated families (default: every registered one)")
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--quick-steps", type=int, default=0, help="> 0: tiny test recipes for this many steps")
+    p.add_argument("--quick", dest="quick_steps", action="store_const", const=3,
+                   help="the smoke bench the slow tests run: every system's tiny test recipe for 3 steps, two at a time")
     p.add_argument("--n-prompts", type=positive_int, default=60)
     p.add_argument("--n-images", type=positive_int, default=60)
     p.add_argument("--eval-steps", type=positive_int, default=None,
