@@ -162,3 +162,17 @@ def test_a_bench_level_trains_each_familys_level_recipe_after_its_inherited_depe
     assert entries["chameleon"].recipe.name == "chameleon_l1.yaml"  # its system_args come partly from base/bench_l1
     assert entries["vila_u"].dependencies[0].run == "vila_u_tower_l1"
     assert entries["emu3"].recipe is None  # no emu3_l1 recipe: reported, not trained
+
+
+def test_the_survey_table_claims_read_both_jobs():
+    def row(system, geneval, shape, colour):
+        return {"system": system, "status": "ok",
+                "metrics": {"geneval/overall": geneval, "caption/shape": shape, "caption/colour": colour}}
+
+    rows = [row("chameleon", 0.5, 1.0, 1.0), row("transfusion", 0.9, 0.9, 1.0), row("textbind", 0.05, 0.8, 0.9)]
+    claims = {c.statement.split()[0] + " " + c.statement.split()[1]: c for c in evaluate_claims(rows, [], 90)}
+    assert claims["AR is"].verdict == "supported"  # captions 1.00 vs 0.95, images 0.5 vs 0.9
+    assert claims["Single models"].verdict == "supported"  # balance ~0.7 vs 0.06
+    rows[0] = row("chameleon", 0.95, 0.2, 0.2)  # AR now better on images and worse on captions
+    claims = {c.statement.split()[0] + " " + c.statement.split()[1]: c for c in evaluate_claims(rows, [], 90)}
+    assert claims["AR is"].verdict == "not supported"

@@ -235,6 +235,61 @@ def multi_expert_per_modality(rows: list[dict]) -> Claim:
                  f"{_mean(a):.3f} ({_fmt(a)}) vs {_mean(b):.3f} ({_fmt(b)}); difference {diff:+.3f}", {"multi": a, "single": b})
 
 
+MULTI_EXPERT_BRIDGES = ("textbind", "nextgpt", "seedx")
+
+
+def _caption_accuracy(row: dict) -> float | None:
+    """Mean of caption shape and colour accuracy (the attributes every level varies)."""
+    values = [_metric(row, k) for k in ("caption/shape", "caption/colour")]
+    return None if any(v is None for v in values) else sum(values) / len(values)
+
+
+def ar_tokens_vs_diffusion_images(rows: list[dict]) -> Claim:
+    """The survey's Table: AR is "effective for token-based sequences", AR+diffusion "superior for high-fidelity
+    images". Read as a crossing: AR at least as good on captions (text tokens), AR+diffusion better on images."""
+    statement = "AR is effective for token sequences (text), AR+diffusion superior for images."
+    measure = "caption accuracy (mean of shape and colour) and GenEval-like (held-out), AR vs AR+diffusion systems"
+    ok = _ok(rows)
+    caption = {s: v for s, r in ok.items() if (v := _caption_accuracy(r)) is not None}
+    ar_cap = {s: v for s, v in caption.items() if s in AR_DISCRETE + AR_CONTINUOUS}
+    diff_cap = {s: v for s, v in caption.items() if s in AR_DIFFUSION}
+    ar_gen = _group(ok, AR_DISCRETE + AR_CONTINUOUS, "geneval/overall")
+    diff_gen = _group(ok, AR_DIFFUSION, "geneval/overall")
+    if not (ar_cap and diff_cap and ar_gen and diff_gen):
+        return Claim(statement, measure, "mixed", f"a job is unmeasured on one side (captions: {_fmt(ar_cap)} | "
+                     f"{_fmt(diff_cap)}; images: {_fmt(ar_gen)} | {_fmt(diff_gen)})")
+    text_ok = _mean(ar_cap) >= _mean(diff_cap) - 0.05
+    image_ok = _mean(diff_gen) > _mean(ar_gen) + 0.05
+    verdict = "supported" if text_ok and image_ok else "not supported" if not text_ok and not image_ok else "mixed"
+    evidence = (f"captions: AR {_mean(ar_cap):.3f} ({_fmt(ar_cap)}) vs AR+diffusion {_mean(diff_cap):.3f} ({_fmt(diff_cap)}); "
+                f"images: AR {_mean(ar_gen):.3f} vs AR+diffusion {_mean(diff_gen):.3f}"
+                + ("" if verdict != "mixed" else f": {'the text half holds, the image half does not' if text_ok else 'the image half holds, the text half does not'}"))
+    return Claim(statement, measure, verdict, evidence, {"captions": caption, "ar_images": ar_gen, "diffusion_images": diff_gen})
+
+
+def single_models_balanced(rows: list[dict]) -> Claim:
+    """The survey's Table: single models are "balanced across modalities", multi-expert ones optimised per
+    modality. Balance of one system = its weaker job over its stronger (GenEval-like vs caption accuracy)."""
+    statement = "Single models are balanced across modalities (generation and understanding alike)."
+    measure = "min / max of a system's GenEval-like and caption accuracy, single models vs text-centric multi-expert ones"
+    ok = _ok(rows)
+
+    def balance(group: tuple[str, ...]) -> dict[str, float]:
+        out = {}
+        for s in group:
+            if s in ok and (g := _metric(ok[s], "geneval/overall")) is not None and (c := _caption_accuracy(ok[s])) is not None:
+                out[s] = min(g, c) / max(g, c) if max(g, c) > 0 else 0.0
+        return out
+
+    a, b = balance(SINGLE), balance(MULTI_EXPERT_BRIDGES)
+    if not a or not b:
+        return Claim(statement, measure, "mixed", f"systems with both jobs measured: {_fmt(a)} | {_fmt(b)}")
+    diff = _mean(a) - _mean(b)
+    verdict = "supported" if diff > 0.1 else "not supported" if diff < -0.1 else "mixed"
+    return Claim(statement, measure, verdict, f"single {_mean(a):.2f} ({_fmt(a)}) vs multi-expert {_mean(b):.2f} "
+                 f"({_fmt(b)}); difference {diff:+.2f} (a margin of 0.1 decides)", {"single": a, "multi": b})
+
+
 def evaluate_claims(rows: list[dict], latency: list[dict], n_prompts: int) -> list[Claim]:
     return [
         compare_accuracy(rows, "AR+diffusion gives higher image fidelity than pure AR.",
@@ -249,4 +304,6 @@ def evaluate_claims(rows: list[dict], latency: list[dict], n_prompts: int) -> li
                          "GenEval-like overall: continuous (Transfusion, MonoFormer, MMAR) vs discrete systems",
                          CONTINUOUS, DISCRETE, "geneval/overall", n_prompts),
         multi_expert_per_modality(rows),
+        ar_tokens_vs_diffusion_images(rows),
+        single_models_balanced(rows),
     ]
