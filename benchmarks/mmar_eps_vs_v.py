@@ -32,6 +32,7 @@ from umm.nn import Layout
 from umm.paths import GaussianPath
 from umm.training.loop import train
 from umm.training.recipe import load_recipe
+import umm.pipelines  # noqa: F401  (registers the loops that run every system's capabilities)
 
 LEVELS = (0.1, 0.5, 0.9, 0.99, 0.999)
 

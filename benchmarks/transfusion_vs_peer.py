@@ -27,6 +27,7 @@ from umm.models.factory import create_model
 from umm.models.transfusion import TransfusionSystem
 from umm.nn import autocast
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
+import umm.pipelines  # noqa: F401  (registers the loops that run every system's capabilities)
 
 
 def batches(args, batch_size: int, seed: int = 0):

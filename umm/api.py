@@ -26,6 +26,7 @@ from PIL import Image
 
 from umm import UmmError
 from umm.data.grid import to_pil
+import umm.pipelines  # noqa: F401  (registers the loops that run every system's capabilities)
 
 ImageInput = Image.Image | str | Path | torch.Tensor
 

@@ -69,3 +69,7 @@ SYSTEMS = Registry("system")
 TOKENIZERS = Registry("tokenizer")
 # dataset name -> class / factory yielding sample dicts
 DATASETS = Registry("dataset")
+# "<mechanism>.<capability>" (e.g. "diffusion_lm.generate_images") -> the umm.pipelines loop that runs it, called
+# as loop(model, system, *args, **options). The pipelines register their loops when umm.pipelines is imported;
+# a system names its mechanism (SystemBase.mechanism), so models never import the pipelines (layers point down)
+LOOPS = Registry("capability loop")

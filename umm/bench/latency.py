@@ -17,6 +17,7 @@ import torch
 from umm.models.factory import create_model
 from umm.registry import SYSTEMS
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
+import umm.pipelines  # noqa: F401  (registers the loops that run every system's capabilities)
 
 PROMPT = "a red circle above a blue square"
 

@@ -25,6 +25,7 @@ from umm.data.shapes.vocab import CELL_NAMES
 from umm.eval.judge import SceneSpec, parse_image, satisfies, scene_of
 from umm.eval.judge.scores import GenEvalPrompt
 from umm.eval.judge.spec import best_alignment
+import umm.pipelines  # noqa: F401  (registers the loops that run every system's capabilities)
 
 DENOISE_TIMES: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
 

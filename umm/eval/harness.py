@@ -31,6 +31,7 @@ from umm.config import ConfigError
 from umm.data.shapes import ShapesWorld
 from umm.data.shapes.levels import DEFAULT_LEVEL
 from umm.eval.judge import caption_scores, geneval_prompts, geneval_score, qa_accuracy
+import umm.pipelines  # noqa: F401  (registers the loops that run every system's capabilities)
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def _t2i_diagnostics(model, system, config: EvalConfig, images, prompts, canvas:
     if tokenizer is not None:
         result.metrics.update({f"ceiling/{k}": v for k, v in diagnostics.ceiling(
             tokenizer, config.level, canvas, config.n_images, config.seed).items()})
-    if hasattr(system, "predict_x0"):
+    if system.has_loop("predict_x0"):
         result.metrics.update({f"denoise/{k}": v for k, v in diagnostics.denoise_check(
             system, model, config.level, canvas, config.n_denoise, config.seed, precision=config.precision).items()})
     result.seconds["diagnostics"] = time.perf_counter() - start

@@ -29,7 +29,6 @@ from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, TransformerConfig, patchify, unpatchify
 from umm.objectives import diffusion_loss, next_token_loss
 from umm.paths import GaussianPath
-from umm.pipelines import diffusion_lm
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
 
 
@@ -113,6 +112,9 @@ class DiffusionLMSystem(SystemBase):
     tasks = ("t2i", "caption", "qa")
     capabilities = ("t2i", "caption", "qa", "interleaved")
     Options = DiffusionLMOptions
+    # umm/pipelines/diffusion_lm.py runs its capabilities (generate_images, caption, answer, generate_interleaved,
+    # predict_x0): registered there as "diffusion_lm.<capability>"
+    mechanism = "diffusion_lm"
 
     # optional: unset, the model diffuses pixel patches
     frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "vae_s", image_tokenizers.load_vae, optional=True)}
@@ -142,24 +144,6 @@ class DiffusionLMSystem(SystemBase):
             return {"vocab_size": tokenizer.vocab_size}
         return {"vocab_size": tokenizer.vocab_size, "latent_channels": vae.latent_channels,
                 "latent_grid": vae.grid[0], "image_size": vae.config.image_size}
-
-    # -- capabilities --------------------------------------------------------------------------------------
-
-    def generate_images(self, model, prompts: list[str], **kwargs) -> torch.Tensor:
-        return diffusion_lm.generate_images(model, self, prompts, **kwargs)
-
-    def caption(self, model, images: torch.Tensor, **kwargs) -> list[str]:
-        return diffusion_lm.caption(model, self, images, **kwargs)
-
-    def answer(self, model, images: torch.Tensor, questions: list[str], **kwargs) -> list[str]:
-        return diffusion_lm.answer(model, self, images, questions, **kwargs)
-
-    def generate_interleaved(self, model, prompt: str, **kwargs) -> list:
-        return diffusion_lm.generate_interleaved(model, self, prompt, **kwargs)
-
-    def predict_x0(self, model, images: torch.Tensor, prompts: list[str], t: float, **kwargs) -> torch.Tensor:
-        """One-step x0 from the true x_t at time ``t`` (the harness's denoise check)."""
-        return diffusion_lm.predict_x0(model, self, images, prompts, t, **kwargs)
 
     # -- sequences -----------------------------------------------------------------------------------------
 

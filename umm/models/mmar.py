@@ -52,7 +52,6 @@ from umm.nn.diffusion_head import DiffusionHead
 from umm.objectives import next_token_loss
 from umm.objectives.per_token_diffusion import draw_noise, per_token_diffusion_loss
 from umm.paths import GaussianPath
-from umm.pipelines import masked_ar
 from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
@@ -195,6 +194,7 @@ class MMAROptions:
 @SYSTEMS.register("mmar")
 class MMARSystem(SystemBase):
     family = "mmar"
+    mechanism = "masked_ar"  # umm/pipelines/masked_ar.py runs its capabilities
     tasks = ("t2i", "caption", "qa")
     capabilities = ("t2i", "caption", "qa")
     Options = MMAROptions
@@ -233,17 +233,6 @@ class MMARSystem(SystemBase):
             return {"vocab_size": tokenizer.vocab_size}
         return {"vocab_size": tokenizer.vocab_size, "latent_channels": vae.latent_channels,
                 "latent_grid": vae.grid[0], "image_size": vae.config.image_size}
-
-    # -- capabilities (the loops live in umm/pipelines/masked_ar.py) ------------------------------------
-
-    def generate_images(self, model, prompts: list[str], **kwargs) -> torch.Tensor:
-        return masked_ar.generate_images(model, self, prompts, **kwargs)
-
-    def caption(self, model, images: torch.Tensor, **kwargs) -> list[str]:
-        return masked_ar.caption(model, self, images, **kwargs)
-
-    def answer(self, model, images: torch.Tensor, questions: list[str], **kwargs) -> list[str]:
-        return masked_ar.answer(model, self, images, questions, **kwargs)
 
     # -- sequences --------------------------------------------------------------------------------------
 

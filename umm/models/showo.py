@@ -53,7 +53,6 @@ from umm.models.factory import register_model
 from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, TokenLM, TokenLMOutput, TransformerConfig
 from umm.objectives import IGNORE, next_token_loss
-from umm.pipelines import ar, maskgit
 from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
 
@@ -152,6 +151,7 @@ class ShowoSystem(SystemBase):
     tasks = ("t2i", "caption", "qa")
     capabilities = ("t2i", "caption", "qa", "inpaint")
     Options = ShowoOptions
+    mechanism = "maskgit"  # umm/pipelines/maskgit.py runs its capabilities
     frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "fsq_s", image_tokenizers.load_image_tokenizer)}
 
     def __init__(self, tokenizer, config: ShowoConfig, options: ShowoOptions | None = None,
@@ -172,31 +172,15 @@ class ShowoSystem(SystemBase):
         return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
                 "image_size": images.config.image_size, "grid": images.grid[0]}
 
-    # -- capabilities ---------------------------------------------------------------------------------------
+    # -- capabilities (the loops: umm/pipelines/maskgit.py, captions and answers by umm/pipelines/ar.py) --------
 
-    def generate_images(self, model, prompts: list[str], steps: int = 16, cfg_scale: float = 3.0, seed: int = 0,
-                        batch_size: int = 16, sampler: str | None = None, **kwargs) -> torch.Tensor:
-        """Text -> images (N, 3, H, W) in [0, 1] by MaskGIT in ``steps`` iterations; ``cfg_scale`` is MUSE's s
-        (0 = none; Show-o samples with 1.75 to 5)."""
-        if sampler not in (None, "maskgit"):
-            raise UmmError(f"Show-o samples image codes with MaskGIT; there is no {sampler!r} sampler to pick")
-        kwargs = {"temperature": self.options.temperature, "choice_temperature": self.options.choice_temperature,
-                  **kwargs}
-        return maskgit.generate_images(model, self, prompts, steps=steps, cfg_scale=cfg_scale, seed=seed,
-                                       batch_size=batch_size, **kwargs)
-
-    def inpaint(self, model, images: torch.Tensor, region: torch.Tensor, prompts: list[str] | None = None,
-                **kwargs) -> torch.Tensor:
-        """Regenerate the pixels of ``region`` (B, H, W) bool (at code resolution) of ``images``."""
-        kwargs = {"temperature": self.options.temperature, "choice_temperature": self.options.choice_temperature,
-                  **kwargs}
-        return maskgit.inpaint(model, self, images, region, prompts, **kwargs)
-
-    def caption(self, model, images: torch.Tensor, **kwargs) -> list[str]:
-        return ar.caption(model, self, images, **kwargs)
-
-    def answer(self, model, images: torch.Tensor, questions: list[str], **kwargs) -> list[str]:
-        return ar.answer(model, self, images, questions, **kwargs)
+    def sampling_defaults(self, capability: str) -> dict:
+        """MaskGIT's candidate and choice temperatures from the options; guidance 3 unless the caller says."""
+        if capability not in ("generate_images", "inpaint"):
+            return {}
+        o = self.options
+        return {"temperature": o.temperature, "choice_temperature": o.choice_temperature,
+                **({"cfg_scale": 3.0} if capability == "generate_images" else {})}
 
     # -- sequences ----------------------------------------------------------------------------------------
 

@@ -24,6 +24,11 @@ bare one. The contract, implemented by one class per family in ``umm/models/<fam
     the frozen sub-models the system reads and never trains (an image tokenizer, a VAE), by attribute name:
     one shared mechanism (:class:`FrozenPart`) loads each from its ``system_args`` key, refuses an unset one
     with the recipe that trains it, saves a copy beside the model and restores it on load.
+``mechanism``
+    the name under which ``umm.pipelines`` registers the loops of its capabilities (``diffusion_lm``, ``maskgit``,
+    ``masked_ar``, ``ar``, ...): :meth:`generate_images` and the other capability methods run
+    ``umm.registry.LOOPS["<mechanism>.<capability>"]``, so the pipelines own the loops and the models never
+    import them. ``umm/pipelines/protocols.py`` types what each mechanism's loops read of a system.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import torch
 from umm import UmmError
 from umm.config import from_dict, to_dict
 from umm.models.factory import atomic_directory, from_pretrained, write_pretrained
-from umm.registry import MODELS, SYSTEMS
+from umm.registry import LOOPS, MODELS, SYSTEMS
 
 SYSTEM_FILE = "system.json"
 
@@ -75,6 +80,8 @@ class SystemBase:
     capabilities: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type] = NoOptions
     frozen_parts: ClassVar[dict[str, FrozenPart]] = {}  # attribute name -> how it is named, loaded and trained
+    # which umm.pipelines loops run this system's capabilities (umm.registry.LOOPS: "<mechanism>.<capability>")
+    mechanism: ClassVar[str] = ""
 
     def __init__(self, tokenizer: Any, config: Any, options: Any = None, **parts: torch.nn.Module | None):
         self.tokenizer = tokenizer
@@ -130,6 +137,55 @@ class SystemBase:
     def check_task(self, task: str) -> None:
         if task not in self.tasks:
             raise UmmError(f"system {self.family!r} has no task {task!r}; its tasks are {list(self.tasks)}")
+
+    # -- capabilities: the loops live in umm.pipelines, registered there per mechanism -------------------------
+
+    def sampling_defaults(self, capability: str) -> dict[str, Any]:
+        """Options of this system's own (its sampling temperature, ...) that a ``capability`` call starts from;
+        what the caller passes wins. Default: none."""
+        return {}
+
+    def has_loop(self, capability: str) -> bool:
+        """Whether ``capability`` (a loop name: ``generate_images``, ``predict_x0`` ...) runs on this system: a loop
+        registered for its mechanism, or a method of its own."""
+        own = getattr(type(self), capability, None)
+        return f"{self.mechanism}.{capability}" in LOOPS or (own is not None and own is not getattr(SystemBase, capability, None))
+
+    def run_loop(self, capability: str, model: torch.nn.Module, *args: Any, **options: Any) -> Any:
+        """Run the ``umm.pipelines`` loop registered as ``<mechanism>.<capability>`` on ``model`` and this system."""
+        key = f"{self.mechanism}.{capability}"
+        if key not in LOOPS:
+            if not len(LOOPS):
+                raise UmmError("no capability loops are registered: import umm.pipelines first (umm.load, umm.eval "
+                               "and the CLI do)")
+            raise UmmError(f"system {self.family!r} has no {capability} loop (mechanism {self.mechanism!r}); its "
+                           f"capabilities are {list(self.capabilities)}")
+        return LOOPS.get(key)(model, self, *args, **{**self.sampling_defaults(capability), **options})
+
+    def generate_images(self, model: torch.nn.Module, prompts: list[str], **options: Any) -> torch.Tensor:
+        """Text -> images (N, 3, H, W) in [0, 1]; ``options`` are the mechanism loop's (steps, cfg_scale, seed ...)."""
+        return self.run_loop("generate_images", model, prompts, **options)
+
+    def caption(self, model: torch.nn.Module, images: torch.Tensor, **options: Any) -> list[str]:
+        """Images (N, 3, H, W) in [0, 1] -> one caption each."""
+        return self.run_loop("caption", model, images, **options)
+
+    def answer(self, model: torch.nn.Module, images: torch.Tensor, questions: list[str] | None, **options: Any) -> list[str]:
+        """Images and one question each -> one answer each."""
+        return self.run_loop("answer", model, images, questions, **options)
+
+    def generate_interleaved(self, model: torch.nn.Module, prompt: str, **options: Any) -> list:
+        """Text that may open images -> strings and (3, H, W) images, in order."""
+        return self.run_loop("generate_interleaved", model, prompt, **options)
+
+    def inpaint(self, model: torch.nn.Module, images: torch.Tensor, region: torch.Tensor, prompts: list[str] | None = None,
+                **options: Any) -> torch.Tensor:
+        """Regenerate ``region`` (B, H, W) bool of ``images``, optionally under ``prompts``."""
+        return self.run_loop("inpaint", model, images, region, prompts, **options)
+
+    def predict_x0(self, model: torch.nn.Module, images: torch.Tensor, prompts: list[str], t: float, **options: Any) -> torch.Tensor:
+        """One-step x0 from the true x_t at time ``t`` (the harness's denoise check; diffusion mechanisms)."""
+        return self.run_loop("predict_x0", model, images, prompts, t, **options)
 
     def save(self, directory: Path) -> None:
         """Write tokenizer files and ``system.json``; systems with more artefacts extend this."""

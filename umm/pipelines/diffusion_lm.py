@@ -14,6 +14,7 @@ from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, PATCH, SPECIAL, TEX
 from umm.nn import Layout, Span, autocast, continue_layout
 from umm.pipelines.decode import decode_tokens
 from umm.samplers import DDIMSampler, DDPMSampler, DPMSolverSampler, EulerSampler, HeunSampler, cfg
+from umm.registry import LOOPS
 
 IMAGE_BLOCK = 1_000_000  # span id for generated images: never equal to a prompt span's id
 
@@ -101,6 +102,7 @@ def _denoise_image(model, system, cache, next_position, rows: int, guided: bool,
 
 
 @torch.no_grad()
+@LOOPS.register("diffusion_lm.generate_images")
 def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scale: float = 3.0, sampler: str | None = None,
                     seed: int = 0, batch_size: int = 16, precision: str = "bf16",
                     cfg_interval: tuple[float, float] | None = None) -> torch.Tensor:
@@ -156,6 +158,7 @@ def _decode_after(model, system, seqs: list[Sequence], max_new_tokens: int, prec
 
 
 @torch.no_grad()
+@LOOPS.register("diffusion_lm.caption")
 def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_TOKENS, batch_size: int = 64,
             precision: str = "bf16") -> list[str]:
     """Image (N, C, H, W) in [0, 1] -> caption, greedy decoding after ``[BOS] [BOI] image [EOI]``."""
@@ -167,6 +170,7 @@ def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_T
 
 
 @torch.no_grad()
+@LOOPS.register("diffusion_lm.answer")
 def answer(model, system, images: torch.Tensor, questions: list[str], max_new_tokens: int = ANSWER_TOKENS,
            batch_size: int = 64,
            precision: str = "bf16") -> list[str]:
@@ -179,6 +183,7 @@ def answer(model, system, images: torch.Tensor, questions: list[str], max_new_to
 
 
 @torch.no_grad()
+@LOOPS.register("diffusion_lm.generate_interleaved")
 def generate_interleaved(model, system, prompt: str, max_new_tokens: int = 64, steps: int = 25,
                          temperature: float = 0.0, seed: int = 0, precision: str = "bf16",
                          force_image: bool = False) -> list[str | torch.Tensor]:
@@ -237,6 +242,7 @@ def _feed(model, system, cache, token: int, next_position: torch.Tensor, device)
 
 
 @torch.no_grad()
+@LOOPS.register("diffusion_lm.predict_x0")
 def predict_x0(model, system, images: torch.Tensor, prompts: list[str], t: float, seed: int = 0,
                batch_size: int = 32, precision: str = "bf16") -> torch.Tensor:
     """The one-step x0 prediction from the true x_t: noise each image to time ``t`` along the system's

@@ -32,6 +32,7 @@ from umm.nn import Layout, Span, autocast, continue_layout
 from umm.nn.diffusion_head import DiffusionHead
 from umm.pipelines.decode import decode_tokens
 from umm.samplers import DDIMSampler, DDPMSampler, cfg, linear_cfg_scale
+from umm.registry import LOOPS
 
 IMAGE_BLOCK = 1_000_000  # span id for generated images: never equal to a prompt span's id
 
@@ -157,6 +158,7 @@ def _raster(model, system, cache, next_position: torch.Tensor, last_hidden: torc
 
 
 @torch.no_grad()
+@LOOPS.register("masked_ar.generate_images")
 def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scale: float = 3.0,
                     sampler: str | None = None, seed: int = 0, batch_size: int = 16, precision: str = "bf16",
                     iterations: int | None = None, temperature: float | None = None) -> torch.Tensor:
@@ -208,6 +210,7 @@ def _decode_after(model, system, seqs: list[Sequence], max_new_tokens: int, prec
 
 
 @torch.no_grad()
+@LOOPS.register("masked_ar.caption")
 def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_TOKENS, batch_size: int = 64,
             precision: str = "bf16") -> list[str]:
     """Image (N, C, H, W) in [0, 1] -> caption, greedy decoding after ``[BOS] [BOI] image [EOI]``."""
@@ -219,6 +222,7 @@ def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_T
 
 
 @torch.no_grad()
+@LOOPS.register("masked_ar.answer")
 def answer(model, system, images: torch.Tensor, questions: list[str], max_new_tokens: int = ANSWER_TOKENS,
            batch_size: int = 64,
            precision: str = "bf16") -> list[str]:

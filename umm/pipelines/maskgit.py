@@ -31,6 +31,7 @@ from umm import UmmError
 from umm.nn import Span, autocast, continue_layout
 from umm.pipelines import ar
 from umm.samplers import annealed_choice_temperature, mask_schedule, maskgit_step, muse_cfg
+from umm.registry import LOOPS
 
 IMAGE_BLOCK = 1_000_000  # span id of the generated image: never equal to a prompt span's id
 
@@ -70,10 +71,14 @@ def sample_codes(model, system, prompts: list[str | None], codes: torch.Tensor, 
 
 
 @torch.no_grad()
+@LOOPS.register("maskgit.generate_images")
 def generate_images(model, system, prompts: list[str], steps: int = 16, cfg_scale: float = 0.0,
                     temperature: float = 1.0, choice_temperature: float = 4.5, seed: int = 0, batch_size: int = 16,
-                    precision: str = "bf16", return_codes: bool = False) -> torch.Tensor:
-    """Text -> images (N, 3, H, W) in [0, 1] (or codes (N, grid, grid) with ``return_codes``)."""
+                    precision: str = "bf16", return_codes: bool = False, sampler: str | None = None) -> torch.Tensor:
+    """Text -> images (N, 3, H, W) in [0, 1] (or codes (N, grid, grid) with ``return_codes``) by MaskGIT in
+    ``steps`` iterations; ``cfg_scale`` is MUSE's s (0 = none; Show-o samples with 1.75 to 5)."""
+    if sampler not in (None, "maskgit"):
+        raise UmmError(f"{system.family} samples image codes with MaskGIT; there is no {sampler!r} sampler to pick")
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     n = system.config.grid**2
@@ -101,6 +106,7 @@ def region_to_grid(region: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+@LOOPS.register("maskgit.inpaint")
 def inpaint(model, system, images: torch.Tensor, region: torch.Tensor, prompts: list[str] | None = None,
             steps: int = 16, cfg_scale: float = 0.0, temperature: float = 1.0, choice_temperature: float = 4.5,
             seed: int = 0, batch_size: int = 16, precision: str = "bf16", return_codes: bool = False) -> torch.Tensor:
@@ -130,3 +136,8 @@ def inpaint(model, system, images: torch.Tensor, region: torch.Tensor, prompts: 
         codes = codes.view(-1, grid, grid)
         out.append(codes.cpu() if return_codes else ar.decode_codes(system, codes))
     return torch.cat(out)
+
+
+# captioning and QA of a masked-token system read a clean image and decode text with the AR loops (Show-o sec. 3.3)
+LOOPS.register("maskgit.caption")(ar.caption)
+LOOPS.register("maskgit.answer")(ar.answer)
