@@ -37,11 +37,10 @@ from umm import UmmError
 from umm.data.sequence import Sequence, ar_sequence, batch_rng, collate
 from umm.models.factory import register_model
 from umm.models.system import FrozenPart, SystemBase
-from umm.nn import Layout, Span, TokenLM, TransformerConfig, autocast, continue_layout
+from umm.nn import Layout, TokenLM, TransformerConfig
 from umm.objectives import IGNORE, next_token_loss, z_loss
-from umm.pipelines import ar
+from umm.samplers.plan import TokenPlan, image_plan
 from umm.registry import ARCHITECTURES, SYSTEMS
-from umm.samplers.ar import sample_next
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
 
@@ -114,6 +113,7 @@ class ChameleonSystem(SystemBase):
     capabilities = ("t2i", "caption", "qa", "interleaved")
     Options = ChameleonOptions
     frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "vq_s", image_tokenizers.load_image_tokenizer)}
+    mechanism = "ar"  # umm/pipelines/ar.py runs its capabilities (interleaved generation included)
 
     def __init__(self, tokenizer, config: ChameleonConfig, options: ChameleonOptions | None = None,
                  image_tokenizer: nn.Module | None = None):
@@ -127,29 +127,14 @@ class ChameleonSystem(SystemBase):
         return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
                 "image_size": images.config.image_size, "grid": images.grid[0]}
 
-    # -- capabilities (the loops live in umm/pipelines/ar.py) ----------------------------------------------
+    # -- capabilities (the loops: umm/pipelines/ar.py) ---------------------------------------------------
 
-    def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 3.0, seed: int = 0,
-                        batch_size: int = 16, sampler: str | None = None, **kwargs) -> torch.Tensor:
-        """Text -> images (N, 3, H, W) in [0, 1]. ``steps`` is accepted for the harness and unused: AR sampling
-        takes one step per code. Sampling defaults (temperature, top-k/p, image scale) come from the options."""
-        if sampler is not None:
-            raise UmmError(f"Chameleon samples image codes one token at a time; there is no {sampler!r} sampler to pick "
-                           "(set temperature/top_k/top_p instead)")
+    def sampling_defaults(self, capability: str) -> dict:
+        """The code sampler's temperature, top-k/p and image guidance scale from the options."""
+        if capability != "generate_images":
+            return {}
         o = self.options
-        kwargs = {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p,
-                  "image_cfg_scale": o.image_cfg_scale, **kwargs}
-        return ar.generate_images(model, self, prompts, cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, **kwargs)
-
-    def caption(self, model, images: torch.Tensor, **kwargs) -> list[str]:
-        return ar.caption(model, self, images, **kwargs)
-
-    def answer(self, model, images: torch.Tensor, questions: list[str], **kwargs) -> list[str]:
-        return ar.answer(model, self, images, questions, **kwargs)
-
-    def generate_interleaved(self, model, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
-                             seed: int = 0, precision: str = "bf16") -> list:
-        return generate_interleaved(model, self, prompt, max_new_tokens, temperature, seed, precision)
+        return {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, "image_cfg_scale": o.image_cfg_scale}
 
     # -- sequences --------------------------------------------------------------------------------------
 
@@ -190,10 +175,10 @@ class ChameleonSystem(SystemBase):
             self.add_image(seq, context, loss=False)
         return seq.text(([] if text is None else self.text_ids(text)) + [tok.boi_id], loss=False)
 
-    def image_plan(self) -> ar.TokenPlan:
+    def image_plan(self) -> TokenPlan:
         """After BOI: exactly grid^2 codes, sampled among the image tokens only, then EOI."""
         text, grid = self.config.text_vocab, self.config.grid
-        return ar.image_plan((grid, grid), text, text + self.config.image_codes, end=(self.tokenizer.eoi_id,))
+        return image_plan((grid, grid), text, text + self.config.image_codes, end=(self.tokenizer.eoi_id,))
 
     def codes_from_plan(self, tokens: torch.Tensor) -> torch.Tensor:
         """Generated slots (B, grid^2 + 1) -> codes (B, grid, grid)."""
@@ -228,43 +213,3 @@ def _check_tokenizer(images: nn.Module, config: ChameleonConfig) -> None:
     if images.codebook_size != config.image_codes or images.grid != (config.grid, config.grid):
         raise UmmError(f"image tokenizer ({images.codebook_size} codes, grid {images.grid}) does not match the model "
                        f"({config.image_codes} codes, grid {config.grid})")
-
-
-# ---- interleaved generation --------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def generate_interleaved(model, system: ChameleonSystem, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
-                         seed: int = 0, precision: str = "bf16") -> list:
-    """Text that may open images: decode text; on BOI, sample a whole image (grid^2 codes, then EOI) with the
-    image-only restriction, without guidance; then go on with text. Returns strings and (3, H, W) images."""
-    device = next(model.parameters()).device
-    tok = system.tokenizer
-    generator = torch.Generator(device=device).manual_seed(seed)
-    plan = system.image_plan()
-    seq = Sequence(pad_id=tok.pad_id).text([tok.bos_id] + system.text_ids(prompt), loss=False)
-    tokens, layout = ar.prompt_batch(system, [seq], device)
-    segments: list = []
-    text: list[int] = []
-    with autocast(precision, device):
-        step, logits = ar.cached_steps(model, tokens, layout, max_new_tokens * (len(plan.forced) + 1))
-        next_position = layout.next_position
-        for _ in range(max_new_tokens):
-            # text tokens: anything but image codes (an image starts only through BOI)
-            token = sample_next(logits[:, : system.config.text_vocab], temperature, generator=generator)
-            if int(token) == tok.eos_id:
-                break
-            token_layout = continue_layout(next_position, Span(1))
-            logits, next_position = step(token[:, None], token_layout), token_layout.next_position
-            if int(token) != tok.boi_id:
-                text.append(int(token))
-                continue
-            if text:
-                segments.append(tok.decode(text))
-                text = []
-            generated, span = ar.sample_plan(step, logits, next_position, plan, temperature=1.0, generator=generator)
-            segments.append(ar.decode_codes(system, system.codes_from_plan(generated))[0])
-            logits, next_position = step(generated[:, -1:], span[-1:]), span.next_position  # feed EOI
-    if text:
-        segments.append(tok.decode(text))
-    return segments

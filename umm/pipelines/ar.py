@@ -27,7 +27,6 @@ growing with the sequence (``benchmarks/``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
@@ -35,59 +34,13 @@ from umm import UmmError
 from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, Sequence, collate
 from umm.nn import Layout, Span, autocast, continue_layout
 from umm.pipelines.decode import decode_tokens
+from umm.registry import LOOPS
 from umm.samplers import cfg, three_way_cfg
 from umm.samplers.ar import sample_next
+from umm.samplers.plan import TokenPlan, concat_layouts, image_plan  # noqa: F401  (the plans the loops follow)
 
 StepFn = Callable[[torch.Tensor, Layout], torch.Tensor]  # (rows, 1) tokens, their layout -> (rows, V) logits
 Guide = Callable[[torch.Tensor], torch.Tensor]  # (G * B, V) logits of G branches -> (B, V) guided logits
-
-
-@dataclass(frozen=True)
-class TokenPlan:
-    """The slots of one generated span.
-
-    ``forced[i] >= 0`` is emitted as is (EOI; EMU3's end-of-row); ``forced[i] == -1`` is sampled, restricted to
-    the tokens ``[low, high)`` (Chameleon samples only image codes inside an image). ``spans`` lay the slots
-    out (an image grid for 2D RoPE, then text-like slots) and must cover ``len(forced)`` slots.
-
-    Chameleon: ``image_plan((h, w), text_vocab, text_vocab + K, end=(eoi,))``. A layout with end-of-row tokens
-    (EMU3) forces them between rows: ``forced = ((-1,) * w + (eol,)) * h + (eof, eoi)``, laid out for example
-    as ``(Span(h * (w + 1), False, (h, w + 1)), Span(2))`` so that each row's EOL sits in an extra column.
-    """
-
-    forced: tuple[int, ...]
-    low: int
-    high: int
-    spans: tuple[Span, ...]
-
-    def __post_init__(self) -> None:
-        if sum(s.length for s in self.spans) != len(self.forced):
-            raise UmmError(f"token plan: spans cover {sum(s.length for s in self.spans)} slots, forced lists {len(self.forced)}")
-        if not 0 <= self.low < self.high:
-            raise UmmError(f"token plan: empty sampling range [{self.low}, {self.high})")
-
-    def layout(self, next_position: torch.Tensor) -> Layout:
-        """The layout of all planned slots appended after a prefix whose next position is ``next_position``."""
-        parts = []
-        for span in self.spans:
-            parts.append(continue_layout(next_position, span))
-            next_position = parts[-1].next_position
-        return concat_layouts(parts)
-
-
-def image_plan(grid: tuple[int, int], low: int, high: int, end: tuple[int, ...] = ()) -> TokenPlan:
-    """``h * w`` codes sampled from ``[low, high)`` in raster order, then the forced ``end`` tokens (EOI ...).
-
-    The image slots are one causal span carrying its grid, so a model with 2D RoPE sees (row, column)."""
-    h, w = grid
-    spans = (Span(h * w, False, (h, w)),) + ((Span(len(end)),) if end else ())
-    return TokenPlan((-1,) * (h * w) + tuple(end), low, high, spans)
-
-
-def concat_layouts(parts: list[Layout]) -> Layout:
-    """Layouts of consecutive chunks as one; ``next_position`` is the last chunk's."""
-    return Layout(torch.cat([p.block for p in parts], 1), torch.cat([p.positions for p in parts], 1),
-                  torch.cat([p.valid for p in parts], 1), parts[-1].next_position)
 
 
 # ---- guidance over branches ------------------------------------------------------------------------------
@@ -185,16 +138,24 @@ def decode_codes(system, codes: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+@LOOPS.register("ar.generate_images")
 def generate_images(model, system, prompts: list[str], cfg_scale: float = 3.0, temperature: float = 1.0,
                     top_k: int = 0, top_p: float = 1.0, context: torch.Tensor | None = None,
                     image_cfg_scale: float = 1.0, seed: int = 0, batch_size: int = 16, use_cache: bool = True,
-                    precision: str = "bf16", return_codes: bool = False) -> torch.Tensor:
+                    precision: str = "bf16", return_codes: bool = False, steps: int | None = None,
+                    sampler: str | None = None) -> torch.Tensor:
     """Text (and optionally an image ``context`` (N, 3, H, W) to condition on) -> images (N, 3, H, W) in [0, 1].
+
+    One step per code, so ``steps`` (the harness passes the diffusion systems' step count to every generator)
+    sets nothing here, and there is no ``sampler`` to pick: temperature / top-k / top-p shape each draw.
 
     Guidance: without context, two branches (prompt; prompt without text) at ``cfg_scale`` (1 = none); with
     context, three branches (text + image; image only; neither) at ``cfg_scale`` for the text and
     ``image_cfg_scale`` for the image. ``return_codes`` returns the tokenizer codes instead of pixels.
     """
+    if sampler is not None:
+        raise UmmError(f"{system.family} samples image codes one token at a time; there is no {sampler!r} sampler "
+                       "to pick (set temperature/top_k/top_p instead)")
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     plan = system.image_plan()
@@ -240,6 +201,7 @@ def _decode_after(model, system, seqs: list[Sequence], max_new_tokens: int, prec
 
 
 @torch.no_grad()
+@LOOPS.register("ar.caption")
 def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_TOKENS, batch_size: int = 64,
             precision: str = "bf16") -> list[str]:
     """Images (N, 3, H, W) in [0, 1] -> captions, greedy, after ``system.understanding_prompt(codes, None)``."""
@@ -247,6 +209,7 @@ def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_T
 
 
 @torch.no_grad()
+@LOOPS.register("ar.answer")
 def answer(model, system, images: torch.Tensor, questions: list[str] | None, max_new_tokens: int = ANSWER_TOKENS,
            batch_size: int = 64, precision: str = "bf16") -> list[str]:
     """(image, question) -> answer, greedy, after ``system.understanding_prompt(codes, question)``."""
@@ -257,3 +220,41 @@ def answer(model, system, images: torch.Tensor, questions: list[str] | None, max
         seqs = [system.understanding_prompt(c, q) for c, q in zip(codes, asks)]
         out += _decode_after(model, system, seqs, max_new_tokens, precision)
     return out
+
+
+@LOOPS.register("ar.generate_interleaved")
+@torch.no_grad()
+def generate_interleaved(model, system, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
+                         seed: int = 0, precision: str = "bf16") -> list:
+    """Text that may open images: decode text; on BOI, sample a whole image (grid^2 codes, then EOI) with the
+    image-only restriction, without guidance; then go on with text. Returns strings and (3, H, W) images."""
+    device = next(model.parameters()).device
+    tok = system.tokenizer
+    generator = torch.Generator(device=device).manual_seed(seed)
+    plan = system.image_plan()
+    seq = Sequence(pad_id=tok.pad_id).text([tok.bos_id] + system.text_ids(prompt), loss=False)
+    tokens, layout = prompt_batch(system, [seq], device)
+    segments: list = []
+    text: list[int] = []
+    with autocast(precision, device):
+        step, logits = cached_steps(model, tokens, layout, max_new_tokens * (len(plan.forced) + 1))
+        next_position = layout.next_position
+        for _ in range(max_new_tokens):
+            # text tokens: anything but image codes (an image starts only through BOI)
+            token = sample_next(logits[:, : system.config.text_vocab], temperature, generator=generator)
+            if int(token) == tok.eos_id:
+                break
+            token_layout = continue_layout(next_position, Span(1))
+            logits, next_position = step(token[:, None], token_layout), token_layout.next_position
+            if int(token) != tok.boi_id:
+                text.append(int(token))
+                continue
+            if text:
+                segments.append(tok.decode(text))
+                text = []
+            generated, span = sample_plan(step, logits, next_position, plan, temperature=1.0, generator=generator)
+            segments.append(decode_codes(system, system.codes_from_plan(generated))[0])
+            logits, next_position = step(generated[:, -1:], span[-1:]), span.next_position  # feed EOI
+    if text:
+        segments.append(tok.decode(text))
+    return segments

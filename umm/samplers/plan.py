@@ -1,0 +1,62 @@
+"""What an autoregressive sampler may emit after a prompt: the slots of one generated span (a token plan).
+
+A system describes its generated image as a :class:`TokenPlan` (``image_plan`` for a plain grid of codes);
+the loops in ``umm/pipelines/ar.py`` and ``ar_video.py`` follow it slot by slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from umm import UmmError
+from umm.nn import Layout, Span, continue_layout
+
+
+@dataclass(frozen=True)
+class TokenPlan:
+    """The slots of one generated span.
+
+    ``forced[i] >= 0`` is emitted as is (EOI; EMU3's end-of-row); ``forced[i] == -1`` is sampled, restricted to
+    the tokens ``[low, high)`` (Chameleon samples only image codes inside an image). ``spans`` lay the slots
+    out (an image grid for 2D RoPE, then text-like slots) and must cover ``len(forced)`` slots.
+
+    Chameleon: ``image_plan((h, w), text_vocab, text_vocab + K, end=(eoi,))``. A layout with end-of-row tokens
+    (EMU3) forces them between rows: ``forced = ((-1,) * w + (eol,)) * h + (eof, eoi)``, laid out for example
+    as ``(Span(h * (w + 1), False, (h, w + 1)), Span(2))`` so that each row's EOL sits in an extra column.
+    """
+
+    forced: tuple[int, ...]
+    low: int
+    high: int
+    spans: tuple[Span, ...]
+
+    def __post_init__(self) -> None:
+        if sum(s.length for s in self.spans) != len(self.forced):
+            raise UmmError(f"token plan: spans cover {sum(s.length for s in self.spans)} slots, forced lists {len(self.forced)}")
+        if not 0 <= self.low < self.high:
+            raise UmmError(f"token plan: empty sampling range [{self.low}, {self.high})")
+
+    def layout(self, next_position: torch.Tensor) -> Layout:
+        """The layout of all planned slots appended after a prefix whose next position is ``next_position``."""
+        parts = []
+        for span in self.spans:
+            parts.append(continue_layout(next_position, span))
+            next_position = parts[-1].next_position
+        return concat_layouts(parts)
+
+
+def image_plan(grid: tuple[int, int], low: int, high: int, end: tuple[int, ...] = ()) -> TokenPlan:
+    """``h * w`` codes sampled from ``[low, high)`` in raster order, then the forced ``end`` tokens (EOI ...).
+
+    The image slots are one causal span carrying its grid, so a model with 2D RoPE sees (row, column)."""
+    h, w = grid
+    spans = (Span(h * w, False, (h, w)),) + ((Span(len(end)),) if end else ())
+    return TokenPlan((-1,) * (h * w) + tuple(end), low, high, spans)
+
+
+def concat_layouts(parts: list[Layout]) -> Layout:
+    """Layouts of consecutive chunks as one; ``next_position`` is the last chunk's."""
+    return Layout(torch.cat([p.block for p in parts], 1), torch.cat([p.positions for p in parts], 1),
+                  torch.cat([p.valid for p in parts], 1), parts[-1].next_position)
