@@ -29,7 +29,7 @@ LAYERS = [
 ALLOWED = {
     ("umm", "umm.api"): "the package's front door: umm.load / umm.train, imported on first use",
     **{(f"umm.models.{m}", "umm.pipelines"): "capability methods call the family's pipeline loops"
-       for m in ("cond_decoder", "emu3", "lavit", "llm_bridge", "lwm", "nextgpt", "seedx", "textbind",
+       for m in ("cond_decoder", "emu3", "llm_bridge", "lwm", "nextgpt", "seedx", "textbind",
                  "vila_u")},
 }
 

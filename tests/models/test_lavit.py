@@ -11,7 +11,9 @@ from umm import UmmError
 from umm.data.shapes import ShapesWorld
 from umm.eval.harness import EvalConfig, evaluate
 from umm.models.factory import build_model, create_model, model_config
-from umm.models.lavit import LavitOptions, LavitSystem, allowed_tokens, generate_images
+from umm.models.lavit import LavitOptions, LavitSystem
+from umm.pipelines.ar_dynamic import PAD_CODE, allowed_tokens, generate_images
+from umm.tokenizers.image import dynamic
 from umm.models.showo import ShowoOptions, ShowoSystem
 from umm.models.system import load_system
 from umm.tokenizers.image.dynamic import PAD_CODE, DynamicOptions, DynamicTokenizerSystem
@@ -165,3 +167,7 @@ def test_recipes_end_to_end(tmp_path):
     tok_model, tok_system = load_system(tmp_path / "tok" / "model")
     recon = evaluate(tok_model, tok_system, EvalConfig(n_images=8)).metrics
     assert 1 <= recon["recon/tokens_per_image"] <= 16 and recon["recon/mse"] < 0.2
+
+
+def test_the_loops_pad_code_is_the_tokenizers():
+    assert PAD_CODE == dynamic.PAD_CODE  # umm/pipelines/ar_dynamic.py keeps its own copy (no import cycle)

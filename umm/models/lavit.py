@@ -34,11 +34,9 @@ from umm import UmmError
 from umm.data.sequence import Sequence, ar_sequence, batch_rng, collate
 from umm.models.factory import register_model
 from umm.models.system import FrozenPart, SystemBase
-from umm.nn import Layout, Span, TokenLM, TransformerConfig, autocast, continue_layout
+from umm.nn import Layout, TokenLM, TransformerConfig
 from umm.objectives import IGNORE, next_token_loss
-from umm.pipelines import ar
 from umm.registry import ARCHITECTURES, SYSTEMS
-from umm.samplers.ar import sample_next
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
 from umm.tokenizers.image.dynamic import PAD_CODE
 
@@ -107,6 +105,7 @@ class LavitSystem(SystemBase):
     tasks = ("t2i", "caption", "qa")
     capabilities = ("t2i", "caption", "qa")
     Options = LavitOptions
+    mechanism = "ar_dynamic"  # umm/pipelines/ar_dynamic.py: codes until EOI, as many as the model wants
     frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "lavit_tokenizer_s", _load_dynamic_tokenizer)}
 
     def __init__(self, tokenizer, config: LavitConfig, options: LavitOptions | None = None,
@@ -167,85 +166,9 @@ class LavitSystem(SystemBase):
                     out[name] = F.cross_entropy(logits[mask].float(), targets[mask])
         return out
 
-    # -- capabilities ------------------------------------------------------------------------------------
+    # -- capabilities (the loops: umm/pipelines/ar_dynamic.py, captions and answers by umm/pipelines/ar.py) ----
 
-    def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 3.0,
-                        seed: int = 0, batch_size: int = 16, sampler: str | None = None, **kwargs) -> torch.Tensor:
-        """Text -> images (N, 3, H, W) in [0, 1]; ``steps`` is accepted for the harness and unused (one step per
-        token, as many tokens as the model wants)."""
-        if sampler is not None:
-            raise UmmError(f"LaVIT samples visual tokens one at a time until EOI; there is no {sampler!r} sampler")
+    def sampling_defaults(self, capability: str) -> dict:
+        """The code sampler's temperature and top-k/p from the options."""
         o = self.options
-        kwargs = {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, **kwargs}
-        return generate_images(model, self, prompts, cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, **kwargs)
-
-    def caption(self, model, images: torch.Tensor, **kwargs) -> list[str]:
-        return ar.caption(model, self, images, **kwargs)
-
-    def answer(self, model, images: torch.Tensor, questions: list[str], **kwargs) -> list[str]:
-        return ar.answer(model, self, images, questions, **kwargs)
-
-
-# ---- generation: visual tokens until EOI ------------------------------------------------------------------
-
-
-def allowed_tokens(config: LavitConfig, eoi_id: int, generated: int) -> torch.Tensor:
-    """(V,) bool: image codes, and EOI once at least one code exists; only EOI when the image is full."""
-    allowed = torch.zeros(config.vocab_size, dtype=torch.bool)
-    if generated < config.max_image_tokens:
-        allowed[config.text_vocab :] = True
-    allowed[eoi_id] = generated > 0
-    return allowed
-
-
-@torch.no_grad()
-def generate_images(model: Lavit, system: LavitSystem, prompts: list[str], cfg_scale: float = 3.0,
-                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16,
-                    precision: str = "bf16", use_cache: bool = True, return_codes: bool = False) -> torch.Tensor:
-    """Text -> images (N, 3, H, W) in [0, 1] (or codes (N, max_image_tokens) padded with -1).
-
-    Each row samples codes after ``[BOS] caption [BOI]`` until it emits EOI; guidance combines the prompt and
-    the caption-free ``[BOS] [BOI]`` on log-probabilities, and both branches are fed the sampled token. A row
-    that has finished keeps being fed EOI (its outputs are ignored) until every row has finished.
-    """
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    config, tok = system.config, system.tokenizer
-    n = config.max_image_tokens
-    branches = 2 if cfg_scale != 1.0 else 1
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        b = len(chunk)
-        texts = chunk + ([None] * b if branches == 2 else [])
-        seqs = [Sequence(pad_id=tok.pad_id).text([tok.bos_id] + ([] if t is None else system.text_ids(t)) + [tok.boi_id],
-                                                 loss=False) for t in texts]
-        tokens, layout = ar.prompt_batch(system, seqs, device)
-        codes = torch.full((b, n), PAD_CODE, dtype=torch.long)
-        done = torch.zeros(b, dtype=torch.bool)
-        with autocast(precision, device):
-            if use_cache:
-                step, logits = ar.cached_steps(model, tokens, layout, n + 1)
-            else:
-                step, logits = ar.recompute_steps(model, tokens, layout)
-            next_position = layout.next_position
-            for i in range(n + 1):
-                guided = logits.log_softmax(-1)
-                if branches == 2:
-                    cond, uncond = guided.chunk(2)
-                    guided = uncond + cfg_scale * (cond - uncond)
-                # restrict after guidance (-inf inside the guidance arithmetic would give nan)
-                guided = guided.masked_fill(~allowed_tokens(config, tok.eoi_id, i).to(device), float("-inf"))
-                token = sample_next(guided, temperature, top_k, top_p, generator).cpu()  # (B,)
-                token = torch.where(done, tok.eoi_id, token)
-                is_code = token >= config.text_vocab
-                if i < n:
-                    codes[:, i] = torch.where(is_code, token - config.text_vocab, PAD_CODE)
-                done |= ~is_code
-                if bool(done.all()):
-                    break
-                token_layout = continue_layout(next_position, Span(1))
-                logits = step(token.repeat(branches)[:, None].to(device), token_layout)
-                next_position = token_layout.next_position
-        out.append(codes if return_codes else ar.decode_codes(system, codes))
-    return torch.cat(out)
+        return {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p} if capability == "generate_images" else {}
