@@ -122,3 +122,26 @@ def test_an_unset_frozen_part_is_an_error_naming_its_key_and_recipe(tokenizer, n
     with pytest.raises(UmmError, match=rf"system_args\.{key} is unset.*umm train {recipe}"):
         system_cls.model_overrides(tokenizer, options)
         system_cls(tokenizer, model.config, options)
+
+
+@pytest.mark.parametrize("name", TEST_MODELS)
+def test_a_system_on_a_mechanism_has_what_its_loops_read_and_every_capability_has_a_loop(name, tokenizer):
+    """The system <-> pipeline contract (umm/pipelines/protocols.py): a system that names a mechanism satisfies
+    that mechanism's Protocol, and each capability it lists runs a registered loop (or a method of its own)."""
+    import warnings
+
+    from umm.pipelines.protocols import PROTOCOLS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # untrained test tokenizers warn
+        _, system = make(name, tokenizer)
+    if not system.mechanism:
+        pytest.skip(f"{system.family} still runs its own capability methods (issue 17)")
+    assert isinstance(system, PROTOCOLS[system.mechanism]), f"{system.family} lacks what {system.mechanism} loops read"
+    loop_of = {"t2i": "generate_images", "caption": "caption", "qa": "answer", "interleaved": "generate_interleaved",
+               "inpaint": "inpaint"}
+    for capability in system.capabilities:
+        if capability in loop_of:
+            assert system.has_loop(loop_of[capability]), f"{system.family}: {capability} has no loop"
+    with pytest.raises(UmmError, match="has no no_such_thing loop"):
+        system.run_loop("no_such_thing", None)
