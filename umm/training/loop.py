@@ -384,7 +384,8 @@ def train(
             if pending_snapshots:
                 seconds = elapsed_before + clock() - run_start
                 done = max(step / cfg.steps, seconds / budget if budget else 0.0)
-                while pending_snapshots and done >= pending_snapshots[0]:
+                # every rank takes the snapshot at the same step (under FSDP exporting it is collective)
+                while pending_snapshots and dist_utils.broadcast_flag(done >= pending_snapshots[0], device):
                     snapshot(pending_snapshots.pop(0), step, seconds)
 
             out_of_time = budget > 0 and elapsed_before + clock() - run_start >= budget
