@@ -145,3 +145,11 @@ def test_a_system_on_a_mechanism_has_what_its_loops_read_and_every_capability_ha
             assert system.has_loop(loop_of[capability]), f"{system.family}: {capability} has no loop"
     with pytest.raises(UmmError, match="has no no_such_thing loop"):
         system.run_loop("no_such_thing", None)
+    if "t2i" in system.capabilities:  # a registered loop runs without autograd (no graph kept across its steps)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, system = make(name, tokenizer)
+        grad_on = []
+        model.register_forward_pre_hook(lambda module, args: grad_on.append(torch.is_grad_enabled()))
+        images = system.generate_images(model, ["a red circle"], steps=2, seed=0, precision="fp32")
+        assert images.ndim == 4 and grad_on and not any(grad_on), "the loop ran the model with autograd on"

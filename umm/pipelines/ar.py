@@ -137,8 +137,8 @@ def decode_codes(system, codes: torch.Tensor) -> torch.Tensor:
     return tokenizer.decode(codes.to(next(tokenizer.parameters()).device)).float().cpu()
 
 
-@torch.no_grad()
 @LOOPS.register("ar.generate_images")
+@torch.no_grad()
 def generate_images(model, system, prompts: list[str], cfg_scale: float = 3.0, temperature: float = 1.0,
                     top_k: int = 0, top_p: float = 1.0, context: torch.Tensor | None = None,
                     image_cfg_scale: float = 1.0, seed: int = 0, batch_size: int = 16, use_cache: bool = True,
@@ -200,16 +200,16 @@ def _decode_after(model, system, seqs: list[Sequence], max_new_tokens: int, prec
     return [system.tokenizer.decode(row) for row in ids]
 
 
-@torch.no_grad()
 @LOOPS.register("ar.caption")
+@torch.no_grad()
 def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_TOKENS, batch_size: int = 64,
             precision: str = "bf16") -> list[str]:
     """Images (N, 3, H, W) in [0, 1] -> captions, greedy, after ``system.understanding_prompt(codes, None)``."""
     return answer(model, system, images, None, max_new_tokens, batch_size, precision)
 
 
-@torch.no_grad()
 @LOOPS.register("ar.answer")
+@torch.no_grad()
 def answer(model, system, images: torch.Tensor, questions: list[str] | None, max_new_tokens: int = ANSWER_TOKENS,
            batch_size: int = 64, precision: str = "bf16") -> list[str]:
     """(image, question) -> answer, greedy, after ``system.understanding_prompt(codes, question)``."""

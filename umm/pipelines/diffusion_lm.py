@@ -101,8 +101,8 @@ def _denoise_image(model, system, cache, next_position, rows: int, guided: bool,
     return x, (tokens, kinds, layout)
 
 
-@torch.no_grad()
 @LOOPS.register("diffusion_lm.generate_images")
+@torch.no_grad()
 def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scale: float = 3.0, sampler: str | None = None,
                     seed: int = 0, batch_size: int = 16, precision: str = "bf16",
                     cfg_interval: tuple[float, float] | None = None) -> torch.Tensor:
@@ -157,8 +157,8 @@ def _decode_after(model, system, seqs: list[Sequence], max_new_tokens: int, prec
     return [system.tokenizer.decode(row) for row in ids]
 
 
-@torch.no_grad()
 @LOOPS.register("diffusion_lm.caption")
+@torch.no_grad()
 def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_TOKENS, batch_size: int = 64,
             precision: str = "bf16") -> list[str]:
     """Image (N, C, H, W) in [0, 1] -> caption, greedy decoding after ``[BOS] [BOI] image [EOI]``."""
@@ -169,8 +169,8 @@ def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_T
     return out
 
 
-@torch.no_grad()
 @LOOPS.register("diffusion_lm.answer")
+@torch.no_grad()
 def answer(model, system, images: torch.Tensor, questions: list[str], max_new_tokens: int = ANSWER_TOKENS,
            batch_size: int = 64,
            precision: str = "bf16") -> list[str]:
@@ -182,8 +182,8 @@ def answer(model, system, images: torch.Tensor, questions: list[str], max_new_to
     return out
 
 
-@torch.no_grad()
 @LOOPS.register("diffusion_lm.generate_interleaved")
+@torch.no_grad()
 def generate_interleaved(model, system, prompt: str, max_new_tokens: int = 64, steps: int = 25,
                          temperature: float = 0.0, seed: int = 0, precision: str = "bf16",
                          force_image: bool = False) -> list[str | torch.Tensor]:
@@ -241,8 +241,8 @@ def _feed(model, system, cache, token: int, next_position: torch.Tensor, device)
     return out.logits[:, -1].float(), layout.next_position
 
 
-@torch.no_grad()
 @LOOPS.register("diffusion_lm.predict_x0")
+@torch.no_grad()
 def predict_x0(model, system, images: torch.Tensor, prompts: list[str], t: float, seed: int = 0,
                batch_size: int = 32, precision: str = "bf16") -> torch.Tensor:
     """The one-step x0 prediction from the true x_t: noise each image to time ``t`` along the system's

@@ -157,8 +157,8 @@ def _raster(model, system, cache, next_position: torch.Tensor, last_hidden: torc
     return x
 
 
-@torch.no_grad()
 @LOOPS.register("masked_ar.generate_images")
+@torch.no_grad()
 def generate_images(model, system, prompts: list[str], steps: int = 25, cfg_scale: float = 3.0,
                     sampler: str | None = None, seed: int = 0, batch_size: int = 16, precision: str = "bf16",
                     iterations: int | None = None, temperature: float | None = None) -> torch.Tensor:
@@ -209,8 +209,8 @@ def _decode_after(model, system, seqs: list[Sequence], max_new_tokens: int, prec
     return [system.tokenizer.decode(row) for row in ids]
 
 
-@torch.no_grad()
 @LOOPS.register("masked_ar.caption")
+@torch.no_grad()
 def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_TOKENS, batch_size: int = 64,
             precision: str = "bf16") -> list[str]:
     """Image (N, C, H, W) in [0, 1] -> caption, greedy decoding after ``[BOS] [BOI] image [EOI]``."""
@@ -221,8 +221,8 @@ def caption(model, system, images: torch.Tensor, max_new_tokens: int = CAPTION_T
     return out
 
 
-@torch.no_grad()
 @LOOPS.register("masked_ar.answer")
+@torch.no_grad()
 def answer(model, system, images: torch.Tensor, questions: list[str], max_new_tokens: int = ANSWER_TOKENS,
            batch_size: int = 64,
            precision: str = "bf16") -> list[str]:

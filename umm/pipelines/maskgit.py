@@ -70,8 +70,8 @@ def sample_codes(model, system, prompts: list[str | None], codes: torch.Tensor, 
     return codes
 
 
-@torch.no_grad()
 @LOOPS.register("maskgit.generate_images")
+@torch.no_grad()
 def generate_images(model, system, prompts: list[str], steps: int = 16, cfg_scale: float = 0.0,
                     temperature: float = 1.0, choice_temperature: float = 4.5, seed: int = 0, batch_size: int = 16,
                     precision: str = "bf16", return_codes: bool = False, sampler: str | None = None) -> torch.Tensor:
@@ -105,8 +105,8 @@ def region_to_grid(region: torch.Tensor, grid: int) -> torch.Tensor:
     return pooled.flatten(1) > 0
 
 
-@torch.no_grad()
 @LOOPS.register("maskgit.inpaint")
+@torch.no_grad()
 def inpaint(model, system, images: torch.Tensor, region: torch.Tensor, prompts: list[str] | None = None,
             steps: int = 16, cfg_scale: float = 0.0, temperature: float = 1.0, choice_temperature: float = 4.5,
             seed: int = 0, batch_size: int = 16, precision: str = "bf16", return_codes: bool = False) -> torch.Tensor:
