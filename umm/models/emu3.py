@@ -306,7 +306,7 @@ class Emu3System(SystemBase):
                                         **kwargs)
         return ar_video.plan_codes(plan, tokens, grid)
 
-    def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 3.0,
+    def generate_images(self, model, prompts: list[str], *, steps: int | None = None, cfg_scale: float = 3.0,
                         seed: int = 0, batch_size: int = 16, sampler: str | None = None, scale: int = 1,
                         negative_prompt: str | None = None, return_codes: bool = False, **kwargs) -> torch.Tensor:
         """Text -> images (N, 3, S, S) in [0, 1], S = ``scale`` x the tokenizer canvas (any scale the model was
@@ -319,7 +319,7 @@ class Emu3System(SystemBase):
         codes = self._sample(model, prompts, grid, False, cfg_scale, negative_prompt, seed, batch_size, **kwargs)[:, 0]
         return codes if return_codes else decode_canvas(self.image_tokenizer, codes)
 
-    def generate_videos(self, model, prompts: list[str], cfg_scale: float = 3.0, seed: int = 0, batch_size: int = 16,
+    def generate_videos(self, model, prompts: list[str], *, cfg_scale: float = 3.0, seed: int = 0, batch_size: int = 16,
                         frames: int | None = None, negative_prompt: str | None = None, return_codes: bool = False,
                         **kwargs) -> torch.Tensor:
         """Text -> clips (N, frames, 3, H, W) in [0, 1] through the video tokenizer's (t, h, w) grid."""
@@ -329,11 +329,11 @@ class Emu3System(SystemBase):
             return codes
         return self.video_tokenizer.decode(codes.to(next(self.video_tokenizer.parameters()).device)).float().cpu()
 
-    def caption(self, model, images: torch.Tensor, batch_size: int = 64, max_new_tokens: int = CAPTION_TOKENS,
+    def caption(self, model, images: torch.Tensor, *, batch_size: int = 64, max_new_tokens: int = CAPTION_TOKENS,
                 precision: str = "bf16") -> list[str]:
-        return self.answer(model, images, None, batch_size, max_new_tokens, precision)
+        return self.answer(model, images, None, batch_size=batch_size, max_new_tokens=max_new_tokens, precision=precision)
 
-    def answer(self, model, images: torch.Tensor, questions: list[str] | None, batch_size: int = 64,
+    def answer(self, model, images: torch.Tensor, questions: list[str] | None, *, batch_size: int = 64,
                max_new_tokens: int = ANSWER_TOKENS, precision: str = "bf16") -> list[str]:
         """Images (N, 3, S, S) -> greedy answers to ``questions`` (captions when None); any trained canvas."""
         size = images.shape[-1]
@@ -345,7 +345,7 @@ class Emu3System(SystemBase):
         seqs = [self.understanding_prompt(c, False, q) for c, q in zip(codes, asks)]
         return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
 
-    def caption_videos(self, model, videos: torch.Tensor, batch_size: int = 32, max_new_tokens: int = CAPTION_TOKENS,
+    def caption_videos(self, model, videos: torch.Tensor, *, batch_size: int = 32, max_new_tokens: int = CAPTION_TOKENS,
                        precision: str = "bf16") -> list[str]:
         """Clips (N, T, 3, H, W) -> greedy captions."""
         codes = self.video_tokenizer.encode(videos.to(next(self.video_tokenizer.parameters()).device)).cpu()

@@ -295,7 +295,7 @@ class LWMSystem(SystemBase):
                                         batch_size=batch_size, **kwargs)
         return ar_video.plan_codes(plan, tokens, (frames, *self.image_tokenizer.grid))
 
-    def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 5.0,
+    def generate_images(self, model, prompts: list[str], *, steps: int | None = None, cfg_scale: float = 5.0,
                         seed: int = 0, batch_size: int = 16, sampler: str | None = None, return_codes: bool = False,
                         **kwargs) -> torch.Tensor:
         """Text -> images (N, 3, H, W) in [0, 1] (LWM's image CFG default 5.0). ``steps`` is accepted for the
@@ -306,7 +306,7 @@ class LWMSystem(SystemBase):
         codes = self._sample(model, prompts, 1, cfg_scale, seed, batch_size, **kwargs)
         return codes[:, 0] if return_codes else self.decode_frames(codes)[:, 0]
 
-    def generate_videos(self, model, prompts: list[str], cfg_scale: float = 1.0, seed: int = 0, batch_size: int = 16,
+    def generate_videos(self, model, prompts: list[str], *, cfg_scale: float = 1.0, seed: int = 0, batch_size: int = 16,
                         frames: int | None = None, return_codes: bool = False, **kwargs) -> torch.Tensor:
         """Text -> clips (N, frames, 3, H, W) in [0, 1] (default: ``options.frames``; LWM's video CFG 1.0)."""
         frames = self.options.frames if frames is None else frames
@@ -315,11 +315,11 @@ class LWMSystem(SystemBase):
         codes = self._sample(model, prompts, frames, cfg_scale, seed, batch_size, **kwargs)
         return codes if return_codes else self.decode_frames(codes)
 
-    def caption(self, model, images: torch.Tensor, batch_size: int = 64, max_new_tokens: int = CAPTION_TOKENS,
+    def caption(self, model, images: torch.Tensor, *, batch_size: int = 64, max_new_tokens: int = CAPTION_TOKENS,
                 precision: str = "bf16") -> list[str]:
-        return self.answer(model, images, None, batch_size, max_new_tokens, precision)
+        return self.answer(model, images, None, batch_size=batch_size, max_new_tokens=max_new_tokens, precision=precision)
 
-    def answer(self, model, images: torch.Tensor, questions: list[str] | None, batch_size: int = 64,
+    def answer(self, model, images: torch.Tensor, questions: list[str] | None, *, batch_size: int = 64,
                max_new_tokens: int = ANSWER_TOKENS, precision: str = "bf16") -> list[str]:
         """Images (N, 3, H, W) -> greedy answers to ``questions`` (captions when None)."""
         codes = self.encode_frames(images[:, None])
@@ -327,7 +327,7 @@ class LWMSystem(SystemBase):
         seqs = [self.understanding_prompt(c, q) for c, q in zip(codes, asks)]
         return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
 
-    def caption_videos(self, model, videos: torch.Tensor, batch_size: int = 32, max_new_tokens: int = CAPTION_TOKENS,
+    def caption_videos(self, model, videos: torch.Tensor, *, batch_size: int = 32, max_new_tokens: int = CAPTION_TOKENS,
                        precision: str = "bf16") -> list[str]:
         """Clips (N, T, 3, H, W) -> greedy captions, read at ``frames`` frames every ``frame_stride``."""
         codes = self.encode_frames(self.select_frames(videos))

@@ -421,7 +421,7 @@ class VilaUSystem(SystemBase):
 
     # -- capabilities ------------------------------------------------------------------------------------
 
-    def generate_images(self, model, prompts: list[str], steps: int | None = None, cfg_scale: float = 3.0,
+    def generate_images(self, model, prompts: list[str], *, steps: int | None = None, cfg_scale: float = 3.0,
                         seed: int = 0, batch_size: int = 16, sampler: str | None = None, **kwargs) -> torch.Tensor:
         """Text -> images (N, 3, H, W) in [0, 1]; ``steps`` is accepted for the harness and unused (one step per
         position and depth). Guidance is 2-way CFG at ``cfg_scale`` (VILA-U: 3.0)."""
@@ -432,10 +432,10 @@ class VilaUSystem(SystemBase):
         kwargs = {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, **kwargs}
         return generate_images(model, self, prompts, cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, **kwargs)
 
-    def caption(self, model, images: torch.Tensor, max_new_tokens: int = CAPTION_TOKENS, **kwargs) -> list[str]:
+    def caption(self, model, images: torch.Tensor, *, max_new_tokens: int = CAPTION_TOKENS, **kwargs) -> list[str]:
         return self.answer(model, images, None, max_new_tokens=max_new_tokens, **kwargs)
 
-    def answer(self, model, images: torch.Tensor, questions: list[str] | None, max_new_tokens: int = ANSWER_TOKENS,
+    def answer(self, model, images: torch.Tensor, questions: list[str] | None, *, max_new_tokens: int = ANSWER_TOKENS,
                batch_size: int = 64, precision: str = "bf16") -> list[str]:
         """(image, question) -> text, greedy with the KV cache after ``[BOS] [BOI] image [EOI] (question)``."""
         device = next(model.parameters()).device

@@ -73,29 +73,10 @@ class TokenizerSystem(SystemBase):
         return torch.cat([model.decode(model.encode(pixels[i : i + batch_size])) for i in range(0, len(pixels), batch_size)])
 
 
-@SYSTEMS.register("vq")
-class VQSystem(TokenizerSystem):
-    family = "vq"
-
-
-@SYSTEMS.register("rq")
-class RQSystem(TokenizerSystem):
-    family = "rq"
-
-
-@SYSTEMS.register("fsq")
-class FSQSystem(TokenizerSystem):
-    family = "fsq"
-
-
-@SYSTEMS.register("lfq")
-class LFQSystem(TokenizerSystem):
-    family = "lfq"
-
-
-@SYSTEMS.register("vae")
-class VAESystem(TokenizerSystem):
-    family = "vae"
+# The image tokenizers share every method: one registered class per family, differing only in the name a
+# trained run is saved and loaded under (system.json's "family")
+for _family in ("vq", "rq", "fsq", "lfq", "vae"):
+    SYSTEMS.register(_family)(type(f"{_family.upper()}System", (TokenizerSystem,), {"family": _family}))
 
 
 @SYSTEMS.register("vqvideo")
