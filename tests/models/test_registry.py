@@ -139,7 +139,7 @@ def test_a_system_on_a_mechanism_has_what_its_loops_read_and_every_capability_ha
         pytest.skip(f"{system.family} still runs its own capability methods (issue 17)")
     assert isinstance(system, PROTOCOLS[system.mechanism]), f"{system.family} lacks what {system.mechanism} loops read"
     loop_of = {"t2i": "generate_images", "caption": "caption", "qa": "answer", "interleaved": "generate_interleaved",
-               "inpaint": "inpaint"}
+               "inpaint": "inpaint", "t2v": "generate_videos", "v2t": "caption_videos"}
     for capability in system.capabilities:
         if capability in loop_of:
             assert system.has_loop(loop_of[capability]), f"{system.family}: {capability} has no loop"

@@ -12,7 +12,7 @@ end-of-frame token after every frame::
 
 Sampling (README and released inference code): KV cache, top-k, a prefix-constrained processor that forces
 the structure (EOL at the end of every row, EOF at the end of every frame, codes elsewhere; here a
-:func:`~umm.pipelines.ar_video.grid_plan`), and classifier-free guidance whose unconditional branch is a
+:func:`~umm.samplers.plan.grid_plan`), and classifier-free guidance whose unconditional branch is a
 *negative prompt* (``negative_prompt``; empty = plain CFG, which training supports by dropping the caption with
 probability ``cfg_dropout``, the SFT script's ``null_prompt_prob`` 0.05). ``vision_loss_only`` puts the loss of
 text -> image / video sequences on the visual tokens only (the SFT option ``apply_loss_on_only_vision``).
@@ -43,14 +43,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, Sequence, ar_sequence, batch_rng, collate
+from umm.data.sequence import Sequence, ar_sequence, batch_rng, collate
 from umm.models.factory import register_model
 from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, TokenLM, TransformerConfig
 from umm.objectives import IGNORE, next_token_loss
-from umm.pipelines import ar_video
-from umm.pipelines.ar import TokenPlan
 from umm.registry import ARCHITECTURES, SYSTEMS
+from umm.samplers.plan import TokenPlan, grid_plan
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
 IMG, EOL, EOF = 0, 1, 2  # structure tokens, offset by the text vocabulary: start of grid, end of row, end of frame
@@ -157,6 +156,7 @@ class Emu3Options:
 @SYSTEMS.register("emu3")
 class Emu3System(SystemBase):
     family = "emu3"
+    mechanism = "ar_video"  # umm/pipelines/ar_video.py runs its capabilities
     tasks = ("t2i", "caption", "qa", "t2v", "v2t")
     capabilities = ("t2i", "caption", "qa", "t2v", "v2t")
     modalities = ("image", "caption", "qa", "video")  # what a training sample must carry
@@ -209,7 +209,7 @@ class Emu3System(SystemBase):
         c, tok = self.config, self.tokenizer
         low, high, close = (c.video_low, c.vocab_size, tok.eov_id) if video else (c.image_low, c.video_low, tok.eoi_id)
         t, h, w = grid
-        return ar_video.grid_plan(t, h, w, low, high, row_end=c.text_vocab + EOL, frame_ends=(c.text_vocab + EOF,) * t,
+        return grid_plan(t, h, w, low, high, row_end=c.text_vocab + EOL, frame_ends=(c.text_vocab + EOF,) * t,
                                   end=(close,))
 
     def open_span(self, grid: tuple[int, int, int], video: bool) -> list[int]:
@@ -291,66 +291,49 @@ class Emu3System(SystemBase):
                     out[name] = F.cross_entropy(logits[mask].float(), targets[mask])
         return out
 
-    # -- capabilities -----------------------------------------------------------------------------------
+    # -- capabilities (the loops: umm/pipelines/ar_video.py) ----------------------------------------------
 
-    def _sample(self, model, prompts: list[str], grid: tuple[int, int, int], video: bool, cfg_scale: float,
-                negative_prompt: str | None, seed: int, batch_size: int, **kwargs) -> torch.Tensor:
-        """Codes (N, t, h, w) of spans sampled after ``prompts`` under the structure processor."""
+    def sampling_defaults(self, capability: str) -> dict:
+        """The code sampler's temperature and top-k/p from the options; EMU3's guidance 3.0 (its README)."""
+        if capability not in ("generate_images", "generate_videos"):
+            return {}
         o = self.options
-        kwargs = {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, **kwargs}
-        negative = o.negative_prompt if negative_prompt is None else negative_prompt
-        plan = self.grid_plan(grid, video)
+        return {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, "cfg_scale": 3.0}
+
+    def vision_prompts(self, prompts: list[str], video: bool, scale: int = 1, frames: int | None = None,
+                       negative_prompt: str | None = None):
+        """Prompts, their negative twins (guidance's unconditional branch; default: the option), the structure
+        processor's plan and the (t, h, w) grid: an image at ``scale`` x the tokenizer canvas, or a clip of ``frames``."""
+        if video and scale != 1:
+            raise UmmError("EMU3 generates clips at the video tokenizer's canvas: scale applies to images only")
+        if not video and frames is not None:
+            raise UmmError("frames applies to clips (generate_videos), not to images")
+        grid = self.video_grid(frames) if video else self.image_grid(scale)
+        negative = self.options.negative_prompt if negative_prompt is None else negative_prompt
         seqs = [self.generation_prompt(p, grid, video) for p in prompts]
         negatives = [self.generation_prompt(negative, grid, video) for _ in prompts]
-        tokens = ar_video.generate_plan(model, self, seqs, plan, negatives, cfg_scale, seed=seed, batch_size=batch_size,
-                                        **kwargs)
-        return ar_video.plan_codes(plan, tokens, grid)
+        return seqs, negatives, self.grid_plan(grid, video), grid
 
-    def generate_images(self, model, prompts: list[str], *, steps: int | None = None, cfg_scale: float = 3.0,
-                        seed: int = 0, batch_size: int = 16, sampler: str | None = None, scale: int = 1,
-                        negative_prompt: str | None = None, return_codes: bool = False, **kwargs) -> torch.Tensor:
-        """Text -> images (N, 3, S, S) in [0, 1], S = ``scale`` x the tokenizer canvas (any scale the model was
-        trained on). ``steps`` is accepted for the harness and unused (one step per token); guidance takes
-        ``negative_prompt`` (default: the option) as its unconditional branch."""
-        if sampler is not None:
-            raise UmmError(f"EMU3 samples one token at a time; there is no {sampler!r} sampler to pick "
-                           "(set temperature/top_k/top_p instead)")
-        grid = self.image_grid(scale)
-        codes = self._sample(model, prompts, grid, False, cfg_scale, negative_prompt, seed, batch_size, **kwargs)[:, 0]
-        return codes if return_codes else decode_canvas(self.image_tokenizer, codes)
-
-    def generate_videos(self, model, prompts: list[str], *, cfg_scale: float = 3.0, seed: int = 0, batch_size: int = 16,
-                        frames: int | None = None, negative_prompt: str | None = None, return_codes: bool = False,
-                        **kwargs) -> torch.Tensor:
-        """Text -> clips (N, frames, 3, H, W) in [0, 1] through the video tokenizer's (t, h, w) grid."""
-        grid = self.video_grid(frames)
-        codes = self._sample(model, prompts, grid, True, cfg_scale, negative_prompt, seed, batch_size, **kwargs)
-        if return_codes:
-            return codes
+    def decode_vision(self, codes: torch.Tensor, video: bool) -> torch.Tensor:
+        """Codes (N, t, h, w) -> clips (N, T, 3, H, W) through the video tokenizer, or images (N, 3, S, S) (t = 1)."""
+        if not video:
+            return decode_canvas(self.image_tokenizer, codes[:, 0])
         return self.video_tokenizer.decode(codes.to(next(self.video_tokenizer.parameters()).device)).float().cpu()
 
-    def caption(self, model, images: torch.Tensor, *, batch_size: int = 64, max_new_tokens: int = CAPTION_TOKENS,
-                precision: str = "bf16") -> list[str]:
-        return self.answer(model, images, None, batch_size=batch_size, max_new_tokens=max_new_tokens, precision=precision)
-
-    def answer(self, model, images: torch.Tensor, questions: list[str] | None, *, batch_size: int = 64,
-               max_new_tokens: int = ANSWER_TOKENS, precision: str = "bf16") -> list[str]:
-        """Images (N, 3, S, S) -> greedy answers to ``questions`` (captions when None); any trained canvas."""
+    def understanding_prompts(self, images: torch.Tensor, questions: list[str] | None) -> list[Sequence]:
+        """Images (N, 3, S, S), any trained canvas -> ``[BOS] <image span> (question)`` each."""
         size = images.shape[-1]
         if size % self.config.image_size or images.shape[-2] != size:
             raise UmmError(f"EMU3 reads square images of a multiple of {self.config.image_size} px, "
                            f"got {tuple(images.shape)}")
         codes = encode_canvas(self.image_tokenizer, images)
         asks = [None] * len(codes) if questions is None else questions
-        seqs = [self.understanding_prompt(c, False, q) for c, q in zip(codes, asks)]
-        return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
+        return [self.understanding_prompt(c, False, q) for c, q in zip(codes, asks)]
 
-    def caption_videos(self, model, videos: torch.Tensor, *, batch_size: int = 32, max_new_tokens: int = CAPTION_TOKENS,
-                       precision: str = "bf16") -> list[str]:
-        """Clips (N, T, 3, H, W) -> greedy captions."""
+    def video_understanding_prompts(self, videos: torch.Tensor) -> list[Sequence]:
+        """Clips (N, T, 3, H, W) -> ``[BOS] <video span>`` each."""
         codes = self.video_tokenizer.encode(videos.to(next(self.video_tokenizer.parameters()).device)).cpu()
-        seqs = [self.understanding_prompt(c, True) for c in codes]
-        return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
+        return [self.understanding_prompt(c, True) for c in codes]
 
 
 def _check_tokenizers(images: nn.Module, videos: nn.Module, config: Emu3Config) -> None:

@@ -21,7 +21,7 @@ What sets it apart from a shared-vocabulary model (Chameleon, EMU3):
   trunk is plain attention, and ``frames`` / ``frame_stride`` choose the context.)
 
 Sampling (``scripts/run_sample_image.sh`` / ``run_sample_video.sh``): KV cache, top-k, codes only inside the
-vision span with EOF / EOV forced at the frame ends (:func:`umm.pipelines.ar_video.grid_plan`), and
+vision span with EOF / EOV forced at the frame ends (:func:`umm.samplers.plan.grid_plan`), and
 classifier-free guidance whose unconditional prompt is ``[BOS] <vision>`` (the caption dropped; training drops
 it with probability ``cfg_dropout``, umm's choice).
 
@@ -41,14 +41,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, Sequence, ar_sequence, batch_rng, collate
+from umm.data.sequence import Sequence, ar_sequence, batch_rng, collate
 from umm.models.factory import register_model
 from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, Transformer, TransformerConfig
 from umm.objectives import IGNORE
-from umm.pipelines import ar_video
-from umm.pipelines.ar import TokenPlan
 from umm.registry import ARCHITECTURES, SYSTEMS
+from umm.samplers.plan import TokenPlan, grid_plan
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
 
@@ -156,6 +155,7 @@ class LWMOptions:
 @SYSTEMS.register("lwm")
 class LWMSystem(SystemBase):
     family = "lwm"
+    mechanism = "ar_video"  # umm/pipelines/ar_video.py runs its capabilities
     tasks = ("t2i", "caption", "qa", "t2v", "v2t")
     capabilities = ("t2i", "caption", "qa", "t2v", "v2t")
     modalities = ("image", "caption", "qa", "video")  # what a training sample must carry
@@ -212,7 +212,7 @@ class LWMSystem(SystemBase):
         c = self.config
         h, w = self.image_tokenizer.grid
         ends = (c.eof_id,) * (frames - 1) + (c.eov_id,)
-        return ar_video.grid_plan(frames, h, w, c.text_vocab, c.text_vocab + c.vision_codes, frame_ends=ends,
+        return grid_plan(frames, h, w, c.text_vocab, c.text_vocab + c.vision_codes, frame_ends=ends,
                                   end=(self.tokenizer.eoi_id,))
 
     def add_vision(self, seq: Sequence, codes: torch.Tensor, loss: bool) -> Sequence:
@@ -281,57 +281,36 @@ class LWMSystem(SystemBase):
             out["vision_loss"], out["vision_ce"] = self.options.vision_loss_weight * vision_ce, vision_ce.detach()
         return out
 
-    # -- capabilities -----------------------------------------------------------------------------------
+    # -- capabilities (the loops: umm/pipelines/ar_video.py) ----------------------------------------------
 
-    def _sample(self, model, prompts: list[str], frames: int, cfg_scale: float, seed: int, batch_size: int,
-                **kwargs) -> torch.Tensor:
-        """Codes (N, frames, h, w) sampled after ``prompts``."""
+    def sampling_defaults(self, capability: str) -> dict:
+        """The code sampler's temperature and top-k/p from the options; LWM's guidance: 5.0 for images, 1.0 for video."""
+        if capability not in ("generate_images", "generate_videos"):
+            return {}
         o = self.options
-        kwargs = {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, **kwargs}
-        plan = self.vision_plan(frames)
-        seqs = [self.generation_prompt(p) for p in prompts]
-        unconditional = [self.generation_prompt(None) for _ in prompts]
-        tokens = ar_video.generate_plan(model, self, seqs, plan, unconditional, cfg_scale, seed=seed,
-                                        batch_size=batch_size, **kwargs)
-        return ar_video.plan_codes(plan, tokens, (frames, *self.image_tokenizer.grid))
+        return {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p,
+                "cfg_scale": 5.0 if capability == "generate_images" else 1.0}
 
-    def generate_images(self, model, prompts: list[str], *, steps: int | None = None, cfg_scale: float = 5.0,
-                        seed: int = 0, batch_size: int = 16, sampler: str | None = None, return_codes: bool = False,
-                        **kwargs) -> torch.Tensor:
-        """Text -> images (N, 3, H, W) in [0, 1] (LWM's image CFG default 5.0). ``steps`` is accepted for the
-        harness and unused (one step per token)."""
-        if sampler is not None:
-            raise UmmError(f"LWM samples one token at a time; there is no {sampler!r} sampler to pick "
-                           "(set temperature/top_k/top_p instead)")
-        codes = self._sample(model, prompts, 1, cfg_scale, seed, batch_size, **kwargs)
-        return codes[:, 0] if return_codes else self.decode_frames(codes)[:, 0]
-
-    def generate_videos(self, model, prompts: list[str], *, cfg_scale: float = 1.0, seed: int = 0, batch_size: int = 16,
-                        frames: int | None = None, return_codes: bool = False, **kwargs) -> torch.Tensor:
-        """Text -> clips (N, frames, 3, H, W) in [0, 1] (default: ``options.frames``; LWM's video CFG 1.0)."""
-        frames = self.options.frames if frames is None else frames
+    def vision_prompts(self, prompts: list[str], video: bool, frames: int | None = None):
+        """Prompts, their unconditional twins ``[BOS] <vision>``, the plan and the (frames, h, w) grid: one frame for
+        an image, ``frames`` (default ``options.frames``) for a clip."""
+        frames = (self.options.frames if frames is None else frames) if video else 1
         if frames < 1:
             raise UmmError(f"LWM generates at least one frame, got frames={frames}")
-        codes = self._sample(model, prompts, frames, cfg_scale, seed, batch_size, **kwargs)
-        return codes if return_codes else self.decode_frames(codes)
+        seqs = [self.generation_prompt(p) for p in prompts]
+        return seqs, [self.generation_prompt(None) for _ in prompts], self.vision_plan(frames), (frames, *self.image_tokenizer.grid)
 
-    def caption(self, model, images: torch.Tensor, *, batch_size: int = 64, max_new_tokens: int = CAPTION_TOKENS,
-                precision: str = "bf16") -> list[str]:
-        return self.answer(model, images, None, batch_size=batch_size, max_new_tokens=max_new_tokens, precision=precision)
+    def decode_vision(self, codes: torch.Tensor, video: bool) -> torch.Tensor:
+        """Codes (N, frames, h, w) -> clips (N, frames, 3, H, W), or the images (N, 3, H, W) of one-frame codes."""
+        frames = self.decode_frames(codes)
+        return frames if video else frames[:, 0]
 
-    def answer(self, model, images: torch.Tensor, questions: list[str] | None, *, batch_size: int = 64,
-               max_new_tokens: int = ANSWER_TOKENS, precision: str = "bf16") -> list[str]:
-        """Images (N, 3, H, W) -> greedy answers to ``questions`` (captions when None)."""
+    def understanding_prompts(self, images: torch.Tensor, questions: list[str] | None) -> list[Sequence]:
+        """Images (N, 3, H, W) -> ``[BOS] <vision> frame </vision> (question)`` each."""
         codes = self.encode_frames(images[:, None])
         asks = [None] * len(codes) if questions is None else questions
-        seqs = [self.understanding_prompt(c, q) for c, q in zip(codes, asks)]
-        return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
+        return [self.understanding_prompt(c, q) for c, q in zip(codes, asks)]
 
-    def caption_videos(self, model, videos: torch.Tensor, *, batch_size: int = 32, max_new_tokens: int = CAPTION_TOKENS,
-                       precision: str = "bf16") -> list[str]:
-        """Clips (N, T, 3, H, W) -> greedy captions, read at ``frames`` frames every ``frame_stride``."""
-        codes = self.encode_frames(self.select_frames(videos))
-        seqs = [self.understanding_prompt(c) for c in codes]
-        return ar_video.decode_text(model, self, seqs, self.config.text_vocab, max_new_tokens, batch_size, precision)
-
-
+    def video_understanding_prompts(self, videos: torch.Tensor) -> list[Sequence]:
+        """Clips (N, T, 3, H, W), read at ``frames`` frames every ``frame_stride``."""
+        return [self.understanding_prompt(c) for c in self.encode_frames(self.select_frames(videos))]

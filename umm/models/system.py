@@ -183,6 +183,14 @@ class SystemBase:
         """Regenerate ``region`` (B, H, W) bool of ``images``, optionally under ``prompts``."""
         return self.run_loop("inpaint", model, images, region, prompts, **options)
 
+    def generate_videos(self, model: torch.nn.Module, prompts: list[str], **options: Any) -> torch.Tensor:
+        """Text -> clips (N, T, 3, H, W) in [0, 1]."""
+        return self.run_loop("generate_videos", model, prompts, **options)
+
+    def caption_videos(self, model: torch.nn.Module, videos: torch.Tensor, **options: Any) -> list[str]:
+        """Clips (N, T, 3, H, W) in [0, 1] -> one caption each."""
+        return self.run_loop("caption_videos", model, videos, **options)
+
     def predict_x0(self, model: torch.nn.Module, images: torch.Tensor, prompts: list[str], t: float, **options: Any) -> torch.Tensor:
         """One-step x0 from the true x_t at time ``t`` (the harness's denoise check; diffusion mechanisms)."""
         return self.run_loop("predict_x0", model, images, prompts, t, **options)

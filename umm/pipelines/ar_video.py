@@ -14,8 +14,11 @@ Guidance uses a *negative prompt* as the unconditional branch (EMU3's README: CF
 through ``UnbatchedClassifierFreeGuidanceLogitsProcessor``): the system builds the negative prompt's sequence
 like any prompt, so an empty negative text is ordinary CFG.
 
-The system passes prompt :class:`~umm.data.sequence.Sequence` s; it needs ``config.transformer.rope_axes`` and
-``tokenizer`` (``pad_id``, ``eos_id``, ``decode``), as in :mod:`umm.pipelines.ar`.
+The capability loops at the end (mechanism ``ar_video``: EMU3, LWM) ask the system for what differs between
+them (``umm/pipelines/protocols.py``, ``VideoCodeAR``): ``vision_prompts`` (the prompts, their unconditional or
+negative twins, the plan and the code grid of a request), ``decode_vision``, and the prompts that captions and
+answers are decoded after; they need ``config.transformer.rope_axes`` and ``config.text_vocab`` and ``tokenizer``
+(``pad_id``, ``eos_id``, ``decode``), as in :mod:`umm.pipelines.ar`.
 """
 
 from __future__ import annotations
@@ -26,27 +29,10 @@ from umm import UmmError
 from umm.data.sequence import Sequence
 from umm.nn import Span, autocast
 from umm.pipelines import ar
+from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS
 from umm.pipelines.decode import decode_tokens
-
-
-def grid_plan(frames: int, height: int, width: int, low: int, high: int, row_end: int | None = None,
-              frame_ends: tuple[int, ...] = (), end: tuple[int, ...] = ()) -> ar.TokenPlan:
-    """Slots of a ``frames x height x width`` grid in raster order, codes sampled from ``[low, high)``.
-
-    ``row_end`` (EMU3's EOL) follows every row; ``frame_ends[f]`` closes frame ``f`` (EMU3: EOF after every
-    frame; LWM: EOF after each frame but the last, EOV after the last), then the ``end`` tokens (EOI ...).
-    The slots form one causal span (EMU3 and LWM use 1D RoPE over the flattened stream).
-    """
-    if min(frames, height, width) < 1:
-        raise UmmError(f"a grid needs at least one frame, row and column, got {frames}x{height}x{width}")
-    if frame_ends and len(frame_ends) != frames:
-        raise UmmError(f"{len(frame_ends)} end-of-frame tokens for {frames} frames")
-    row = (-1,) * width + ((row_end,) if row_end is not None else ())
-    forced: tuple[int, ...] = ()
-    for f in range(frames):
-        forced += row * height + ((frame_ends[f],) if frame_ends else ())
-    forced += tuple(end)
-    return ar.TokenPlan(forced, low, high, (Span(len(forced)),))
+from umm.registry import LOOPS
+from umm.samplers.plan import grid_plan  # noqa: F401  (the plan of a grid stream)
 
 
 def plan_codes(plan: ar.TokenPlan, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
@@ -118,3 +104,68 @@ def decode_text(model, system, prompts: list[Sequence], text_vocab: int, max_new
                                 layout.next_position, max_new_tokens, system.tokenizer.eos_id)
         out += [system.tokenizer.decode(row) for row in ids]
     return out
+
+
+# ---- the capability loops of mechanism "ar_video" (EMU3, LWM) ----------------------------------------------
+
+
+def _sample_codes(model, system, prompts: list[str], video: bool, request: dict, **sampling) -> torch.Tensor:
+    """Codes (N, t, h, w) of the grid the system plans for ``request`` (its own keywords: frames, scale ...)."""
+    seqs, negatives, plan, grid = system.vision_prompts(prompts, video, **request)
+    return plan_codes(plan, generate_plan(model, system, seqs, plan, negatives, **sampling), grid)
+
+
+@LOOPS.register("ar_video.generate_images")
+@torch.no_grad()
+def generate_images(model, system, prompts: list[str], *, cfg_scale: float = 3.0, temperature: float = 1.0,
+                    top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16, precision: str = "bf16",
+                    use_cache: bool = True, return_codes: bool = False, steps: int | None = None,
+                    sampler: str | None = None, **request) -> torch.Tensor:
+    """Text -> images (N, 3, H, W) in [0, 1] (codes (N, h, w) with ``return_codes``). One step per token, so
+    ``steps`` sets nothing and there is no ``sampler`` to pick; ``request`` goes to the system (EMU3: ``scale``,
+    ``negative_prompt``)."""
+    if sampler is not None:
+        raise UmmError(f"{system.family} samples one token at a time; there is no {sampler!r} sampler to pick "
+                       "(set temperature/top_k/top_p instead)")
+    codes = _sample_codes(model, system, prompts, False, request, cfg_scale=cfg_scale, temperature=temperature,
+                          top_k=top_k, top_p=top_p, seed=seed, batch_size=batch_size, use_cache=use_cache,
+                          precision=precision)  # (N, 1, h, w)
+    return codes[:, 0] if return_codes else system.decode_vision(codes, video=False)
+
+
+@LOOPS.register("ar_video.generate_videos")
+@torch.no_grad()
+def generate_videos(model, system, prompts: list[str], *, cfg_scale: float = 3.0, temperature: float = 1.0,
+                    top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16, precision: str = "bf16",
+                    use_cache: bool = True, return_codes: bool = False, **request) -> torch.Tensor:
+    """Text -> clips (N, T, 3, H, W) in [0, 1] (codes (N, t, h, w) with ``return_codes``); ``request``: the
+    system's (``frames``, ``negative_prompt``)."""
+    codes = _sample_codes(model, system, prompts, True, request, cfg_scale=cfg_scale, temperature=temperature,
+                          top_k=top_k, top_p=top_p, seed=seed, batch_size=batch_size, use_cache=use_cache,
+                          precision=precision)
+    return codes if return_codes else system.decode_vision(codes, video=True)
+
+
+@LOOPS.register("ar_video.answer")
+@torch.no_grad()
+def answer(model, system, images: torch.Tensor, questions: list[str] | None, *, batch_size: int = 64,
+           max_new_tokens: int = ANSWER_TOKENS, precision: str = "bf16") -> list[str]:
+    """Images (N, 3, H, W) -> greedy answers to ``questions`` (captions when None)."""
+    seqs = system.understanding_prompts(images, questions)
+    return decode_text(model, system, seqs, system.config.text_vocab, max_new_tokens, batch_size, precision)
+
+
+@LOOPS.register("ar_video.caption")
+@torch.no_grad()
+def caption(model, system, images: torch.Tensor, *, batch_size: int = 64, max_new_tokens: int = CAPTION_TOKENS,
+            precision: str = "bf16") -> list[str]:
+    return answer(model, system, images, None, batch_size=batch_size, max_new_tokens=max_new_tokens, precision=precision)
+
+
+@LOOPS.register("ar_video.caption_videos")
+@torch.no_grad()
+def caption_videos(model, system, videos: torch.Tensor, *, batch_size: int = 32, max_new_tokens: int = CAPTION_TOKENS,
+                   precision: str = "bf16") -> list[str]:
+    """Clips (N, T, 3, H, W) -> greedy captions."""
+    seqs = system.video_understanding_prompts(videos)
+    return decode_text(model, system, seqs, system.config.text_vocab, max_new_tokens, batch_size, precision)

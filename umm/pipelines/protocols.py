@@ -96,6 +96,19 @@ class PerTokenDiffusion(TokenSystem, Protocol):
     def tokens_to_images(self, tokens: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class VideoCodeAR(TokenSystem, Protocol):
+    """``ar_video`` (EMU3, LWM): image and video grids as planned raster streams with structure tokens."""
+
+    def vision_prompts(self, prompts: list[str], video: bool, **request: Any) -> tuple: ...
+
+    def decode_vision(self, codes: torch.Tensor, video: bool) -> torch.Tensor: ...
+
+    def understanding_prompts(self, images: torch.Tensor, questions: list[str] | None) -> list[Sequence]: ...
+
+    def video_understanding_prompts(self, videos: torch.Tensor) -> list[Sequence]: ...
+
+
 # mechanism -> the Protocol its loops read
 PROTOCOLS: dict[str, type] = {"ar": CodeAR, "ar_dynamic": DynamicCodeAR, "maskgit": MaskedTokens,
-                              "diffusion_lm": DiffusionLM, "masked_ar": PerTokenDiffusion}
+                              "diffusion_lm": DiffusionLM, "masked_ar": PerTokenDiffusion, "ar_video": VideoCodeAR}

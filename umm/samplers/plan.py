@@ -60,3 +60,23 @@ def concat_layouts(parts: list[Layout]) -> Layout:
     """Layouts of consecutive chunks as one; ``next_position`` is the last chunk's."""
     return Layout(torch.cat([p.block for p in parts], 1), torch.cat([p.positions for p in parts], 1),
                   torch.cat([p.valid for p in parts], 1), parts[-1].next_position)
+
+
+def grid_plan(frames: int, height: int, width: int, low: int, high: int, row_end: int | None = None,
+              frame_ends: tuple[int, ...] = (), end: tuple[int, ...] = ()) -> TokenPlan:
+    """Slots of a ``frames x height x width`` grid in raster order, codes sampled from ``[low, high)``.
+
+    ``row_end`` (EMU3's EOL) follows every row; ``frame_ends[f]`` closes frame ``f`` (EMU3: EOF after every
+    frame; LWM: EOF after each frame but the last, EOV after the last), then the ``end`` tokens (EOI ...).
+    The slots form one causal span (EMU3 and LWM use 1D RoPE over the flattened stream).
+    """
+    if min(frames, height, width) < 1:
+        raise UmmError(f"a grid needs at least one frame, row and column, got {frames}x{height}x{width}")
+    if frame_ends and len(frame_ends) != frames:
+        raise UmmError(f"{len(frame_ends)} end-of-frame tokens for {frames} frames")
+    row = (-1,) * width + ((row_end,) if row_end is not None else ())
+    forced: tuple[int, ...] = ()
+    for f in range(frames):
+        forced += row * height + ((frame_ends[f],) if frame_ends else ())
+    forced += tuple(end)
+    return TokenPlan(forced, low, high, (Span(len(forced)),))
