@@ -14,8 +14,8 @@ from umm.data.shapes import ShapesWorld
 from umm.eval.harness import EvalConfig, evaluate
 from umm.models.factory import build_model, model_config
 from umm.models.system import load_system
-from umm.models.vila_u import (VilaUOptions, VilaUSystem, VilaUTowerOptions, VilaUTowerSystem,
-                               generate_images, load_vision_tower)
+from umm.models.vila_u import VilaUOptions, VilaUSystem, VilaUTowerOptions, VilaUTowerSystem, load_vision_tower
+from umm.pipelines.ar_depth import generate_images
 from umm.nn import Layout
 from umm.objectives import IGNORE
 from umm.samplers import cfg

@@ -45,18 +45,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, PATCH, Sequence, ar_sequence, batch_rng, collate
+from umm.data.sequence import PATCH, Sequence, ar_sequence, batch_rng, collate
 from umm.models.encoders import PatchTower, TextEncoder, TextEncoderConfig, text_inputs
 from umm.models.factory import create_model, from_pretrained, load_config, register_model
 from umm.models.system import FrozenPart, SystemBase
-from umm.nn import Layout, Span, Transformer, TransformerConfig, autocast, build_layout, continue_layout
+from umm.nn import Layout, Span, Transformer, TransformerConfig, build_layout
 from umm.objectives import next_token_loss
 from umm.objectives.contrastive import LogitScale, infonce_loss
-from umm.pipelines import ar
-from umm.pipelines.decode import decode_tokens
 from umm.registry import ARCHITECTURES, MODELS, SYSTEMS
-from umm.samplers import cfg
-from umm.samplers.ar import sample_next
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
 from umm.tokenizers.image.models import RQConfig, RQTokenizer, from_tokens, to_tokens
 
@@ -352,6 +348,7 @@ class VilaUOptions:
 @SYSTEMS.register("vila_u")
 class VilaUSystem(SystemBase):
     family = "vila_u"
+    mechanism = "ar_depth"  # umm/pipelines/ar_depth.py: positions by the trunk, their D codes by the depth head
     tasks = ("t2i", "caption", "qa")
     capabilities = ("t2i", "caption", "qa")
     Options = VilaUOptions
@@ -419,109 +416,21 @@ class VilaUSystem(SystemBase):
                     losses[f"image_ce_depth{d + 1}"] = value
         return losses
 
-    # -- capabilities ------------------------------------------------------------------------------------
+    # -- capabilities (the loops: umm/pipelines/ar_depth.py) ----------------------------------------------
 
-    def generate_images(self, model, prompts: list[str], *, steps: int | None = None, cfg_scale: float = 3.0,
-                        seed: int = 0, batch_size: int = 16, sampler: str | None = None, **kwargs) -> torch.Tensor:
-        """Text -> images (N, 3, H, W) in [0, 1]; ``steps`` is accepted for the harness and unused (one step per
-        position and depth). Guidance is 2-way CFG at ``cfg_scale`` (VILA-U: 3.0)."""
-        if sampler is not None:
-            raise UmmError(f"VILA-U samples codes position by position with its depth head; there is no {sampler!r} "
-                           "sampler (set temperature/top_k/top_p instead)")
+    def sampling_defaults(self, capability: str) -> dict:
+        """The depth head's temperature and top-k/p from the options; VILA-U's guidance 3.0."""
         o = self.options
-        kwargs = {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, **kwargs}
-        return generate_images(model, self, prompts, cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, **kwargs)
+        return {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, "cfg_scale": 3.0} \
+            if capability == "generate_images" else {}
 
-    def caption(self, model, images: torch.Tensor, *, max_new_tokens: int = CAPTION_TOKENS, **kwargs) -> list[str]:
-        return self.answer(model, images, None, max_new_tokens=max_new_tokens, **kwargs)
-
-    def answer(self, model, images: torch.Tensor, questions: list[str] | None, *, max_new_tokens: int = ANSWER_TOKENS,
-               batch_size: int = 64, precision: str = "bf16") -> list[str]:
-        """(image, question) -> text, greedy with the KV cache after ``[BOS] [BOI] image [EOI] (question)``."""
-        device = next(model.parameters()).device
+    def understanding_prompts(self, codes: torch.Tensor, questions: list[str | None]) -> list[Sequence]:
+        """Codes (B, h, w, D) -> ``[BOS] [BOI] image [EOI] (question)`` each, after which text is decoded."""
         tok = self.tokenizer
-        out: list[str] = []
-        for start in range(0, len(images), batch_size):
-            codes = ar.encode_images(self, images[start : start + batch_size])
-            asks = [None] * len(codes) if questions is None else questions[start : start + batch_size]
-            seqs = []
-            for c, q in zip(codes, asks):
-                seq = self.add_image(Sequence(pad_id=tok.pad_id).text([tok.bos_id], loss=False), c, loss=False)
-                seqs.append(seq.text([] if q is None else self.text_ids(q), loss=False))
-            batch = {k: v.to(device) for k, v in self.batch_of(seqs, pad_left=True).items()}
-            layout = Layout.of(batch)
-            with autocast(precision, device), torch.no_grad():
-                cache = model.new_cache(len(seqs), batch["tokens"].shape[1] + max_new_tokens, device)
-                first = model(batch["tokens"], batch["codes"], batch["is_image"], layout, cache=cache).logits[:, -1].float()
-                no_codes = torch.zeros(len(seqs), 1, self.config.code_depth, dtype=torch.long, device=device)
-                no_image = torch.zeros(len(seqs), 1, dtype=torch.bool, device=device)
-
-                def step(token: torch.Tensor, token_layout: Layout) -> torch.Tensor:
-                    return model(token, no_codes, no_image, token_layout, cache=cache).logits[:, -1].float()
-
-                ids = decode_tokens(step, first, layout.next_position, max_new_tokens, tok.eos_id)
-            out += [tok.decode(row) for row in ids]
-        return out
+        seqs = []
+        for c, q in zip(codes, questions):
+            seq = self.add_image(Sequence(pad_id=tok.pad_id).text([tok.bos_id], loss=False), c, loss=False)
+            seqs.append(seq.text([] if q is None else self.text_ids(q), loss=False))
+        return seqs
 
 
-# ---- generation: positions through the main transformer, codes through the depth head ---------------------
-
-
-@torch.no_grad()
-def sample_depth(model: VilaU, context: torch.Tensor, branches: int, cfg_scale: float, temperature: float, top_k: int,
-                 top_p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """The D codes of one position for each of the B = rows / branches images, from the main transformer's
-    states ``context`` (rows, C), rows branch-major [cond; uncond]. Every branch is fed the guided samples.
-    Returns (B, D)."""
-    rows = context.shape[0]
-    cache = model.new_depth_cache(rows, context.device)
-    x = model.depth_inputs(context, context.new_zeros((rows, 0), dtype=torch.long))  # (rows, 1, C)
-    codes = []
-    for d in range(model.config.code_depth):
-        logits = model.depth_step(x, d, cache).float()  # (rows, K)
-        if branches == 2:
-            logits = cfg(*logits.log_softmax(-1).chunk(2), cfg_scale)  # uncond + s * (cond - uncond)
-        code = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
-        codes.append(code)
-        if d + 1 < model.config.code_depth:  # the next step reads the cumulative code embedding
-            cumulative = model.code_embed(torch.stack(codes, 1)).sum(1).repeat(branches, 1)  # (rows, C)
-            x = (cumulative + model.depth_position[d + 1]).to(context.dtype)[:, None]
-    return torch.stack(codes, 1)
-
-
-@torch.no_grad()
-def generate_images(model: VilaU, system: VilaUSystem, prompts: list[str], cfg_scale: float = 3.0,
-                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16,
-                    precision: str = "bf16", return_codes: bool = False) -> torch.Tensor:
-    """Text -> images (N, 3, H, W) in [0, 1] (codes (N, h, w, D) with ``return_codes``). Guidance: prompt and
-    the caption-free ``[BOS] [BOI]`` (VILA-U's empty conversation), combined on log-probabilities."""
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    config, tok = system.config, system.tokenizer
-    n, depth = config.grid**2, config.code_depth
-    branches = 2 if cfg_scale != 1.0 else 1
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        texts = chunk + ([None] * len(chunk) if branches == 2 else [])
-        seqs = [Sequence(pad_id=tok.pad_id).text([tok.bos_id] + ([] if t is None else system.text_ids(t)) + [tok.boi_id],
-                                                 loss=False) for t in texts]
-        batch = {k: v.to(device) for k, v in system.batch_of(seqs, pad_left=True).items()}
-        layout = Layout.of(batch)
-        span = continue_layout(layout.next_position, Span(n, False, (config.grid, config.grid)))  # causal, 2D RoPE
-        rows = len(seqs)
-        pad = torch.full((rows, 1), tok.pad_id, device=device)
-        is_image = torch.ones((rows, 1), dtype=torch.bool, device=device)
-        codes = []
-        with autocast(precision, device):
-            cache = model.new_cache(rows, batch["tokens"].shape[1] + n, device)
-            context = model(batch["tokens"], batch["codes"], batch["is_image"], layout, cache=cache).hidden[:, -1]
-            for i in range(n):
-                position = sample_depth(model, context, branches, cfg_scale, temperature, top_k, top_p, generator)
-                codes.append(position)
-                if i + 1 < n:  # feed the position (the sum of its code embeddings) to every branch
-                    fed = position.repeat(branches, 1)[:, None]  # (rows, 1, D)
-                    context = model(pad, fed, is_image, span[i : i + 1], cache=cache).hidden[:, -1]
-        grid = torch.stack(codes, 1).view(len(chunk), config.grid, config.grid, depth)
-        out.append(grid.cpu() if return_codes else ar.decode_codes(system, grid))
-    return torch.cat(out)

@@ -27,7 +27,7 @@ import torch
 
 from umm import UmmError
 from umm.data.sequence import Sequence
-from umm.nn import Span, autocast
+from umm.nn import autocast
 from umm.pipelines import ar
 from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS
 from umm.pipelines.decode import decode_tokens

@@ -109,6 +109,18 @@ class VideoCodeAR(TokenSystem, Protocol):
     def video_understanding_prompts(self, videos: torch.Tensor) -> list[Sequence]: ...
 
 
+@runtime_checkable
+class DepthCodeAR(TokenSystem, Protocol):
+    """``ar_depth`` (VILA-U): a position per step from the trunk, its D residual codes from the depth head."""
+
+    image_tokenizer: torch.nn.Module  # the vision tower
+
+    def batch_of(self, seqs: list[Sequence], pad_left: bool = False) -> dict: ...
+
+    def understanding_prompts(self, codes: torch.Tensor, questions: list[str | None]) -> list[Sequence]: ...
+
+
 # mechanism -> the Protocol its loops read
 PROTOCOLS: dict[str, type] = {"ar": CodeAR, "ar_dynamic": DynamicCodeAR, "maskgit": MaskedTokens,
-                              "diffusion_lm": DiffusionLM, "masked_ar": PerTokenDiffusion, "ar_video": VideoCodeAR}
+                              "diffusion_lm": DiffusionLM, "masked_ar": PerTokenDiffusion, "ar_video": VideoCodeAR,
+                              "ar_depth": DepthCodeAR}
