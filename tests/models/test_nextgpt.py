@@ -12,10 +12,9 @@ from umm.config import ConfigError
 from umm.data.shapes import ShapesWorld
 from umm.eval.harness import EvalConfig, evaluate
 from umm.models.factory import build_model, model_config
-from umm.models.nextgpt import DECODER_DIR, STAGES, NextGPTOptions, NextGPTSystem
+from umm.models.nextgpt import DECODER_DIR, STAGES, NextGPTOptions, NextGPTSystem, route
 from umm.models.system import load_system
 from umm.objectives import IGNORE
-from umm.pipelines.multi_expert import route
 from umm.tokenizers.text import TextTokenizer, shapes_corpus
 from umm.training.loop import train
 from umm.training.recipe import load_recipe

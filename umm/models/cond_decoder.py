@@ -56,7 +56,6 @@ from umm.nn import (
 )
 from umm.objectives import diffusion_loss
 from umm.paths import GaussianPath
-from umm.pipelines import multi_expert
 from umm.registry import ARCHITECTURES, SYSTEMS
 
 ENCODERS_DIR = "encoders"
@@ -194,6 +193,7 @@ def context_shape(encoders: FrozenEncoders, options: CondDecoderOptions) -> tupl
 @SYSTEMS.register("cond_decoder")
 class CondDecoderSystem(SystemBase):
     family = "cond_decoder"
+    mechanism = "cond_decoder"  # umm/pipelines/multi_expert.py: the diffusion loop behind render
     tasks = ("t2i", "detokenize")  # an instance trains the one its condition gives (self.tasks below)
     capabilities = ("t2i",)
     Options = CondDecoderOptions
@@ -255,7 +255,7 @@ class CondDecoderSystem(SystemBase):
 
     def render(self, model, context: torch.Tensor, **kwargs) -> torch.Tensor:
         """Condition (B, M, C) -> images (B, 3, H, W) in [0, 1] (the loop: umm.pipelines.multi_expert)."""
-        return multi_expert.sample_images(model, self, context, **kwargs)
+        return self.run_loop("render", model, context, **kwargs)
 
     def generate_images(self, model, prompts: list[str], **kwargs) -> torch.Tensor:
         return self.render(model, self.text_condition(prompts), **kwargs)

@@ -35,11 +35,10 @@ from torch import nn
 
 from umm import UmmError
 from umm.config import ConfigError
-from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, PATCH, Sequence, batch_rng, collate, understanding_turn
+from umm.data.sequence import PATCH, Sequence, batch_rng, collate, understanding_turn
 from umm.models.factory import build_model, from_pretrained, model_config, write_pretrained
 from umm.models.system import SystemBase, load_system
 from umm.nn import Layout, Span, Transformer, TransformerConfig, build_layout
-from umm.pipelines import multi_expert
 from umm.registry import MODELS, SYSTEMS
 
 # ---- frozen experts ------------------------------------------------------------------------------------------
@@ -320,6 +319,10 @@ class BridgeSystem(SystemBase):
     Captioning trains on ShapesWorld's complete caption (``caption_full``: every object's size, colour,
     shape and cell), which is what the judge can check."""
 
+    # caption and answer: umm/pipelines/multi_expert.py (mechanism "bridge"), as are the decode and query loops
+    # the subclasses' own text -> image routes run through run_loop ("decode_text", "image_query")
+    mechanism = "bridge"
+
     capabilities = ("t2i", "caption", "qa")
     encoders: FrozenEncoders
 
@@ -364,15 +367,6 @@ class BridgeSystem(SystemBase):
         rng = batch_rng(generator)
         features = self.input_features(torch.stack([s["image"] for s in samples]))
         return self.batch_of([self.understanding_sequence(s, task, rng) for s in samples], features)
-
-    def caption(self, model, images: torch.Tensor, max_new_tokens: int = CAPTION_TOKENS, batch_size: int = 64,
-                precision: str = "bf16") -> list[str]:
-        return multi_expert.understand(model, self, images, None, max_new_tokens, batch_size, precision)
-
-    def answer(self, model, images: torch.Tensor, questions: list[str], max_new_tokens: int = ANSWER_TOKENS,
-               batch_size: int = 64,
-               precision: str = "bf16") -> list[str]:
-        return multi_expert.understand(model, self, images, questions, max_new_tokens, batch_size, precision)
 
 
 # ---- training stages ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ input projector -> LLM -> signal tokens -> output projector -> frozen diffusion 
 - **Routing**: the first signal token of a generated stream picks the decoder (image here; ``[AUD*]`` and
   ``[VID*]`` route to "no decoder for audio/video" until decoders are attached); a stream whose signal
   tokens are missing, partial or out of order gives a ``RouteResult`` of kind ``none`` with the reason
-  (``umm.pipelines.multi_expert.route``), never an exception.
+  (:func:`route`), never an exception.
 - **Training stages** (paper sec. 4), as recipes that start from the previous stage's run
   (``system_args.init_from``) and train only part of the model (``system_args.stage``):
   ``text`` (umm's stage 0: the small LM learns ShapesWorld text, the role of Vicuna's pre-training),
@@ -65,8 +65,6 @@ from umm.models.system import load_system, save_system
 from umm.nn import Layout, TransformerConfig
 from umm.objectives import next_token_loss
 from umm.objectives.diffusion import diffusion_loss
-from umm.pipelines import multi_expert
-from umm.pipelines.multi_expert import RouteResult
 from umm.registry import ARCHITECTURES, SYSTEMS
 
 ENCODERS_DIR, DECODER_DIR = "encoders", "decoder"
@@ -217,7 +215,7 @@ class NextGPTSystem(BridgeSystem):
     def render(self, model, seqs: list[Sequence], batch_size: int = 16, precision: str = "bf16",
                **kwargs) -> torch.Tensor:
         """Sequences ending with the image signal group -> output projector -> image decoder -> (B, 3, H, W)."""
-        context = multi_expert.image_query(model, self, seqs, self.config.signal_tokens, precision=precision)
+        context = self.run_loop("image_query", model, seqs, self.config.signal_tokens, precision=precision)
         return self.decoder.render(self.decoder_model, context, batch_size=batch_size, precision=precision, **kwargs)
 
     def generate_images(self, model, prompts: list[str], **kwargs) -> torch.Tensor:
@@ -230,11 +228,11 @@ class NextGPTSystem(BridgeSystem):
         signal token; image streams are rendered (``kwargs``: the decoder's sampling options)."""
         tok = self.tokenizer
         seqs = [Sequence(pad_id=tok.pad_id).text([tok.bos_id] + self.text_ids(p), loss=False) for p in prompts]
-        streams = multi_expert.decode_text(model, self, seqs, None, self.options.max_new_tokens, tok.eos_id,
+        streams = self.run_loop("decode_text", model, seqs, None, self.options.max_new_tokens, tok.eos_id,
                                            precision=precision)
         results = []
         for prompt, ids in zip(prompts, streams):
-            routed = multi_expert.route(ids, self.signals, self.decoders, self.token_name)
+            routed = route(ids, self.signals, self.decoders, self.token_name)
             before = ids[: routed.start] if routed.start >= 0 else ids  # the text the LM wrote before the signal
             text = tok.decode([i for i in before if i < tok.vocab_size])
             image = None
@@ -289,3 +287,43 @@ def _check_decoder(decoder, config: NextGPTConfig) -> None:
     if decoder.config.image_size != config.image_size:
         raise ConfigError(f"decoder draws {decoder.config.image_size} px images, the encoders read "
                           f"{config.image_size} px")
+
+
+# ---- routing: where a generated stream goes ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    """Where one generated stream goes. ``kind`` is the decoder that renders it (``image``) or ``none``;
+    ``modality`` the signal group found (even when nothing renders it), ``start`` the index of its first
+    token in the stream, ``reason`` why nothing was rendered; ``image`` (3, H, W) once rendered."""
+
+    kind: str
+    modality: str | None = None
+    start: int = -1
+    reason: str = ""
+    text: str = ""
+    image: torch.Tensor | None = None
+
+
+def route(ids: list[int], groups: dict[str, tuple[int, ...]], decoders: tuple[str, ...], names=None) -> RouteResult:
+    """Route a generated id stream by its first signal token.
+
+    ``groups`` maps a modality to its ordered signal ids ([IMG0..IMG3]); the first signal id in ``ids``
+    decides the modality; the whole group must then follow in order. ``decoders`` are the modalities this
+    system can render. ``names(id) -> str`` spells ids in reasons."""
+    spell = names or str
+    owner = {i: m for m, group in groups.items() for i in group}
+    first = next((k for k, i in enumerate(ids) if i in owner), None)
+    if first is None:
+        return RouteResult("none", reason="no signal token in the output")
+    modality = owner[ids[first]]
+    expected = list(groups[modality])
+    got = ids[first : first + len(expected)]
+    if got != expected:
+        return RouteResult("none", modality, first,
+                           f"{modality} signal tokens are partial or out of order: got "
+                           f"[{' '.join(spell(i) for i in got)}], expected [{' '.join(spell(i) for i in expected)}]")
+    if modality not in decoders:
+        return RouteResult("none", modality, first, f"no decoder for {modality} is attached to this system")
+    return RouteResult(modality, modality, first)

@@ -54,7 +54,6 @@ from umm.models.system import load_system, save_system
 from umm.nn import Layout, TransformerConfig
 from umm.objectives import next_token_loss
 from umm.objectives.diffusion import diffusion_loss
-from umm.pipelines import multi_expert
 from umm.registry import ARCHITECTURES, SYSTEMS
 
 DETOKENIZER_DIR = "detokenizer"
@@ -177,7 +176,7 @@ class SeedXSystem(BridgeSystem):
     def regress(self, model, prompts: list[str], precision: str = "bf16") -> torch.Tensor:
         """Prompts -> the image features the LM regresses (B, M, C)."""
         seqs = [self.t2i_prompt(p) for p in prompts]
-        return multi_expert.image_query(model, self, seqs, self.config.output_tokens, precision=precision)
+        return self.run_loop("image_query", model, seqs, self.config.output_tokens, precision=precision)
 
     def generate_images(self, model, prompts: list[str], batch_size: int = 16, precision: str = "bf16",
                         **kwargs) -> torch.Tensor:

@@ -52,7 +52,6 @@ from umm.models.llm_bridge import (
 from umm.models.system import load_system, save_system
 from umm.nn import Layout, TransformerConfig
 from umm.objectives import next_token_loss
-from umm.pipelines import multi_expert
 from umm.registry import ARCHITECTURES, SYSTEMS
 
 ENCODERS_DIR, GENERATOR_DIR = "encoders", "generator"
@@ -171,7 +170,7 @@ class TextBindSystem(BridgeSystem):
         out: list[str] = []
         for start in range(0, len(requests), batch_size):
             seqs = [self.t2i_prompt(r) for r in requests[start : start + batch_size]]
-            ids = multi_expert.decode_text(model, self, seqs, None, self.options.max_caption_tokens, tok.eoi_id,
+            ids = self.run_loop("decode_text", model, seqs, None, self.options.max_caption_tokens, tok.eoi_id,
                                            vocab=tok.vocab_size, precision=precision)
             out += [tok.decode(row) for row in ids]
         return out

@@ -17,14 +17,13 @@ supplies the tokenizer, the image features and the prompts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from umm.data.sequence import TEXT, Sequence, collate
+from umm.data.sequence import ANSWER_TOKENS, CAPTION_TOKENS, TEXT, Sequence, collate
 from umm.nn import Layout, autocast, unpatchify
 from umm.pipelines.decode import decode_tokens
 from umm.pipelines.diffusion_lm import make_sampler
+from umm.registry import LOOPS
 from umm.samplers import cfg
 
 
@@ -126,41 +125,20 @@ def image_query(model, system, seqs: list[Sequence], n_slots: int, batch_size: i
     return torch.cat(outs)
 
 
-# ---- NExT-GPT routing -------------------------------------------------------------------------------------------
+# ---- the loops of mechanisms "bridge" (TextBind, NExT-GPT, SEED-X) and "cond_decoder" --------------------------
+
+LOOPS.register("bridge.decode_text")(decode_text)
+LOOPS.register("bridge.image_query")(image_query)
+LOOPS.register("cond_decoder.render")(sample_images)
 
 
-@dataclass(frozen=True)
-class RouteResult:
-    """Where one generated stream goes. ``kind`` is the decoder that renders it (``image``) or ``none``;
-    ``modality`` the signal group found (even when nothing renders it), ``start`` the index of its first
-    token in the stream, ``reason`` why nothing was rendered; ``image`` (3, H, W) once rendered."""
-
-    kind: str
-    modality: str | None = None
-    start: int = -1
-    reason: str = ""
-    text: str = ""
-    image: torch.Tensor | None = None
+@LOOPS.register("bridge.caption")
+def caption(model, system, images: torch.Tensor, *, max_new_tokens: int = CAPTION_TOKENS, batch_size: int = 64,
+            precision: str = "bf16") -> list[str]:
+    return understand(model, system, images, None, max_new_tokens, batch_size, precision)
 
 
-def route(ids: list[int], groups: dict[str, tuple[int, ...]], decoders: tuple[str, ...], names=None) -> RouteResult:
-    """Route a generated id stream by its first signal token.
-
-    ``groups`` maps a modality to its ordered signal ids ([IMG0..IMG3]); the first signal id in ``ids``
-    decides the modality; the whole group must then follow in order. ``decoders`` are the modalities this
-    system can render. ``names(id) -> str`` spells ids in reasons."""
-    spell = names or str
-    owner = {i: m for m, group in groups.items() for i in group}
-    first = next((k for k, i in enumerate(ids) if i in owner), None)
-    if first is None:
-        return RouteResult("none", reason="no signal token in the output")
-    modality = owner[ids[first]]
-    expected = list(groups[modality])
-    got = ids[first : first + len(expected)]
-    if got != expected:
-        return RouteResult("none", modality, first,
-                           f"{modality} signal tokens are partial or out of order: got "
-                           f"[{' '.join(spell(i) for i in got)}], expected [{' '.join(spell(i) for i in expected)}]")
-    if modality not in decoders:
-        return RouteResult("none", modality, first, f"no decoder for {modality} is attached to this system")
-    return RouteResult(modality, modality, first)
+@LOOPS.register("bridge.answer")
+def answer(model, system, images: torch.Tensor, questions: list[str], *, max_new_tokens: int = ANSWER_TOKENS,
+           batch_size: int = 64, precision: str = "bf16") -> list[str]:
+    return understand(model, system, images, questions, max_new_tokens, batch_size, precision)

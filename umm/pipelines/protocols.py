@@ -120,7 +120,25 @@ class DepthCodeAR(TokenSystem, Protocol):
     def understanding_prompts(self, codes: torch.Tensor, questions: list[str | None]) -> list[Sequence]: ...
 
 
+@runtime_checkable
+class Bridge(TokenSystem, Protocol):
+    """``bridge`` (TextBind, NExT-GPT, SEED-X): an LM over text and projected frozen-encoder features; its own
+    text -> image route runs the ``decode_text`` / ``image_query`` loops and a frozen generator."""
+
+    def understanding_prompt(self, question: str | None) -> Sequence: ...
+
+    def input_features(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class ConditionedDecoder(Protocol):
+    """``cond_decoder``: a diffusion decoder drawn from a condition (B, M, C); ``render`` runs the loop."""
+
+    config: Any
+    path: Any
+
+
 # mechanism -> the Protocol its loops read
 PROTOCOLS: dict[str, type] = {"ar": CodeAR, "ar_dynamic": DynamicCodeAR, "maskgit": MaskedTokens,
                               "diffusion_lm": DiffusionLM, "masked_ar": PerTokenDiffusion, "ar_video": VideoCodeAR,
-                              "ar_depth": DepthCodeAR}
+                              "ar_depth": DepthCodeAR, "bridge": Bridge, "cond_decoder": ConditionedDecoder}
