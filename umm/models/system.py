@@ -73,7 +73,8 @@ class FrozenPart:
 
 
 class SystemBase:
-    """Shared save/load of a system's tokenizer, options and frozen parts; nothing else lives here."""
+    """Shared save/load of a system's tokenizer, options and frozen parts, and the capability methods that run
+    its mechanism's loops (umm.registry.LOOPS); the family class adds its sequences, losses and hooks."""
 
     family: ClassVar[str]
     tasks: ClassVar[tuple[str, ...]]
