@@ -54,17 +54,24 @@ def test_every_system_decodes_captions_and_answers_to_the_same_length():
     """The bench compares captioners as equals: every caption / answer capability stops at the same length,
     and the longest complete caption (three objects) fits it."""
     import umm.models  # noqa: F401  (registers every family)
-    from umm.registry import SYSTEMS
+    import umm.pipelines  # noqa: F401  (registers the loops that decode them)
+    from umm.registry import LOOPS, SYSTEMS
 
     lengths = {}
-    for name in SYSTEMS.names():
-        for method, expected in (("caption", CAPTION_TOKENS), ("answer", ANSWER_TOKENS), ("caption_videos", CAPTION_TOKENS)):
+    want = {"caption": CAPTION_TOKENS, "answer": ANSWER_TOKENS, "caption_videos": CAPTION_TOKENS}
+    for name in SYSTEMS.names():  # a system's own methods (a loop of its mechanism runs the rest)
+        for method, expected in want.items():
             fn = getattr(SYSTEMS.get(name), method, None)
             if fn is not None and "max_new_tokens" in inspect.signature(fn).parameters:
                 default = inspect.signature(fn).parameters["max_new_tokens"].default
                 if default is not inspect.Parameter.empty:
                     lengths[(name, method)] = (default, expected)
-    assert lengths and all(a == b for a, b in lengths.values()), lengths
+    for key in LOOPS.names():  # every registered caption / answer loop, "<mechanism>.<capability>"
+        mechanism, capability = key.split(".", 1)
+        if capability in want:
+            default = inspect.signature(LOOPS.get(key)).parameters["max_new_tokens"].default
+            lengths[(mechanism, capability)] = (default, want[capability])
+    assert len(lengths) >= 10 and all(a == b for a, b in lengths.values()), lengths
     tokenizer = TextTokenizer.train(shapes_corpus(20000), 512)
     world = ShapesWorld("test", seed=0, level="L4", modalities=("image", "caption"))
     assert max(len(tokenizer.encode(world[i]["caption_full"])) for i in range(300)) + 1 <= CAPTION_TOKENS
