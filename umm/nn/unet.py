@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from umm.nn.attention import explicit_attention
+
 
 def _groups(channels: int) -> int:
     for g in (32, 16, 8, 4, 2, 1):
@@ -76,8 +78,7 @@ class TextCrossAttention(nn.Module):
         mask = torch.cat([text_mask.new_ones(b, 1), text_mask], dim=1)  # (B, 1 + L)
         k, v = self.to_kv(self.text_norm(keys)).chunk(2, dim=-1)  # (B, 1 + L, C) each
         split = lambda t: t.view(b, t.shape[1], heads, c // heads).transpose(1, 2)  # noqa: E731  (B, h, *, C/h)
-        out = F.scaled_dot_product_attention(split(q), split(k.to(q.dtype)), split(v.to(q.dtype)),
-                                             attn_mask=mask[:, None, None, :])  # (B, h, HW, C/h)
+        out = explicit_attention(split(q), split(k.to(q.dtype)), split(v.to(q.dtype)), mask[:, None, None, :])  # (B, h, HW, C/h)
         out = self.to_out(out.transpose(1, 2).reshape(b, h * w, c))  # (B, HW, C)
         return x + out.transpose(1, 2).reshape(b, c, h, w)
 
