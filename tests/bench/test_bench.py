@@ -162,6 +162,7 @@ def test_a_bench_level_trains_each_familys_level_recipe_after_its_inherited_depe
     assert entries["chameleon"].recipe.name == "chameleon_l1.yaml"  # its system_args come partly from base/bench_l1
     assert entries["vila_u"].dependencies[0].run == "vila_u_tower_l1"
     assert entries["emu3"].recipe is None  # no emu3_l1 recipe: reported, not trained
+    assert entries["emu3"].looked_for.name == "emu3_l1.yaml"  # and the report names the level's recipe
 
 
 def test_the_survey_table_claims_read_both_jobs():

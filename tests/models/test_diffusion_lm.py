@@ -23,7 +23,10 @@ from umm.recipes import RECIPES_DIR
 UNET_POOLED = ["model_args.unet=true", "model_args.unet_width=8", "model_args.pooled_text=true"]
 TEXT_ATTN = ["model_args.unet=true", "model_args.unet_width=8", "model_args.unet_text_attn=2"]
 VARIANTS = {"transfusion": [], "monoformer": [], "transfusion_unet_pooled_textattn": UNET_POOLED + TEXT_ATTN[2:],
-            "monoformer_unet_pooled": UNET_POOLED, "monoformer_unet_textattn": TEXT_ATTN}
+            "monoformer_unet_pooled": UNET_POOLED, "monoformer_unet_textattn": TEXT_ATTN,
+            # AdaLN-zero in every trunk block: the per-slot condition must follow the cache chunk by chunk
+            "transfusion_adaln": ["model_args.pooled_text=true", "model_args.adaln_text=true"],
+            "monoformer_adaln": ["model_args.pooled_text=true", "model_args.adaln_text=true"]}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -234,3 +237,25 @@ def test_understanding_times_are_uniform_under_the_cap_even_with_logit_normal(tr
         assert understood.max() <= 0.5 and abs(understood.mean().item() - 0.25) < 0.02  # uniform in [0, 0.5]
     finally:
         system.path = original
+
+
+def test_adaln_text_lets_the_image_condition_change_every_block(trained):
+    """With ``adaln_text`` the image's condition reaches every trunk block: after training, a different
+    condition at the image slots changes the trunk's output there, and text slots (condition 0) are untouched
+    by it before the image. Without it, the trunk takes no condition at all."""
+    name, model, system, _ = trained
+    if "adaln" not in name:
+        assert model.slot_condition(torch.zeros(1, 3, 4), torch.zeros(1, 3, dtype=torch.bool), None) is None
+        return
+    assert all(block.modulation.proj.weight.abs().sum() > 0 for block in model.trunk.blocks), "AdaLN weights stayed 0"
+    from umm.data.shapes import ShapesWorld
+
+    sample = ShapesWorld("train", canvas=system.config.image_size)[0]
+    batch = system.collate([sample], "t2i", torch.Generator().manual_seed(0))
+    layout = Layout.of(batch)
+    x = torch.randn(*batch["tokens"].shape, model.config.transformer.dim)
+    image = batch["block"] >= 0
+    h = [model.trunk(x, layout, cond=model.slot_condition(x, image, torch.randn(1, x.shape[-1]) * s)) for s in (0.0, 3.0)]
+    first_image = int(image[0].nonzero()[0])
+    assert (h[0][image] - h[1][image]).abs().max() > 1e-3, "the condition does not reach the image slots"
+    assert torch.equal(h[0][0, :first_image], h[1][0, :first_image]), "text before the image read the image's condition"

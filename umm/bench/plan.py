@@ -52,6 +52,7 @@ class Entry:
     recipe: Path | None  # None: no recipe for this family (reported, not trained)
     dependencies: list[Dependency] = field(default_factory=list)
     cell: str = "tokenizer"
+    looked_for: Path | None = None  # the recipe file that was not there (recipe None)
 
 
 def _references(node: Any, prefix: str) -> list[Dependency]:
@@ -70,7 +71,7 @@ def recipe_name(name: str, quick: bool, level: str | None = None) -> str:
 def entry_for(name: str, configs: Path, quick: bool, is_recipe: bool = False, level: str | None = None) -> Entry:
     recipe = configs / (f"{name}.yaml" if is_recipe else f"{recipe_name(name, quick, level)}.yaml")
     if not recipe.is_file():
-        return Entry(name, None, cell=CELLS.get(name, "tokenizer"))
+        return Entry(name, None, cell=CELLS.get(name, "tokenizer"), looked_for=recipe)
     data = read_recipe(recipe)  # with its bases: an inherited system_args entry is a dependency too
     # a recipe names other runs in its system_args (sub-models) and in tokenizer.path (a shared tokenizer)
     deps = [] if quick else [d for section in ("system_args", "tokenizer") for d in _references(data.get(section, {}), section)]

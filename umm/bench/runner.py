@@ -107,7 +107,8 @@ def run_entry(entry: Entry, config: BenchConfig, index: int, total: int, core: i
     out.mkdir(parents=True, exist_ok=True)
     row: dict[str, Any] = {"system": entry.name, "cell": entry.cell, "recipe": str(entry.recipe) if entry.recipe else None}
     if entry.recipe is None:
-        print(f"{label}: no recipe (umm/recipes/{entry.name}_s.yaml), reported without training", flush=True)
+        where = entry.looked_for.name if entry.looked_for else f"{entry.name}_s.yaml"
+        print(f"{label}: no recipe (umm/recipes/{where}), reported without training", flush=True)
         row["status"] = "no recipe"
         result_path.write_text(json.dumps(row, indent=2))
         return row

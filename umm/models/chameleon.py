@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
@@ -38,7 +37,7 @@ from umm.data.sequence import Sequence, ar_sequence, batch_rng, collate
 from umm.models.factory import register_model
 from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, TokenLM, TransformerConfig
-from umm.objectives import IGNORE, next_token_loss, z_loss
+from umm.objectives import next_token_loss, split_cross_entropy, z_loss
 from umm.samplers.plan import TokenPlan, image_plan
 from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
@@ -123,9 +122,7 @@ class ChameleonSystem(SystemBase):
     @classmethod
     def model_overrides(cls, tokenizer, options: ChameleonOptions) -> dict:
         images = cls.load_part("image_tokenizer", options, warn=False)
-        image_tokenizers.require_grid(images, options.image_tokenizer, "Chameleon")
-        return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
-                "image_size": images.config.image_size, "grid": images.grid[0]}
+        return {"text_vocab": tokenizer.vocab_size, **image_tokenizers.grid_fields(images, options.image_tokenizer, "Chameleon")}
 
     # -- capabilities (the loops: umm/pipelines/ar.py) ---------------------------------------------------
 
@@ -200,12 +197,7 @@ class ChameleonSystem(SystemBase):
         out = {"lm_loss": next_token_loss(logits, targets)}
         if self.options.z_loss_weight > 0:
             out["z_loss"] = self.options.z_loss_weight * z_loss(logits, targets)
-        # diagnostics: the same cross-entropy split by what is predicted
-        with torch.no_grad():
-            image = targets >= self.config.text_vocab
-            for name, mask in (("image_ce", image), ("text_ce", (targets != IGNORE) & ~image)):
-                if mask.any():
-                    out[name] = F.cross_entropy(logits[mask].float(), targets[mask])
+        out.update(split_cross_entropy(logits, targets, self.config.text_vocab))  # diagnostics: CE by what is predicted
         return out
 
 

@@ -16,8 +16,7 @@ all one bidirectional span. L = lambda_lm * L_LM + lambda_diffusion * L_diffusio
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple
 
 import torch
@@ -26,7 +25,9 @@ from torch import nn
 from umm import UmmError
 from umm.data.sequence import PATCH, Sequence, batch_rng, collate, understanding_turn
 from umm.models.system import FrozenPart, SystemBase
-from umm.nn import Layout, TransformerConfig, patchify, unpatchify
+from umm.config import ConfigError
+from umm.nn import Layout, TimestepEmbedding, Transformer, TransformerConfig, patchify, unpatchify
+from umm.nn.patch_io import PatchIO, PooledText, rename_legacy_keys
 from umm.objectives import diffusion_loss, next_token_loss
 from umm.paths import GaussianPath
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
@@ -58,6 +59,11 @@ class DiffusionLMConfig:
     unet_text_attn: int = 0
     # add the pooled text before each image to its time conditioning (GLIDE/Imagen; off in both papers)
     pooled_text: bool = False
+    # every trunk block AdaLN-zero modulated, at an image's slots, by that image's condition (its time embedding,
+    # plus the pooled text with pooled_text): DiT's conditioning of every block on class and time (Peebles &
+    # Xie 2023, sec. 3.2), which MonoFormer keeps for its final layer only. Text slots read the modulation's
+    # learned bias alone. Off in both papers, where the condition enters the trunk once, at the patch input
+    adaln_text: bool = False
 
     @property
     def token_channels(self) -> int:
@@ -75,6 +81,51 @@ class DiffusionLMConfig:
     @property
     def patch_dim(self) -> int:
         return self.token_channels * self.patch**2
+
+
+class DiffusionLMNetwork(nn.Module):
+    """The parts Transfusion's and MonoFormer's networks share: text embedding, timestep embedding, the pooled
+    text (``pooled_text``), the image's way in and out (``PatchIO``), the trunk and the LM head. Each family's
+    ``forward`` says where the time and the image enter (umm/models/transfusion.py, umm/models/monoformer.py)."""
+
+    def __init__(self, config: DiffusionLMConfig):
+        super().__init__()
+        self.config = config
+        dim = config.transformer.dim
+        self.token_embed = nn.Embedding(config.vocab_size, dim)
+        self.time_embed = TimestepEmbedding(dim)
+        self.text_pool = PooledText(dim) if config.pooled_text else None
+        self.image_io = PatchIO(config.token_channels, config.token_side, config.patch, dim, config.unet,
+                                config.unet_width, config.unet_fold, config.unet_blocks, config.unet_text_attn)
+        self.trunk = Transformer(trunk_config(config))
+        self.lm_head = nn.Linear(dim, config.vocab_size, bias=False)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        nn.init.normal_(self.lm_head.weight, std=0.02)
+        self._register_load_state_dict_pre_hook(rename_legacy_keys)
+
+    def slot_condition(self, x: torch.Tensor, slots: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor | None:
+        """The trunk's per-slot AdaLN condition (B, T, D) with ``adaln_text``, else None: each image's condition
+        ``cond`` (I, D) at its ``slots`` (B, T; row-major, the same number per image), zero at every other slot."""
+        if not self.config.adaln_text:
+            return None
+        out = x.new_zeros(x.shape)  # (B, T, D)
+        if cond is None:
+            return out
+        per_image = int(slots.sum()) // cond.shape[0]
+        return out.index_put((slots,), cond.repeat_interleave(per_image, dim=0).to(x.dtype))
+
+    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
+        return self.trunk.new_cache(batch, max_len, device)
+
+
+def trunk_config(config: DiffusionLMConfig) -> TransformerConfig:
+    """The trunk's config: with ``adaln_text``, AdaLN-zero blocks whose condition is as wide as the trunk."""
+    if not config.adaln_text:
+        return config.transformer
+    if config.transformer.cond_dim not in (0, config.transformer.dim):
+        raise ConfigError(f"model_args.adaln_text with transformer.cond_dim={config.transformer.cond_dim}: the blocks "
+                          f"read the image's time condition, {config.transformer.dim} wide; leave cond_dim at 0")
+    return replace(config.transformer, cond_dim=config.transformer.dim)
 
 
 class DiffusionLMOutput(NamedTuple):
@@ -160,8 +211,7 @@ class DiffusionLMSystem(SystemBase):
                            f"{(config.channels, config.image_size, config.image_size)}")
         if self.image_tokenizer is None:
             return patchify(images * 2 - 1, config.patch)
-        device = next(self.image_tokenizer.parameters()).device
-        latents = self.image_tokenizer.encode(images.to(device)).float().to(images.device) * self.options.latent_scale
+        latents = image_tokenizers.vae_latents(self.image_tokenizer, images, self.options.latent_scale)  # (B, C, h, w)
         return patchify(latents, config.patch)  # (B, N, C_latent * p^2)
 
     @torch.no_grad()
@@ -171,8 +221,7 @@ class DiffusionLMSystem(SystemBase):
         x = unpatchify(tokens.float(), config.patch, config.token_channels, config.token_side, config.token_side)
         if self.image_tokenizer is None:
             return (x.clamp(-1, 1) + 1) / 2
-        device = next(self.image_tokenizer.parameters()).device
-        return self.image_tokenizer.decode((x / self.options.latent_scale).to(device)).float().to(tokens.device)
+        return image_tokenizers.vae_images(self.image_tokenizer, x, self.options.latent_scale)
 
     def image_patches(self, image: torch.Tensor) -> torch.Tensor:
         """(3, H, W) in [0, 1] -> (N, P) tokens."""

@@ -47,7 +47,7 @@ from umm.data.sequence import Sequence, ar_sequence, batch_rng, collate
 from umm.models.factory import register_model
 from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, TokenLM, TransformerConfig
-from umm.objectives import IGNORE, next_token_loss
+from umm.objectives import next_token_loss, split_cross_entropy
 from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.samplers.plan import TokenPlan, grid_plan
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
@@ -284,11 +284,8 @@ class Emu3System(SystemBase):
         logits = model(batch["tokens"], layout).logits  # (B, T, V)
         targets = batch["text_targets"]
         out = {"lm_loss": next_token_loss(logits, targets)}
-        with torch.no_grad():  # diagnostics: the same cross-entropy split by what is predicted
-            vision = targets >= self.config.text_vocab  # codes and structure tokens
-            for name, mask in (("vision_ce", vision), ("text_ce", (targets != IGNORE) & ~vision)):
-                if mask.any():
-                    out[name] = F.cross_entropy(logits[mask].float(), targets[mask])
+        # diagnostics: the same cross-entropy split by what is predicted  # codes and structure tokens
+        out.update(split_cross_entropy(logits, targets, self.config.text_vocab, "vision_ce"))
         return out
 
     # -- capabilities (the loops: umm/pipelines/ar_video.py) ----------------------------------------------

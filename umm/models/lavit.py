@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from umm import UmmError
@@ -35,7 +34,7 @@ from umm.data.sequence import Sequence, ar_sequence, batch_rng, collate
 from umm.models.factory import register_model
 from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, TokenLM, TransformerConfig
-from umm.objectives import IGNORE, next_token_loss
+from umm.objectives import next_token_loss, split_cross_entropy
 from umm.registry import ARCHITECTURES, SYSTEMS
 from umm.tokenizers import image as image_tokenizers  # the module: it imports umm.models itself
 from umm.tokenizers.image.dynamic import PAD_CODE
@@ -159,11 +158,8 @@ class LavitSystem(SystemBase):
         logits = model(batch["tokens"], layout).logits  # (B, T, V)
         targets = batch["text_targets"]
         out = {"lm_loss": next_token_loss(logits, targets)}
-        with torch.no_grad():  # diagnostics: the same cross-entropy split by what is predicted
-            image = targets >= self.config.text_vocab
-            for name, mask in (("image_ce", image), ("text_ce", (targets != IGNORE) & ~image)):
-                if mask.any():
-                    out[name] = F.cross_entropy(logits[mask].float(), targets[mask])
+        # diagnostics: the same cross-entropy split by what is predicted
+        out.update(split_cross_entropy(logits, targets, self.config.text_vocab))
         return out
 
     # -- capabilities (the loops: umm/pipelines/ar_dynamic.py, captions and answers by umm/pipelines/ar.py) ----

@@ -37,7 +37,6 @@ from __future__ import annotations
 import random
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar, Literal, NamedTuple
 
 import torch
@@ -254,9 +253,8 @@ class MMARSystem(SystemBase):
                            f"(B, {config.channels}, {config.image_size}, {config.image_size})")
         if self.image_tokenizer is None:
             return patchify(images * 2 - 1, config.patch)
-        with torch.no_grad():
-            latents = self.image_tokenizer.encode(images.to(next(self.image_tokenizer.parameters()).device))
-        return patchify(latents.float().cpu() * self.options.latent_scale, 1)  # (B, h*w, C)
+        latents = image_tokenizers.vae_latents(self.image_tokenizer, images, self.options.latent_scale)  # (B, C, h, w)
+        return patchify(latents, 1)  # (B, h*w, C): one token per latent position (MAR)
 
     def tokens_to_images(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, P) image tokens -> (B, 3, H, W) in [0, 1]; the inverse of :meth:`image_tokens`."""
@@ -265,8 +263,7 @@ class MMARSystem(SystemBase):
             pixels = unpatchify(tokens.float(), config.patch, config.channels, config.image_size, config.image_size)
             return pixels * 0.5 + 0.5
         latents = unpatchify(tokens.float(), 1, config.latent_channels, config.grid, config.grid)
-        vae_device = next(self.image_tokenizer.parameters()).device
-        return self.image_tokenizer.decode(latents.to(vae_device) / self.options.latent_scale).to(tokens.device)
+        return image_tokenizers.vae_images(self.image_tokenizer, latents, self.options.latent_scale)
 
     def t2i_prompt(self, caption: str | None) -> Sequence:
         """``[BOS] caption [BOI]``: what precedes a generated image (no caption: the unconditional prompt)."""

@@ -17,7 +17,8 @@ Options shared with Transfusion (off in the paper; umm/nn/patch_io.py):
   before the U-Net decoder;
 - ``pooled_text``: the pooled text before an image (GLIDE/Imagen) is added to its time token and so also to
   the AdaLN final layer's condition. With it, the caption conditions the image's output layer directly, as
-  DiT's class label does (Peebles & Xie 2023, adaLN), and not only through attention.
+  DiT's class label does (Peebles & Xie 2023, adaLN), and not only through attention;
+- ``adaln_text``: that condition modulates every trunk block too (AdaLN-zero at the time token and patches).
 
 Shapes: B batch, T slots, I images in the batch, N patches per image, P patch dim, D width.
 """
@@ -28,13 +29,13 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-from torch import nn
 
 from umm.data.sequence import PATCH, SPECIAL, TEXT
-from umm.models.diffusion_lm import DiffusionLMConfig, DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
+from umm.models.diffusion_lm import (DiffusionLMConfig, DiffusionLMNetwork, DiffusionLMOptions, DiffusionLMOutput,
+                                    DiffusionLMSystem)
 from umm.models.factory import register_model
-from umm.nn import AdaLNModulation, Layout, TimestepEmbedding, Transformer, TransformerConfig, modulate
-from umm.nn.patch_io import PatchIO, PooledText, rename_legacy_keys, text_before_images
+from umm.nn import AdaLNModulation, Layout, TransformerConfig, modulate
+from umm.nn.patch_io import PooledText, text_before_images
 from umm.registry import ARCHITECTURES, SYSTEMS
 
 
@@ -44,24 +45,13 @@ class MonoFormerConfig(DiffusionLMConfig):
 
 
 @ARCHITECTURES.register("monoformer")
-class MonoFormer(nn.Module):
+class MonoFormer(DiffusionLMNetwork):
     config_class = MonoFormerConfig
 
     def __init__(self, config: MonoFormerConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         dim = config.transformer.dim
-        self.token_embed = nn.Embedding(config.vocab_size, dim)
-        self.time_embed = TimestepEmbedding(dim)
-        self.text_pool = PooledText(dim) if config.pooled_text else None
-        self.image_io = PatchIO(config.token_channels, config.token_side, config.patch, dim, config.unet,
-                                config.unet_width, config.unet_fold, config.unet_blocks, config.unet_text_attn)
-        self.trunk = Transformer(config.transformer)
-        self.lm_head = nn.Linear(dim, config.vocab_size, bias=False)
         self.final_modulation = AdaLNModulation(dim, dim, 2)  # DiT FinalLayer: shift, scale from the timestep
-        nn.init.normal_(self.token_embed.weight, std=0.02)
-        nn.init.normal_(self.lm_head.weight, std=0.02)
-        self._register_load_state_dict_pre_hook(rename_legacy_keys)
 
     def forward(
         self,
@@ -87,7 +77,9 @@ class MonoFormer(nn.Module):
             x = x.index_put((time_slot,), time.to(x.dtype))
             embedded, skips = self.image_io.embed(patches[patch].view(n_images, -1, config.patch_dim), time)  # (I, N, D)
             x = x.index_put((patch,), embedded.flatten(0, 1).to(x.dtype))
-        h = self.trunk(x, layout, cache=cache, commit=commit)
+        # with adaln_text every block also reads the image's condition at its time token and patches
+        cond = self.slot_condition(x, time_slot | patch, time if n_images else None)
+        h = self.trunk(x, layout, cache=cache, commit=commit, cond=cond)
         out = h.new_zeros((*h.shape[:2], config.patch_dim))
         text = None
         if self.image_io.reads_text:  # the decoder's cross-attention keys (and, on commit, the cache's copy)
@@ -98,9 +90,6 @@ class MonoFormer(nn.Module):
             image_out = self.image_io.project(h_image, skips, time, text)  # (I, N, P)
             out = out.index_put((patch,), image_out.flatten(0, 1).to(h.dtype))
         return DiffusionLMOutput(self.lm_head(h), out)
-
-    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
-        return self.trunk.new_cache(batch, max_len, device)
 
 
 @register_model

@@ -168,9 +168,7 @@ class ShowoSystem(SystemBase):
     @classmethod
     def model_overrides(cls, tokenizer, options: ShowoOptions) -> dict:
         images = cls.load_part("image_tokenizer", options, warn=False)
-        image_tokenizers.require_grid(images, options.image_tokenizer, "Show-o")
-        return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
-                "image_size": images.config.image_size, "grid": images.grid[0]}
+        return {"text_vocab": tokenizer.vocab_size, **image_tokenizers.grid_fields(images, options.image_tokenizer, "Show-o")}
 
     # -- capabilities (the loops: umm/pipelines/maskgit.py, captions and answers by umm/pipelines/ar.py) --------
 

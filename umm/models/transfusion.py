@@ -25,7 +25,9 @@ Notable choices in umm's version:
   of every U-Net ResBlock). This is GLIDE's and Imagen's pooled-text conditioning (Nichol et al. 2022
   sec. 2.3; Saharia et al. 2022 sec. 2.2) on top of Transfusion's attention path: in the paper the caption
   reaches the patches only through causal attention, which a small trunk learns slowly (the demo model
-  ignored its prompt: benchmarks/RESULTS.md, "Transfusion follows text").
+  ignored its prompt: benchmarks/RESULTS.md, "Transfusion follows text");
+- ``adaln_text`` (off in the paper): every trunk block is AdaLN-zero modulated at the image's patches by the
+  same condition (time, plus the pooled text), as DiT conditions every block (Peebles & Xie 2023).
 
 Shapes: B batch, T slots, N patches per image, P = channels * patch^2, D model width, V vocabulary.
 """
@@ -36,13 +38,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from umm.data.sequence import PATCH, TEXT
-from umm.models.diffusion_lm import DiffusionLMConfig, DiffusionLMOptions, DiffusionLMOutput, DiffusionLMSystem
+from umm.models.diffusion_lm import (DiffusionLMConfig, DiffusionLMNetwork, DiffusionLMOptions, DiffusionLMOutput,
+                                    DiffusionLMSystem)
 from umm.models.factory import register_model
-from umm.nn import Layout, TimestepEmbedding, Transformer, TransformerConfig
-from umm.nn.patch_io import PatchIO, PooledText, rename_legacy_keys, text_before_images
+from umm.nn import Layout, TransformerConfig
+from umm.nn.patch_io import PooledText, text_before_images
 from umm.registry import ARCHITECTURES, SYSTEMS
 
 
@@ -52,23 +54,8 @@ class TransfusionConfig(DiffusionLMConfig):
 
 
 @ARCHITECTURES.register("transfusion")
-class Transfusion(nn.Module):
+class Transfusion(DiffusionLMNetwork):
     config_class = TransfusionConfig
-
-    def __init__(self, config: TransfusionConfig):
-        super().__init__()
-        self.config = config
-        dim = config.transformer.dim
-        self.token_embed = nn.Embedding(config.vocab_size, dim)
-        self.time_embed = TimestepEmbedding(dim)
-        self.text_pool = PooledText(dim) if config.pooled_text else None
-        self.image_io = PatchIO(config.token_channels, config.token_side, config.patch, dim, config.unet,
-                                config.unet_width, config.unet_fold, config.unet_blocks, config.unet_text_attn)
-        self.trunk = Transformer(config.transformer)
-        self.lm_head = nn.Linear(dim, config.vocab_size, bias=False)
-        nn.init.normal_(self.token_embed.weight, std=0.02)
-        nn.init.normal_(self.lm_head.weight, std=0.02)
-        self._register_load_state_dict_pre_hook(rename_legacy_keys)
 
     def forward(
         self,
@@ -88,7 +75,7 @@ class Transfusion(nn.Module):
         if self.text_pool is not None:
             text_mean = PooledText.mean_before(x, (kinds == TEXT) & layout.valid, cache, commit)  # (B, T, D)
         if n_images == 0:
-            h = self.trunk(x, layout, cache=cache, commit=commit)
+            h = self.trunk(x, layout, cache=cache, commit=commit, cond=self.slot_condition(x, image, None))
             if self.image_io.reads_text:  # keep the text states for the images of later chunks
                 text_before_images(h, (kinds == TEXT) & layout.valid, image, 0, cache, commit)
             return DiffusionLMOutput(self.lm_head(h), h.new_zeros((*h.shape[:2], config.patch_dim)))
@@ -98,16 +85,14 @@ class Transfusion(nn.Module):
             time = time + self.text_pool(text_mean[image].view(n_images, -1, x.shape[-1])[:, 0])
         embedded, skips = self.image_io.embed(patches[image].view(n_images, -1, config.patch_dim), time)  # (I, N, D)
         x = x.index_put((image,), (embedded + time[:, None, :]).flatten(0, 1).to(x.dtype))
-        h = self.trunk(x, layout, cache=cache, commit=commit)
+        # with adaln_text every block also reads the image's condition at its patches
+        h = self.trunk(x, layout, cache=cache, commit=commit, cond=self.slot_condition(x, image, time))
         text = None
         if self.image_io.reads_text:  # the decoder's cross-attention keys: (I, L, D) states, (I, L) mask
             text = text_before_images(h, (kinds == TEXT) & layout.valid, image, n_images, cache, commit)
         image_out = self.image_io.project(h[image].view(n_images, -1, h.shape[-1]), skips, time, text)  # (I, N, P)
         out = h.new_zeros((*h.shape[:2], config.patch_dim)).index_put((image,), image_out.flatten(0, 1).to(h.dtype))
         return DiffusionLMOutput(self.lm_head(h), out)
-
-    def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
-        return self.trunk.new_cache(batch, max_len, device)
 
 
 # ---- sizes ------------------------------------------------------------------------------------------------

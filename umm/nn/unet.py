@@ -15,7 +15,8 @@ from torch import nn
 from umm.nn.attention import explicit_attention
 
 
-def _groups(channels: int) -> int:
+def norm_groups(channels: int) -> int:
+    """GroupNorm groups for ``channels``: 32 (Wu & He 2018; ADM) or the largest of 16, 8, .. that divides them."""
     for g in (32, 16, 8, 4, 2, 1):
         if channels % g == 0:
             return g
@@ -34,12 +35,12 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int, cond_dim: int):
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(channels), channels)
+        self.norm1 = nn.GroupNorm(norm_groups(channels), channels)
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
         self.film = nn.Linear(cond_dim, 2 * channels)  # (scale, shift) per channel
         nn.init.zeros_(self.film.weight)  # starts unconditioned: scale 1, shift 0
         nn.init.zeros_(self.film.bias)
-        self.norm2 = nn.GroupNorm(_groups(channels), channels)
+        self.norm2 = nn.GroupNorm(norm_groups(channels), channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # the block starts as the identity
         nn.init.zeros_(self.conv2.bias)
@@ -60,7 +61,7 @@ class TextCrossAttention(nn.Module):
     def __init__(self, channels: int, text_dim: int, heads: int = 4):
         super().__init__()
         self.heads = heads if channels % heads == 0 else 1
-        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.norm = nn.GroupNorm(norm_groups(channels), channels)
         self.text_norm = nn.LayerNorm(text_dim)
         self.null = nn.Parameter(torch.zeros(1, 1, text_dim))
         self.to_q = nn.Linear(channels, channels)
@@ -141,7 +142,7 @@ class UNetDecoder(nn.Module):
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 4, stride=2, padding=1) for i in range(levels))
         self.text_attn = nn.ModuleList(TextCrossAttention(widths[levels - j], dim) for j in range(text_attn)) \
             if text_attn else None
-        self.out_norm = nn.GroupNorm(_groups(width), width)
+        self.out_norm = nn.GroupNorm(norm_groups(width), width)
         self.out = nn.Conv2d(width, channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)  # predict 0 at init, like the linear head
         nn.init.zeros_(self.out.bias)

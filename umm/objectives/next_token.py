@@ -1,4 +1,5 @@
-"""Next-token cross-entropy over the positions that carry a target, with Chameleon's optional z-loss."""
+"""Next-token cross-entropy over the positions that carry a target, with Chameleon's optional z-loss, and the
+same cross-entropy split into codes and text as a diagnostic."""
 
 from __future__ import annotations
 
@@ -27,6 +28,20 @@ def z_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if not valid.any():
         return logits.sum() * 0.0
     return torch.logsumexp(logits[valid].float(), dim=-1).pow(2).mean()
+
+
+@torch.no_grad()
+def split_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, first_code: int,
+                        code_name: str = "image_ce") -> dict[str, torch.Tensor]:
+    """Diagnostics, not a loss: the same next-token cross-entropy split by what is predicted, codes (ids >=
+    ``first_code``, the text vocabulary's size in a shared id space) as ``code_name`` and text as ``text_ce``;
+    a part with no target in the batch is left out. logits (B, T, V), targets (B, T) as for next_token_loss."""
+    codes = targets >= first_code
+    out = {}
+    for name, mask in ((code_name, codes), ("text_ce", (targets != IGNORE) & ~codes)):
+        if mask.any():
+            out[name] = F.cross_entropy(logits[mask].float(), targets[mask])
+    return out
 
 
 def shift_targets(tokens: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:

@@ -96,6 +96,21 @@ def load_vae(name_or_dir: str | Path) -> nn.Module:
     return vae
 
 
+@torch.no_grad()
+def vae_latents(vae: nn.Module, images: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B, 3, H, W) images in [0, 1] -> the frozen VAE's latents (B, C, h, w) times ``scale`` (LDM's scale factor,
+    which brings them near unit variance), as float on the images' device (the VAE may sit elsewhere)."""
+    device = next(vae.parameters()).device
+    return vae.encode(images.to(device)).float().to(images.device) * scale
+
+
+@torch.no_grad()
+def vae_images(vae: nn.Module, latents: torch.Tensor, scale: float) -> torch.Tensor:
+    """The inverse of :func:`vae_latents`: scaled latents (B, C, h, w) -> images (B, 3, H, W) in [0, 1]."""
+    device = next(vae.parameters()).device
+    return vae.decode((latents.float() / scale).to(device)).float().to(latents.device)
+
+
 def warn_if_untrained(name_or_dir: str | Path, system: str, recipe: str,
                       key: str = "system_args.image_tokenizer") -> None:
     """A system given a registered tokenizer *name* gets fresh weights (fine for tests, useless for training):
@@ -113,9 +128,18 @@ def require_grid(images: nn.Module, name: str | Path, system: str) -> None:
                        f"{str(name)!r} is a {images.config.family!r}")
 
 
+
+def grid_fields(images: nn.Module, name: str | Path, system: str) -> dict:
+    """The model fields a system with one code per grid position (Chameleon, Show-o) reads from its frozen
+    tokenizer: codebook size, image size and grid side; refuses a tokenizer without such a grid."""
+    require_grid(images, name, system)
+    return {"image_codes": images.codebook_size, "image_size": images.config.image_size, "grid": images.grid[0]}
+
+
 __all__ = [
     "FAMILIES", "FSQ", "LFQ", "AutoencoderConfig", "DiscreteTokenizer", "FSQConfig", "FSQTokenizer",
     "KLAutoencoder", "LFQConfig", "LFQTokenizer", "QuantizerOutput", "RQConfig", "RQTokenizer",
     "ResidualQuantizer", "TokenizerOutput", "VAEConfig", "VQConfig", "VQTokenizer", "VQVideoConfig",
-    "VQVideoTokenizer", "VectorQuantizer", "load_image_tokenizer", "require_grid", "warn_if_untrained",
+    "VQVideoTokenizer", "VectorQuantizer", "grid_fields", "load_image_tokenizer", "require_grid", "vae_images", "vae_latents",
+    "warn_if_untrained",
 ]

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umm.config import ConfigError
+from umm.nn.unet import norm_groups
 
 
 @dataclass(frozen=True)
@@ -54,21 +55,14 @@ class AutoencoderConfig:
             )
 
 
-def _groups(channels: int) -> int:
-    for g in (32, 16, 8, 4, 2, 1):
-        if channels % g == 0:
-            return g
-    return 1
-
-
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv, twice, plus the input (a 1x1 projection when the width changes)."""
 
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(dim_in), dim_in)
+        self.norm1 = nn.GroupNorm(norm_groups(dim_in), dim_in)
         self.conv1 = nn.Conv2d(dim_in, dim_out, 3, padding=1)
-        self.norm2 = nn.GroupNorm(_groups(dim_out), dim_out)
+        self.norm2 = nn.GroupNorm(norm_groups(dim_out), dim_out)
         self.conv2 = nn.Conv2d(dim_out, dim_out, 3, padding=1)
         self.skip = nn.Conv2d(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
 
@@ -92,7 +86,7 @@ class Encoder(nn.Module):
                 blocks.append(nn.Conv2d(width, widths[i + 1], 3, stride=2, padding=1))
             self.levels.append(nn.Sequential(*blocks))
         self.mid = ResBlock(widths[-1], widths[-1])
-        self.out_norm = nn.GroupNorm(_groups(widths[-1]), widths[-1])
+        self.out_norm = nn.GroupNorm(norm_groups(widths[-1]), widths[-1])
         self.out = nn.Conv2d(widths[-1], out_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,7 +119,7 @@ class Decoder(nn.Module):
             if i > 0:
                 blocks.append(Upsample(widths[i], widths[i - 1]))
             self.levels.append(nn.Sequential(*blocks))
-        self.out_norm = nn.GroupNorm(_groups(widths[0]), widths[0])
+        self.out_norm = nn.GroupNorm(norm_groups(widths[0]), widths[0])
         self.out = nn.Conv2d(widths[0], config.channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -144,7 +138,7 @@ class TemporalDown(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.norm = nn.GroupNorm(_groups(dim), dim)
+        self.norm = nn.GroupNorm(norm_groups(dim), dim)
         self.conv = nn.Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,7 +151,7 @@ class TemporalUp(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.norm = nn.GroupNorm(_groups(dim), dim)
+        self.norm = nn.GroupNorm(norm_groups(dim), dim)
         self.conv = nn.Conv3d(dim, dim, (3, 1, 1), padding=(1, 0, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
