@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from umm.data.shapes.views import clip_items, scene_items
-from umm.eval.retrieval import AXES, classify, matrix_table, recall_at_k, template_concepts, zero_shot_scores
+from umm.eval.retrieval import (AXES, classify, matrix_table, recall_at_k, same_content, template_concepts,
+                                zero_shot_scores)
 
 
 def test_recall_at_k_on_known_matrices():
@@ -17,6 +18,23 @@ def test_recall_at_k_on_known_matrices():
     sims = torch.eye(4)
     sims[0, 1] = sims[2, 3] = 2.0
     assert recall_at_k(sims, (1, 2)) == {1: 0.5, 2: 1.0}
+
+
+def test_an_item_with_the_same_caption_is_the_querys_own_content():
+    # items 0 and 1 are both "a red circle": a text query for item 0 that ranks item 1 first has found its content;
+    # item 2's query ranking item 0 ("a red circle") first has not
+    same = same_content(["a red circle", "a red circle", "a blue square"])
+    assert same.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+    sims = torch.tensor([[0.5, 0.9, 0.1], [0.9, 0.5, 0.1], [0.9, 0.1, 0.5]])
+    assert recall_at_k(sims, (1, 2)) == {1: 0.0, 2: 1.0}  # item by item
+    assert recall_at_k(sims, (1, 2), same=same) == pytest.approx({1: 2 / 3, 2: 1.0})  # content by content
+    # a tie with an item of other content still counts against the query
+    assert recall_at_k(torch.ones(3, 3), (1,), same=same)[1] == 0.0
+
+
+def test_eval_items_carry_the_caption_every_modality_describes():
+    items = scene_items("test", 6, 0, 16, ("image", "audio"), "L1")
+    assert len(items.captions) == 6 and all(isinstance(c, str) and c for c in items.captions)
 
 
 def test_ties_count_against_the_query():

@@ -2,7 +2,8 @@
 
 **Retrieval matrix.** For every ordered pair of the system's modalities (query -> gallery), N held-out items
 are embedded in both, and R@1/5/10 is the share of queries whose own item ranks in the top k of the N
-gallery items (open_clip's ``get_clip_metrics``; chance R@k = k / N). Each pair is marked *paired* (trained
+gallery items (open_clip's ``get_clip_metrics``; chance R@k = k / N), where an item with the same caption is
+the query's own content too (:func:`recall_at_k`). Each pair is marked *paired* (trained
 together: ``system.paired``) or *emergent* (never trained together, ImageBind's sec. 4.2), in the key:
 ``retrieval/emergent/audio->text/R@1``. Pairs with video are read on *clip items* (a clip, its first frame,
 its caption, that caption spoken: ``umm.data.shapes.views.clip_view``); the others on *scene items* (image,
@@ -47,11 +48,25 @@ def template_concepts() -> dict[tuple[str, str], list[str]]:
     return out
 
 
-def recall_at_k(similarity: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[int, float]:
-    """R@k of queries (rows) whose own gallery item (the diagonal) ranks in the top k; ties count against."""
-    own = similarity.diagonal()[:, None]  # (N, 1)
-    rank = (similarity > own).sum(1) + (similarity.eq(own).sum(1) - 1)  # 0 = first
+def recall_at_k(similarity: torch.Tensor, ks: tuple[int, ...] = KS, same: torch.Tensor | None = None) -> dict[int, float]:
+    """R@k of queries (rows) whose own gallery item (the diagonal) ranks in the top k; ties count against.
+
+    ``same`` (N, N) bool marks the gallery items that hold the query's own content (the diagonal and every item
+    with the same caption: at ShapesWorld L1 many scenes read "a red circle", and no text or speech can tell
+    them apart). A query then scores when its best-ranked item of that content is in the top k, as COCO
+    retrieval counts any of an image's captions; items of other content that score as high count against."""
+    if same is None:
+        same = torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
+    best = similarity.masked_fill(~same, float("-inf")).amax(1, keepdim=True)  # (N, 1) best own-content score
+    rank = ((similarity >= best) & ~same).sum(1)  # items of other content at or above it; 0 = first
     return {k: (rank < k).float().mean().item() for k in ks}
+
+
+def same_content(captions: list[str]) -> torch.Tensor:
+    """(N, N) bool: items i and j describe the same content (one caption)."""
+    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    key = torch.tensor([ids[c] for c in captions])
+    return key[:, None] == key[None, :]
 
 
 def classify(embeddings: torch.Tensor, centres: torch.Tensor, centre_classes: list[str],
@@ -97,12 +112,13 @@ def evaluate_embeddings(model: torch.nn.Module, system, split: str = "test", see
     embedded = {name: {m: system.embed(model, m, items.raw[m], batch_size=batch_size) for m in items.raw}
                 for name, items in item_sets.items()}
 
+    same = {name: same_content(items.captions) for name, items in item_sets.items()}
     paired = getattr(system, "paired", frozenset())
     means: dict[str, list[float]] = {"paired": [], "emergent": []}
     for query, gallery in itertools.permutations(modalities, 2):
         name = "clip" if "video" in (query, gallery) else "scene"
         kind = "paired" if pair_name(query, gallery) in paired else "emergent"
-        recalls = recall_at_k(embedded[name][query] @ embedded[name][gallery].T)
+        recalls = recall_at_k(embedded[name][query] @ embedded[name][gallery].T, same=same[name])
         for k, value in recalls.items():
             metrics[f"retrieval/{kind}/{query}->{gallery}/R@{k}"] = value
         means[kind].append(recalls[1])

@@ -36,10 +36,12 @@ def clip_view(sample: dict, with_audio: bool = False) -> dict:
 
 @dataclass
 class Items:
-    """N evaluation items: raw inputs per embedding modality, and each item's objects."""
+    """N evaluation items: raw inputs per embedding modality, each item's objects, and its caption (the content
+    every modality of the item describes: two items with one caption are the same content)."""
 
     raw: dict[str, list] = field(default_factory=dict)
     scenes: list[list[dict]] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -48,10 +50,11 @@ class Items:
 def scene_items(split: str, n: int, seed: int, canvas: int, modalities: tuple[str, ...],
                 level: str = DEFAULT_LEVEL) -> Items:  # fmt: skip
     """ShapesWorld scenes: image, caption and the caption spoken, as the world makes them."""
-    data = tuple(DATA_MODALITY[m] for m in modalities if m != "video")
+    data = tuple(dict.fromkeys([*(DATA_MODALITY[m] for m in modalities if m != "video"), "caption"]))  # + the content key
     world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=data, level=level)
     samples = [world[i] for i in range(n)]
-    return Items({m: [s[DATA_MODALITY[m]] for s in samples] for m in modalities if m != "video"}, [s["scene"] for s in samples])
+    return Items({m: [s[DATA_MODALITY[m]] for s in samples] for m in modalities if m != "video"},
+                 [s["scene"] for s in samples], [s["caption"] for s in samples])
 
 
 def clip_items(split: str, n: int, seed: int, canvas: int, frames: int, modalities: tuple[str, ...],
@@ -59,4 +62,5 @@ def clip_items(split: str, n: int, seed: int, canvas: int, frames: int, modaliti
     """ShapesWorld clips, each with its first frame, its caption and that caption spoken (``clip_view``)."""
     world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=("video",), frames=frames, level=level)
     views = [clip_view(world[i], with_audio="audio" in modalities) for i in range(n)]
-    return Items({m: [v[DATA_MODALITY[m]] for v in views] for m in modalities}, [v["scene"] for v in views])
+    return Items({m: [v[DATA_MODALITY[m]] for v in views] for m in modalities}, [v["scene"] for v in views],
+                 [v["caption"] for v in views])
