@@ -177,3 +177,23 @@ def test_the_survey_table_claims_read_both_jobs():
     rows[0] = row("chameleon", 0.95, 0.2, 0.2)  # AR now better on images and worse on captions
     claims = {c.statement.split()[0] + " " + c.statement.split()[1]: c for c in evaluate_claims(rows, [], 90)}
     assert claims["AR is"].verdict == "not supported"
+
+
+def test_a_job_the_system_never_trained_is_unmeasured_not_zero():
+    """The L1 recipes train text-to-image only: their QA score of 0 must not decide the multi-expert claim."""
+    rows = [{"system": "chameleon", "status": "ok", "tasks": ["t2i"], "metrics": {"qa/colour": 0.0, "geneval/overall": 0.5}},
+            {"system": "imagebind", "status": "ok", "tasks": ["image_text"],
+             "metrics": {"zeroshot/image/colour/mean_centre": 1.0}}]
+    claim = next(c for c in evaluate_claims(rows, [], 90) if c.statement.startswith("Multi-expert models are optimised"))
+    assert claim.verdict == "mixed" and "none measured" in claim.evidence
+    rows[0]["tasks"] = ["t2i", "qa"]  # trained: its 0 now counts
+    claim = next(c for c in evaluate_claims(rows, [], 90) if c.statement.startswith("Multi-expert models are optimised"))
+    assert claim.verdict == "supported"
+
+
+def test_the_runner_records_what_a_recipe_trains():
+    from umm.bench.runner import trained_tasks
+    from umm.recipes import RECIPES_DIR
+
+    assert trained_tasks(RECIPES_DIR / "chameleon_l1.yaml") == ["t2i"]  # inherited from base/bench_l1
+    assert trained_tasks(RECIPES_DIR / "chameleon_s.yaml") == ["t2i", "caption", "qa"]

@@ -36,7 +36,15 @@ def _ok(rows: list[dict]) -> dict[str, dict]:
     return {r["system"]: r for r in rows if r.get("status") in ("ok", "reused")}
 
 
+# a metric of a job the system never trained is unmeasured, not 0: the L1 recipes train text-to-image only, and
+# their QA and caption scores say nothing about understanding (the runner records each row's trained tasks)
+JOB_OF_METRIC = {"qa/": "qa", "caption/": "caption"}
+
+
 def _metric(row: dict, key: str) -> float | None:
+    job = next((task for prefix, task in JOB_OF_METRIC.items() if key.startswith(prefix)), None)
+    if job is not None and "tasks" in row and job not in row["tasks"]:
+        return None
     value = row.get("metrics", {}).get(key)
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from umm.bench.plan import SURVEY_ORDER, Dependency, Entry, dependency_name, entry_for
+from umm.training.recipe import read_recipe
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,11 @@ def _run(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[int, str]:
     return proc.returncode, tail[0]
 
 
+def trained_tasks(recipe: Path) -> list[str]:
+    """The task names a recipe trains (with its bases): which of a system's scores measure a job it learned."""
+    return [task["name"] for task in read_recipe(recipe).get("tasks", [])]
+
+
 def train_command(entry: Entry, config: BenchConfig, run_dir: Path) -> list[str]:
     cmd = [sys.executable, "-m", "umm.cli", "train", str(entry.recipe)]
     if config.quick_steps:
@@ -103,9 +109,14 @@ def run_entry(entry: Entry, config: BenchConfig, index: int, total: int, core: i
     label = f"[{index}/{total}] {entry.name}"
     if result_path.is_file():
         print(f"{label}: done before, reusing {result_path}", flush=True)
-        return json.loads(result_path.read_text())
+        row = json.loads(result_path.read_text())
+        if entry.recipe is not None and "tasks" not in row:  # rows written before the runner recorded them
+            row["tasks"] = trained_tasks(entry.recipe)
+        return row
     out.mkdir(parents=True, exist_ok=True)
     row: dict[str, Any] = {"system": entry.name, "cell": entry.cell, "recipe": str(entry.recipe) if entry.recipe else None}
+    if entry.recipe is not None:
+        row["tasks"] = trained_tasks(entry.recipe)
     if entry.recipe is None:
         where = entry.looked_for.name if entry.looked_for else f"{entry.name}_s.yaml"
         print(f"{label}: no recipe (umm/recipes/{where}), reported without training", flush=True)
