@@ -30,6 +30,7 @@ CASES = [
     (["train", "test_transfusion", "model_args.unet=true", "model_args.unet_text_attn=9"], "unet_text_attn=9"),
     (["train", "test_transfusion", "model_args.adaln_text=true", "model_args.transformer.cond_dim=7"],
      "adaln_text with transformer.cond_dim=7"),
+    (["train", "test_transfusion", "model_args.adaln_clean=false"], "model_args.adaln_clean=false says which images"),
     (["bench", "--snapshots", "2"], "a snapshot is a fraction of the budget in (0, 1)"),
     (["train", "test_transfusion", "data.name=nope"], "unknown dataset 'nope'"),
     (["train", "test_transfusion", "train.steps=0"], "'train.steps' = 0 is out of range; allowed: 1 <= value"),

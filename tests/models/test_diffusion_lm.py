@@ -26,7 +26,10 @@ VARIANTS = {"transfusion": [], "monoformer": [], "transfusion_unet_pooled_textat
             "monoformer_unet_pooled": UNET_POOLED, "monoformer_unet_textattn": TEXT_ATTN,
             # AdaLN-zero in every trunk block: the per-slot condition must follow the cache chunk by chunk
             "transfusion_adaln": ["model_args.pooled_text=true", "model_args.adaln_text=true"],
-            "monoformer_adaln": ["model_args.pooled_text=true", "model_args.adaln_text=true"]}
+            "monoformer_adaln": ["model_args.pooled_text=true", "model_args.adaln_text=true"],
+            # ... and with clean images (captioning's, committed ones) left unmodulated
+            "transfusion_adaln_noisy": ["model_args.pooled_text=true", "model_args.adaln_text=true",
+                                        "model_args.adaln_clean=false"]}
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -255,7 +258,15 @@ def test_adaln_text_lets_the_image_condition_change_every_block(trained):
     layout = Layout.of(batch)
     x = torch.randn(*batch["tokens"].shape, model.config.transformer.dim)
     image = batch["block"] >= 0
-    h = [model.trunk(x, layout, cond=model.slot_condition(x, image, torch.randn(1, x.shape[-1]) * s)) for s in (0.0, 3.0)]
+    cond = torch.randn(1, x.shape[-1])
+    noisy = torch.tensor([0.5])  # the image's diffusion time
+    h = [model.trunk(x, layout, cond=model.slot_condition(x, image, cond * s, noisy)) for s in (0.0, 3.0)]
     first_image = int(image[0].nonzero()[0])
     assert (h[0][image] - h[1][image]).abs().max() > 1e-3, "the condition does not reach the image slots"
     assert torch.equal(h[0][0, :first_image], h[1][0, :first_image]), "text before the image read the image's condition"
+    clean = [model.trunk(x, layout, cond=model.slot_condition(x, image, cond * s, torch.zeros(1))) for s in (0.0, 3.0)]
+    if model.config.adaln_clean:
+        assert (clean[0][image] - clean[1][image]).abs().max() > 1e-3, "a clean image's condition does not reach it"
+    else:  # a clean image (t = 0) is read as text is: its condition changes nothing
+        assert torch.equal(clean[0], clean[1]), "a clean image was modulated with adaln_clean=false"
+        assert torch.equal(clean[0], h[0]), "a clean image is not read as a zero condition"

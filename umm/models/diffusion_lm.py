@@ -64,6 +64,11 @@ class DiffusionLMConfig:
     # Xie 2023, sec. 3.2), which MonoFormer keeps for its final layer only. Text slots read the modulation's
     # learned bias alone. Off in both papers, where the condition enters the trunk once, at the patch input
     adaln_text: bool = False
+    # with adaln_text, whether clean images (t = 0: the images captioning and QA read, and a generated image once it
+    # is committed to the context) are modulated too. False reads them as text is read (the modulation's bias
+    # alone), so understanding never visits a condition that generation, with logit-normal times, almost never
+    # trains (RESULTS.md, "AdaLN-zero text conditioning in every trunk block": captions collapsed with it on)
+    adaln_clean: bool = True
 
     @property
     def token_channels(self) -> int:
@@ -103,14 +108,18 @@ class DiffusionLMNetwork(nn.Module):
         nn.init.normal_(self.lm_head.weight, std=0.02)
         self._register_load_state_dict_pre_hook(rename_legacy_keys)
 
-    def slot_condition(self, x: torch.Tensor, slots: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor | None:
+    def slot_condition(self, x: torch.Tensor, slots: torch.Tensor, cond: torch.Tensor | None,
+                       image_times: torch.Tensor | None = None) -> torch.Tensor | None:
         """The trunk's per-slot AdaLN condition (B, T, D) with ``adaln_text``, else None: each image's condition
-        ``cond`` (I, D) at its ``slots`` (B, T; row-major, the same number per image), zero at every other slot."""
+        ``cond`` (I, D) at its ``slots`` (B, T; row-major, the same number per image), zero at every other slot.
+        Without ``adaln_clean``, images whose time ``image_times`` (I,) is 0 get zero too."""
         if not self.config.adaln_text:
             return None
         out = x.new_zeros(x.shape)  # (B, T, D)
         if cond is None:
             return out
+        if not self.config.adaln_clean:
+            cond = cond * (image_times > 0).to(cond.dtype)[:, None]  # (I, D): clean images read as text
         per_image = int(slots.sum()) // cond.shape[0]
         return out.index_put((slots,), cond.repeat_interleave(per_image, dim=0).to(x.dtype))
 
@@ -121,6 +130,9 @@ class DiffusionLMNetwork(nn.Module):
 def trunk_config(config: DiffusionLMConfig) -> TransformerConfig:
     """The trunk's config: with ``adaln_text``, AdaLN-zero blocks whose condition is as wide as the trunk."""
     if not config.adaln_text:
+        if not config.adaln_clean:
+            raise ConfigError("model_args.adaln_clean=false says which images AdaLN skips; it needs "
+                              "model_args.adaln_text=true")
         return config.transformer
     if config.transformer.cond_dim not in (0, config.transformer.dim):
         raise ConfigError(f"model_args.adaln_text with transformer.cond_dim={config.transformer.cond_dim}: the blocks "

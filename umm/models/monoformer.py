@@ -78,7 +78,7 @@ class MonoFormer(DiffusionLMNetwork):
             embedded, skips = self.image_io.embed(patches[patch].view(n_images, -1, config.patch_dim), time)  # (I, N, D)
             x = x.index_put((patch,), embedded.flatten(0, 1).to(x.dtype))
         # with adaln_text every block also reads the image's condition at its time token and patches
-        cond = self.slot_condition(x, time_slot | patch, time if n_images else None)
+        cond = self.slot_condition(x, time_slot | patch, time if n_images else None, times[time_slot])
         h = self.trunk(x, layout, cache=cache, commit=commit, cond=cond)
         out = h.new_zeros((*h.shape[:2], config.patch_dim))
         text = None

@@ -80,13 +80,14 @@ class Transfusion(DiffusionLMNetwork):
                 text_before_images(h, (kinds == TEXT) & layout.valid, image, 0, cache, commit)
             return DiffusionLMOutput(self.lm_head(h), h.new_zeros((*h.shape[:2], config.patch_dim)))
         # embed only the image slots; every image adds its time embedding (paper sec. 2.3)
-        time = self.time_embed(times[image].view(n_images, -1)[:, 0])  # (I, D)
+        image_times = times[image].view(n_images, -1)[:, 0]  # (I,)
+        time = self.time_embed(image_times)  # (I, D)
         if text_mean is not None:  # + the pooled text before the image, read at its first patch
             time = time + self.text_pool(text_mean[image].view(n_images, -1, x.shape[-1])[:, 0])
         embedded, skips = self.image_io.embed(patches[image].view(n_images, -1, config.patch_dim), time)  # (I, N, D)
         x = x.index_put((image,), (embedded + time[:, None, :]).flatten(0, 1).to(x.dtype))
         # with adaln_text every block also reads the image's condition at its patches
-        h = self.trunk(x, layout, cache=cache, commit=commit, cond=self.slot_condition(x, image, time))
+        h = self.trunk(x, layout, cache=cache, commit=commit, cond=self.slot_condition(x, image, time, image_times))
         text = None
         if self.image_io.reads_text:  # the decoder's cross-attention keys: (I, L, D) states, (I, L) mask
             text = text_before_images(h, (kinds == TEXT) & layout.valid, image, n_images, cache, commit)
