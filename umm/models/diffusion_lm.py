@@ -133,6 +133,9 @@ def trunk_config(config: DiffusionLMConfig) -> TransformerConfig:
         if not config.adaln_clean:
             raise ConfigError("model_args.adaln_clean=false says which images AdaLN skips; it needs "
                               "model_args.adaln_text=true")
+        if config.transformer.adaln_gate_init and not config.transformer.cond_dim:
+            raise ConfigError("model_args.transformer.adaln_gate_init sets AdaLN's gates; it needs "
+                              "model_args.adaln_text=true")
         return config.transformer
     if config.transformer.cond_dim not in (0, config.transformer.dim):
         raise ConfigError(f"model_args.adaln_text with transformer.cond_dim={config.transformer.cond_dim}: the blocks "

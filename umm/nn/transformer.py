@@ -34,6 +34,11 @@ class TransformerConfig:
     rope_axes: int = 1  # 1: 1D RoPE; 2: (row, col) for image grids; 3: (time, row, col) for video
     rope_theta: float = 10000.0
     cond_dim: int = 0  # > 0: every block is AdaLN-zero modulated by a conditioning vector (DiT)
+    # the bias of the AdaLN gates at init. 0: adaLN-Zero, every block starts as the identity (DiT sec. 3.2).
+    # 1: every block starts as the plain pre-norm block, and the condition learns to modulate it (DiT's "adaLN"
+    # block plus a learned gate). In a trunk shared with text, where text slots read a zero condition, 0 also
+    # starts the language model's blocks as the identity (RESULTS.md, "AdaLN's gates and the captioner")
+    adaln_gate_init: float = 0.0
     final_adaln: bool = False  # AdaLN on the final norm only (DiT's final layer: the multi-expert image decoder)
 
 
@@ -47,6 +52,9 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(dim, affine=not adaln)
         self.mlp = SwiGLU(dim, swiglu_hidden(dim, config.mlp_ratio))
         self.modulation = AdaLNModulation(config.cond_dim, dim, 6) if adaln else None
+        if adaln and config.adaln_gate_init:
+            with torch.no_grad():  # chunks: shift1, scale1, gate1, shift2, scale2, gate2
+                self.modulation.proj.bias.view(6, dim)[[2, 5]] = config.adaln_gate_init
 
     def forward(
         self,
