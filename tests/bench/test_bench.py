@@ -195,5 +195,6 @@ def test_the_runner_records_what_a_recipe_trains():
     from umm.bench.runner import trained_tasks
     from umm.recipes import RECIPES_DIR
 
-    assert trained_tasks(RECIPES_DIR / "chameleon_l1.yaml") == ["t2i"]  # inherited from base/bench_l1
+    assert trained_tasks(RECIPES_DIR / "chameleon_l1.yaml") == ["t2i", "caption", "qa"]  # inherited from base/bench_l1
+    assert trained_tasks(RECIPES_DIR / "test_transfusion_guard.yaml") == ["t2i"]
     assert trained_tasks(RECIPES_DIR / "chameleon_s.yaml") == ["t2i", "caption", "qa"]
