@@ -32,9 +32,11 @@ def samples():
     return [world[i] for i in range(4)]
 
 
-def make(tokenizer, **options):
+def make(tokenizer, pooled_text: bool = False, **options):
     torch.manual_seed(0)
-    model = build_model(model_config("test_mmar", {"vocab_size": tokenizer.vocab_size}))
+    model = build_model(model_config("test_mmar", {"vocab_size": tokenizer.vocab_size, "pooled_text": pooled_text}))
+    if pooled_text:  # a trained pool: its last layer is not zero, so a wrong running mean would show
+        torch.nn.init.normal_(model.text_pool.mlp[-1].weight, std=0.5)
     return model.eval(), MMARSystem(tokenizer, model.config, MMAROptions(**options))
 
 
@@ -193,9 +195,9 @@ def test_trunk_never_sees_noise_only_clean_patches_or_mask(tokenizer, samples):
 # ---- KV cache = recompute ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("order", ["masked", "raster"])
-def test_caption_with_cache_matches_recompute(tokenizer, samples, order):
-    model, system = make(tokenizer, order=order)
+@pytest.mark.parametrize("order,pooled", [("masked", False), ("raster", False), ("masked", True)])
+def test_caption_with_cache_matches_recompute(tokenizer, samples, order, pooled):
+    model, system = make(tokenizer, pooled_text=pooled, order=order)
     images = torch.stack([s["image"] for s in samples[:2]])
     cached = system.caption(model, images, max_new_tokens=6, precision="fp32")
     for image, text in zip(images, cached):
@@ -212,8 +214,10 @@ def test_caption_with_cache_matches_recompute(tokenizer, samples, order):
         assert text == tokenizer.decode(ids)
 
 
-def test_masked_image_span_with_cache_matches_full_forward(tokenizer, samples):
-    model, system = make(tokenizer)
+@pytest.mark.parametrize("pooled", [False, True])
+def test_masked_image_span_with_cache_matches_full_forward(tokenizer, samples, pooled):
+    """With ``pooled_text`` the text's running mean must also carry over from the cached prompt to the span."""
+    model, system = make(tokenizer, pooled_text=pooled)
     batch = system.collate(samples[:2], "t2i", torch.Generator().manual_seed(0))
     start = int((batch["kinds"][0] == PATCH).nonzero()[0, 0])
     n = system.config.grid**2

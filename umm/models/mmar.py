@@ -43,11 +43,12 @@ import torch
 from torch import nn
 
 from umm import UmmError
-from umm.data.sequence import PATCH, Sequence, batch_rng, collate, understanding_turn
+from umm.data.sequence import PATCH, TEXT, Sequence, batch_rng, collate, understanding_turn
 from umm.models.factory import register_model
 from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, PatchEmbed, Transformer, TransformerConfig, patchify, unpatchify
 from umm.nn.diffusion_head import DiffusionHead
+from umm.nn.patch_io import PooledText
 from umm.objectives import next_token_loss
 from umm.objectives.per_token_diffusion import draw_noise, per_token_diffusion_loss
 from umm.paths import GaussianPath
@@ -68,6 +69,10 @@ class MMARConfig:
     latent_channels: int = 0  # > 0: tokens are VAE latents of this width (set from system_args.image_tokenizer)
     latent_grid: int = 0  # the VAE's latent grid side
     transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(rope_axes=2))
+    # add the pooled text before an image to every one of its slots (GLIDE/Imagen's pooled-text conditioning, as
+    # Transfusion's pooled_text does; off in MAR and MMAR, where the caption reaches the image only through
+    # attention): a [MASK] slot then starts from the caption's gist, not from the same vector for every prompt
+    pooled_text: bool = False
 
     @property
     def grid(self) -> int:
@@ -102,6 +107,7 @@ class MMAR(nn.Module):
         self.token_embed = nn.Embedding(config.vocab_size, dim)
         self.patch_in = PatchEmbed(config.patch_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(dim))  # MAR's learned [MASK] embedding
+        self.text_pool = PooledText(dim) if config.pooled_text else None
         self.trunk = Transformer(config.transformer)
         self.lm_head = nn.Linear(dim, config.vocab_size, bias=False)
         self.head = DiffusionHead(config.patch_dim, dim, config.head_width, config.head_depth)
@@ -122,9 +128,14 @@ class MMAR(nn.Module):
     ) -> MMAROutput:
         x = self.token_embed(tokens)  # (B, T, D)
         image = kinds == PATCH
+        text_mean = None
+        if self.text_pool is not None:  # running mean of the text embeddings up to each slot, cached prefix included
+            text_mean = PooledText.mean_before(x, (kinds == TEXT) & layout.valid, cache, commit)  # (B, T, D)
         if bool(image.any()):
-            embedded = self.patch_in(patches[image])  # (I, D), clean: the trunk never sees noise (MMAR sec. 3.1)
+            embedded = self.patch_in(patches[image])  # (M, D), clean: the trunk never sees noise (MMAR sec. 3.1)
             embedded = torch.where(masked[image][:, None], self.mask_token.to(embedded.dtype), embedded)
+            if text_mean is not None:
+                embedded = embedded + self.text_pool(text_mean[image]).to(embedded.dtype)  # (M, D)
             x = x.index_put((image,), embedded.to(x.dtype))
         h = self.trunk(x, layout, cache=cache, commit=commit)
         out = None
