@@ -58,6 +58,11 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     readme.write_text(f"intro\n{README_START}\nold\n{README_END}\noutro\n")
     assert update_readme(readme, "| new |")
     assert readme.read_text() == f"intro\n{README_START}\n| new |\n{README_END}\noutro\n"
+    # a bench at another level fills its own table and leaves the first one alone
+    assert not update_readme(readme, "| l3 |", "L3"), "no L3 markers yet: nothing to replace"
+    readme.write_text(readme.read_text() + "<!-- bench-table-l3:start -->\n<!-- bench-table-l3:end -->\n")
+    assert update_readme(readme, "| l3 |", "L3")
+    assert "| new |" in readme.read_text() and "<!-- bench-table-l3:start -->\n| l3 |\n<!-- bench-table-l3:end -->" in readme.read_text()
 
 
 @pytest.mark.slow

@@ -279,14 +279,23 @@ def readme_table(rows: list[dict], meta: dict) -> str:
             f"held-out split). Report: [{meta['report']}]({meta['report']}).\n\n" + _md_table(table))
 
 
-def update_readme(readme: Path, table: str) -> bool:
-    """Replace the text between the bench-table markers; False if the README has no markers."""
+def readme_markers(level: str | None) -> tuple[str, str]:
+    """The README markers a bench fills: the main systems table for the first bench level (L1) or a bench
+    without one; ``<!-- bench-table-l3:start -->`` ... for a bench at any other level."""
+    if level in (None, "L1"):
+        return README_START, README_END
+    return f"<!-- bench-table-{level.lower()}:start -->", f"<!-- bench-table-{level.lower()}:end -->"
+
+
+def update_readme(readme: Path, table: str, level: str | None = None) -> bool:
+    """Replace the text between the bench-table markers of ``level``; False if the README has no such markers."""
+    start, end = readme_markers(level)
     text = readme.read_text()
-    if README_START not in text or README_END not in text:
+    if start not in text or end not in text:
         return False
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{table}\n{README_END}{tail}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{table}\n{end}{tail}")
     return True
 
 

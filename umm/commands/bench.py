@@ -53,7 +53,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import umm.models  # noqa: F401  (registers every family)
     from umm.bench.claims import evaluate_claims
     from umm.bench.plan import default_systems, plan
-    from umm.bench.report import readme_table, update_readme, write_report
+    from umm.bench.report import readme_markers, readme_table, update_readme, write_report
     from umm.bench.runner import BenchConfig, run_all
     from umm.recipes import RECIPES_DIR
     from umm.registry import SYSTEMS
@@ -102,8 +102,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"published the report to {args.publish}")
     if args.update_readme:
         readme = Path(__file__).resolve().parents[2] / "README.md"
-        if not update_readme(readme, readme_table(rows, meta)):
-            raise UmmError(f"{readme} has no bench-table markers to replace")
+        if not update_readme(readme, readme_table(rows, meta), args.level):
+            start, _ = readme_markers(args.level)
+            raise UmmError(f"{readme} has no bench-table markers for this level ({start}) to replace")
         print(f"updated the systems table in {readme}")
     return 0
 
