@@ -108,3 +108,17 @@ def test_v_prediction_bounds_bf16_error_where_eps_blows_up():
         rounded = path.target(x0, noise, t).bfloat16().float()
         errors[param] = (path.to_x0_eps(rounded, x_t, t)[0] - x0).pow(2).mean().item()
     assert errors["v"] < 1e-4 and errors["eps"] > 100 * errors["v"], errors
+
+
+def test_head_condition_broadcasts_over_noise_draws():
+    """One z per token for its K noise draws (what training passes) gives the head's output for z repeated K
+    times, so the cheaper call is the same model."""
+    from umm.nn.diffusion_head import DiffusionHead
+
+    torch.manual_seed(0)
+    head = DiffusionHead(8, 16, 32, 2)
+    for p in head.parameters():  # a trained head: the zero-initialised layers would hide a wrong condition
+        torch.nn.init.normal_(p, std=0.1)
+    x, t, z = torch.randn(5, 4, 8), torch.rand(5, 4), torch.randn(5, 16)
+    torch.testing.assert_close(head(x, t, z[:, None]), head(x, t, z[:, None].expand(-1, 4, -1)))
+    assert not torch.allclose(head(x, t, z[:, None]), head(x, t, z.roll(1, 0)[:, None])), "z does not reach the output"

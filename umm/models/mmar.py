@@ -141,8 +141,7 @@ class MMAR(nn.Module):
         out = None
         if head_input is not None:
             z = h[head_input.rows]  # (M, D)
-            draws = head_input.x_t.shape[1]
-            out = self.head(head_input.x_t, head_input.t, z[:, None, :].expand(-1, draws, -1))  # (M, K, P)
+            out = self.head(head_input.x_t, head_input.t, z[:, None, :])  # (M, K, P): z broadcasts over the K draws
         return MMAROutput(self.lm_head(h), h, out)
 
     def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):

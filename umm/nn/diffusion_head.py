@@ -55,12 +55,16 @@ class DiffusionHead(nn.Module):
         self.out._umm_zero_init = True
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """x (..., C) noisy tokens, t (...) their times in [0, 1], z (..., Dz) conditions -> (..., C)."""
+        """x (..., C) noisy tokens, t (...) their times in [0, 1], z (..., Dz) conditions -> (..., C).
+
+        z may broadcast against x's leading dims: training passes one z per token, (M, 1, Dz), for its K noise
+        draws (M, K, C), and z's projection then runs once per token, not once per draw."""
         lead = x.shape[:-1]
-        assert t.shape == lead and z.shape[:-1] == lead, f"x {tuple(x.shape)}, t {tuple(t.shape)}, z {tuple(z.shape)}"
+        assert t.shape == lead and torch.broadcast_shapes(z.shape[:-1], lead) == lead, \
+            f"x {tuple(x.shape)}, t {tuple(t.shape)}, z {tuple(z.shape)}"
         # rows as (R, 1, .): AdaLNModulation reads a 3-D condition per token, which each row is
-        x, t, z = x.reshape(-1, 1, x.shape[-1]), t.reshape(-1, 1), z.reshape(-1, 1, z.shape[-1])
-        cond = self.time_embed(t) + self.cond_embed(z)  # (R, 1, W)
+        cond = self.time_embed(t) + self.cond_embed(z)  # (..., W)
+        x, cond = x.reshape(-1, 1, x.shape[-1]), cond.reshape(-1, 1, cond.shape[-1])  # (R, 1, C), (R, 1, W)
         h = self.input_proj(x)  # (R, 1, W)
         for block in self.blocks:
             h = block(h, cond)
