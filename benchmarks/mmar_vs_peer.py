@@ -2,7 +2,9 @@
 width, depth, heads and head size, on the same ShapesWorld images, in the same process.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/mmar_vs_peer.py [--dim 256 --depth 6 --heads 4 --batch 32]``
-(needs the ``bench`` extra: ``pip install -c constraints.txt autoregressive-diffusion-pytorch==0.4.0``).
+(needs the peer: ``pip install --no-deps autoregressive-diffusion-pytorch==0.4.0`` then ``pip install -c
+constraints.txt einops einx ema-pytorch torchdiffeq x-transformers``: the peer pins accelerate<=1.6, which the
+constraints' accelerate refuses, and its model classes never import accelerate).
 
 What each row does per training step (forward, backward, AdamW step), all under the same autocast:
 
@@ -13,7 +15,8 @@ What each row does per training step (forward, backward, AdamW step), all under 
   token, masked rows train the head on the ~85% masked tokens, raster rows on every token. The last row
   drops every caption (``cfg_dropout=1``): ``[BOS] [BOI] patches [EOI] [EOS]``, unconditional like the peer.
 
-The ratio column is umm's samples/s over the peer's; ``raster, mul 1, no caption`` is the like-for-like row.
+The ratio column is umm's samples/s over the peer's; ``raster, mul 1, no caption, head <matched>`` is the
+like-for-like row: the same sequence, one draw, and umm's head narrowed to the peer's parameter count.
 The machine may be shared, so the systems take turns step by step (``--rounds`` times) and each reports
 its median step time.
 """
@@ -106,11 +109,24 @@ def main() -> None:
     steps.append(train_step(peer, lambda: peer(images), torch.optim.AdamW(peer.parameters(), lr=1e-4), args.precision))
 
     tokenizer = TextTokenizer.train(shapes_corpus(2000), 512)
-    for order, mul, dropout in (("masked", 4, 0.1), ("raster", 4, 0.1), ("raster", 1, 0.1), ("raster", 1, 1.0)):
+
+    def overrides(head_width: int) -> dict:
+        return {"vocab_size": tokenizer.vocab_size, "head_width": head_width, "head_depth": args.head_depth,
+                "transformer": {"dim": args.dim, "depth": args.depth, "heads": args.heads, "rope_axes": 2}}
+
+    # equal size: MAR's head (umm's) keeps its residual stream at the head width with W x 3W AdaLN projections,
+    # the peer's at the token width (48) with W-wide hidden layers, so at equal width umm's model is ~1.3M
+    # parameters larger. The last rows narrow umm's head until the whole model has the peer's parameter count.
+    def count(head_width: int) -> int:
+        return sum(p.numel() for p in build_model(model_config("mmar_s", overrides(head_width))).parameters())
+
+    matched = min(range(16, args.dim + 1, 8), key=lambda w: abs(count(w) - params[0]))
+    rows = [("masked", 4, 0.1, args.dim), ("raster", 4, 0.1, args.dim), ("raster", 1, 0.1, args.dim),
+            ("raster", 1, 1.0, args.dim), ("raster", 1, 1.0, matched), ("masked", 1, 1.0, matched),
+            ("masked", 4, 0.1, matched)]
+    for order, mul, dropout, head_width in rows:
         torch.manual_seed(0)
-        overrides = {"vocab_size": tokenizer.vocab_size, "head_width": args.dim, "head_depth": args.head_depth,
-                     "transformer": {"dim": args.dim, "depth": args.depth, "heads": args.heads, "rope_axes": 2}}
-        model = build_model(model_config("mmar_s", overrides)).train()
+        model = build_model(model_config("mmar_s", overrides(head_width))).train()
         system = MMARSystem(tokenizer, model.config, MMAROptions(order=order, diffusion_batch_mul=mul,
                                                                  cfg_dropout=dropout))
         batch = system.collate(samples, "t2i", torch.Generator().manual_seed(0))
@@ -121,7 +137,7 @@ def main() -> None:
             return sum(v for k, v in losses.items() if k.endswith("_loss"))
 
         caption = "no caption" if dropout == 1.0 else "t2i"
-        names.append(f"umm mmar ({order}, mul {mul}, {caption}, {batch['tokens'].shape[1]} slots)")
+        names.append(f"umm mmar ({order}, mul {mul}, {caption}, {batch['tokens'].shape[1]} slots, head {head_width})")
         params.append(sum(p.numel() for p in model.parameters()))
         steps.append(train_step(model, loss_fn, torch.optim.AdamW(model.parameters(), lr=1e-4), args.precision))
 
@@ -129,10 +145,10 @@ def main() -> None:
     print(f"training samples/s, 32x32 images as 64 patches of 48, dim {args.dim}, depth {args.depth}, heads "
           f"{args.heads}, head depth {args.head_depth}, batch {args.batch}, {args.precision}, "
           f"{torch.get_num_threads()} thread(s)")
-    print(f"| {'system':<58} | {'params':>9} | {'samples/s':>9} | {'vs peer':>7} |")
-    print(f"|{'-' * 60}|{'-' * 11}|{'-' * 11}|{'-' * 9}|")
-    for name, count, rate in zip(names, params, rates):
-        print(f"| {name:<58} | {count / 1e6:>8.2f}M | {rate:>9.1f} | {rate / rates[0]:>6.2f}x |")
+    print(f"| {'system':<72} | {'params':>9} | {'samples/s':>9} | {'vs peer':>7} |")
+    print(f"|{'-' * 74}|{'-' * 11}|{'-' * 11}|{'-' * 9}|")
+    for name, size, rate in zip(names, params, rates):
+        print(f"| {name:<72} | {size / 1e6:>8.2f}M | {rate:>9.1f} | {rate / rates[0]:>6.2f}x |")
 
 
 if __name__ == "__main__":
