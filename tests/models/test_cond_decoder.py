@@ -28,10 +28,15 @@ def tokenizer():
     return TextTokenizer.train(shapes_corpus(2000), 384)
 
 
-def make(tokenizer, **options):
+# the bench-level design: U-Net patchification and the pooled condition in every AdaLN (model_args)
+UNET_POOLED = {"unet": True, "unet_width": 16, "patch": 4, "unet_fold": 1, "pooled_context": True}
+
+
+def make(tokenizer, model_args: dict | None = None, **options):
     opts = CondDecoderOptions(**{"encoders": "test_imagebind", **options})
     torch.manual_seed(0)
-    model = build_model(model_config("test_cond_decoder", CondDecoderSystem.model_overrides(tokenizer, opts)))
+    overrides = {**CondDecoderSystem.model_overrides(tokenizer, opts), **(model_args or {})}
+    model = build_model(model_config("test_cond_decoder", overrides))
     return model.eval(), CondDecoderSystem(tokenizer, model.config, opts)
 
 
@@ -107,12 +112,13 @@ def test_condition_dropout_gives_the_all_zero_null_condition(tokenizer, world):
 
 
 @pytest.mark.slow
-def test_decoder_learns_a_conditional_mapping_and_samples_it_back(tokenizer):
+@pytest.mark.parametrize("model_args", [None, UNET_POOLED], ids=["linear", "unet_pooled"])
+def test_decoder_learns_a_conditional_mapping_and_samples_it_back(tokenizer, model_args):
     """Two fixed (caption, image) pairs: after training, sampling each caption draws its own image (~30 s:
     the decoder first learns the mean image and separates the conditions after ~150 steps)."""
     world = ShapesWorld("train", canvas=16, max_objects=1, modalities=("image", "caption"))
     pairs = [world[0], world[1]]  # a large square lower left; an orange diamond
-    model, system = make(tokenizer, cfg_dropout=0.0)
+    model, system = make(tokenizer, model_args, cfg_dropout=0.0)
     model.train()
     batch = system.collate(pairs * 8, "t2i", torch.Generator().manual_seed(0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -173,3 +179,26 @@ def test_tiny_recipe_trains_saves_and_is_scored_by_the_judge(tmp_path):
     model, system = load_system(tmp_path / "model")
     metrics = evaluate(model, system, EvalConfig(n_prompts=6, steps=4, batch_size=8)).metrics
     assert "geneval/overall" in metrics and 0 <= metrics["geneval/overall"] <= 1
+
+
+def test_unet_pooled_decoder_reads_its_condition_and_loads_linear_weights_saved_before(tokenizer):
+    """The U-Net + pooled-condition decoder maps (B, N, P) to (B, N, P) and its loss reaches the pooled path (the
+    condition drives every AdaLN through it); a linear decoder saved with the old parameter names (patch_in /
+    patch_out) loads into today's."""
+    model, system = make(tokenizer, UNET_POOLED)
+    for p in model.image_io.unet_out.out.parameters():  # as trained: not the zero-initialised output conv
+        torch.nn.init.normal_(p, std=0.1)
+    x, t = torch.randn(2, system.config.grid**2, system.config.patch_dim), torch.full((2,), 0.5)
+    context = system.text_condition(["a red circle", "a blue square"])
+    out = model(x, t, context)
+    assert out.shape == x.shape
+    out.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.context_pool.parameters()), \
+        "the pooled condition does not reach the output"
+    linear, _ = make(tokenizer)
+    old = {k.replace("image_io.", ""): v for k, v in linear.state_dict().items()}
+    assert any(k.startswith("patch_in.") for k in old) and any(k.startswith("patch_out.") for k in old)
+    fresh, _ = make(tokenizer)
+    fresh.load_state_dict(old)
+    for key, value in linear.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key

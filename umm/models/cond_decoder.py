@@ -46,7 +46,6 @@ from umm.models.system import SystemBase
 from umm.nn import (
     AdaLNModulation,
     Layout,
-    PatchEmbed,
     Span,
     TimestepEmbedding,
     Transformer,
@@ -54,6 +53,7 @@ from umm.nn import (
     build_layout,
     patchify,
 )
+from umm.nn.patch_io import PatchIO, PooledText, rename_legacy_keys
 from umm.objectives import diffusion_loss
 from umm.paths import GaussianPath
 from umm.registry import ARCHITECTURES, SYSTEMS
@@ -71,6 +71,17 @@ class CondDecoderConfig:
     context_dim: int = 128  # decided by the system: their width C
     transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(
         dim=128, depth=6, heads=4, rope_axes=2, cond_dim=128, final_adaln=True))
+    # how patches enter and leave the trunk (umm/nn/patch_io.py): linear (DiT) or U-Net patchification (Transfusion
+    # sec. 3.3), which let the diffusion LMs draw clean shapes in minutes (benchmarks/RESULTS.md, "Transfusion
+    # follows text"); off in the papers' decoders, which are Stable Diffusion U-Nets on VAE latents
+    unet: bool = False
+    unet_width: int = 32
+    unet_fold: int = 1
+    unet_blocks: int = 1
+    # add the mean of the condition vectors, through LayerNorm and an MLP, to the time embedding that drives
+    # every AdaLN (and the U-Net's scale-shifts): DiT's class conditioning, GLIDE/Imagen's pooled text. Off: the
+    # condition reaches the patches only through attention
+    pooled_context: bool = False
 
     @property
     def grid(self) -> int:
@@ -94,21 +105,23 @@ class CondDecoder(nn.Module):
                               f"final_adaln={t.final_adaln}, rope_axes={t.rope_axes}")
         self.config = config
         self.context_in = nn.Linear(config.context_dim, t.dim)
-        self.patch_in = PatchEmbed(config.patch_dim, t.dim)
+        self.image_io = PatchIO(config.channels, config.image_size, config.patch, t.dim, config.unet,
+                                config.unet_width, config.unet_fold, config.unet_blocks)
         # absolute positions of the patches, as DiT's fixed sin-cos table (learned here): RoPE alone only tells
         # a patch where others are relative to it, and drawing needs to know where on the canvas it is
         self.pos_embed = nn.Parameter(torch.randn(config.grid**2, t.dim) * 0.02)
         self.time_embed = TimestepEmbedding(t.dim)
+        self.context_pool = PooledText(t.dim) if config.pooled_context else None
         self.trunk = Transformer(t)
-        self.patch_out = nn.Linear(t.dim, config.patch_dim)
         # DiT zero-initialises the AdaLN projections and the output layer, so that only the output layer
         # learns on the first step; small random values instead let every parameter learn from the start
         # (blocks begin close to, not exactly at, the identity; the output starts close to 0, the targets' mean).
         for module in self.modules():
             if isinstance(module, AdaLNModulation):
                 nn.init.normal_(module.proj.weight, std=0.02)
-        nn.init.normal_(self.patch_out.weight, std=0.02)
-        nn.init.zeros_(self.patch_out.bias)
+        if not config.unet:  # the U-Net's output convolution keeps its zero init
+            nn.init.normal_(self.image_io.patch_out.weight, std=0.02)
+        self._register_load_state_dict_pre_hook(rename_legacy_keys)  # patch_in/out saved before PatchIO
         # one bidirectional span: M condition vectors (a prefix at 1D positions), then the patch grid
         m, grid = config.context_tokens, config.grid
         span = Span(m + grid**2, bidirectional=True, grid=(grid, grid), prefix=m)
@@ -130,12 +143,15 @@ class CondDecoder(nn.Module):
             raise UmmError(f"decoder condition of shape {tuple(context.shape[1:])}, "
                            f"expected {(m, self.config.context_dim)}")
         time = self.time_embed(t)  # (B, D)
-        patches = self.patch_in(x) + self.pos_embed.to(x.dtype)  # (B, N, D)
-        h = torch.cat([self.context_in(context.to(x.dtype)), patches], dim=1)  # (B, M + N, D)
+        context = self.context_in(context.to(x.dtype))  # (B, M, D)
+        if self.context_pool is not None:  # the unconditional (all-zero) condition pools to one learned vector
+            time = time + self.context_pool(context.mean(dim=1))  # (B, D)
+        embedded, skips = self.image_io.embed(x, time)  # (B, N, D), the U-Net's skips (None if linear)
+        h = torch.cat([context, embedded + self.pos_embed.to(x.dtype)], dim=1)  # (B, M + N, D)
         layout = Layout(self.block.expand(b, -1), self.positions.expand(b, -1, -1), self.valid.expand(b, -1),
                         self.next_position.expand(b, -1))
         h = self.trunk(h, layout, cond=time, final_cond=time)
-        return self.patch_out(h[:, m:])
+        return self.image_io.project(h[:, m:], skips, time)  # (B, N, P)
 
 
 # ---- sizes ------------------------------------------------------------------------------------------------
@@ -175,6 +191,11 @@ class CondDecoderOptions:
     image_pool: int = 2  # average-pool the image feature grid by this factor (8x8 -> 4x4)
     schedule: Literal["cosine", "linear", "flow"] = "flow"
     parameterization: Literal["eps", "v", "x0", "flow"] = "flow"
+    # training times: uniform, or logit-normal (SD3) with a positive mean for the noisy end, where the condition
+    # decides what is drawn (as umm's diffusion LMs train)
+    time_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    time_mean: float = 0.0
+    time_std: float = 1.0
     cfg_dropout: float = 0.1  # probability of the all-zero (unconditional) condition in training
 
 
@@ -211,7 +232,9 @@ class CondDecoderSystem(SystemBase):
         text = self.options.condition == "text"
         self.tasks = ("t2i",) if text else ("detokenize",)
         self.capabilities = ("t2i",) if text else ()  # a de-tokenizer is scored through SEED-X
-        self.path = GaussianPath(self.options.schedule, self.options.parameterization)
+        opts = self.options
+        self.path = GaussianPath(opts.schedule, opts.parameterization, time_sampling=opts.time_sampling,
+                                 time_mean=opts.time_mean, time_std=opts.time_std)
 
     @classmethod
     def model_overrides(cls, tokenizer, options: CondDecoderOptions) -> dict:
