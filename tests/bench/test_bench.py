@@ -203,3 +203,21 @@ def test_the_runner_records_what_a_recipe_trains():
     assert trained_tasks(RECIPES_DIR / "chameleon_l1.yaml") == ["t2i", "caption", "qa"]  # inherited from base/bench_l1
     assert trained_tasks(RECIPES_DIR / "test_transfusion_guard.yaml") == ["t2i"]
     assert trained_tasks(RECIPES_DIR / "chameleon_s.yaml") == ["t2i", "caption", "qa"]
+
+
+def test_a_bench_level_dependency_on_a_survey_system_is_that_systems_entry():
+    """At L1 TextBind reads runs/imagebind_l1/model and runs/cond_decoder_l1/model: the bench trains the imagebind
+    entry once (not a second copy named imagebind_l1), then the decoder, then TextBind, and points each at it."""
+    from umm.bench.plan import plan
+    from umm.bench.runner import BenchConfig, dependency_model
+    from umm.recipes import RECIPES_DIR
+
+    entries = plan(["textbind", "imagebind"], RECIPES_DIR, quick=False, level="L1")
+    names = [e.name for e in entries]
+    assert names == ["imagebind", "cond_decoder_l1", "textbind"], names
+    config = BenchConfig(Path("/tmp/b"), level="L1")
+    textbind = entries[-1]
+    models = {d.key: dependency_model(d, config, RECIPES_DIR) for d in textbind.dependencies}
+    assert models["system_args.encoders"] == Path("/tmp/b/imagebind/run/model")
+    assert models["system_args.generator"] == Path("/tmp/b/cond_decoder_l1/run/model")
+    assert entries[1].cell == "decoder"

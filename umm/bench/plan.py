@@ -68,19 +68,31 @@ def recipe_name(name: str, quick: bool, level: str | None = None) -> str:
     return f"test_{name}" if quick else f"{name}_{level.lower()}" if level else f"{name}_s"
 
 
+def cell_of(name: str) -> str:
+    """The survey cell of an entry: its family's, with a level's recipe suffix (``cond_decoder_l1``) dropped."""
+    return CELLS.get(re.sub(r"_l[1-4]$", "", name), "tokenizer")
+
+
 def entry_for(name: str, configs: Path, quick: bool, is_recipe: bool = False, level: str | None = None) -> Entry:
     recipe = configs / (f"{name}.yaml" if is_recipe else f"{recipe_name(name, quick, level)}.yaml")
     if not recipe.is_file():
-        return Entry(name, None, cell=CELLS.get(name, "tokenizer"), looked_for=recipe)
+        return Entry(name, None, cell=cell_of(name), looked_for=recipe)
     data = read_recipe(recipe)  # with its bases: an inherited system_args entry is a dependency too
     # a recipe names other runs in its system_args (sub-models) and in tokenizer.path (a shared tokenizer)
     deps = [] if quick else [d for section in ("system_args", "tokenizer") for d in _references(data.get(section, {}), section)]
-    return Entry(name, recipe, deps, CELLS.get(name, "tokenizer"))
+    return Entry(name, recipe, deps, cell_of(name))
 
 
-def dependency_name(dep: Dependency) -> str:
-    """``runs/vq_s/model`` is the ``vq`` family's default run; other run names are recipes of their own."""
-    return dep.run[: -len("_s")] if dep.run.endswith("_s") else dep.run
+def dependency_name(dep: Dependency, level: str | None = None) -> str:
+    """``runs/vq_s/model`` is the ``vq`` family's default run; at a bench level, ``runs/imagebind_l1/model`` is the
+    bench's own ``imagebind`` entry (a survey system other systems read, trained once); other run names are
+    recipes of their own."""
+    if dep.run.endswith("_s"):
+        return dep.run[: -len("_s")]
+    suffix = f"_{level.lower()}" if level else None
+    if suffix and dep.run.endswith(suffix) and dep.run[: -len(suffix)] in SURVEY_ORDER:
+        return dep.run[: -len(suffix)]
+    return dep.run
 
 
 def plan(systems: list[str], configs: Path, quick: bool, level: str | None = None) -> list[Entry]:
@@ -92,10 +104,13 @@ def plan(systems: list[str], configs: Path, quick: bool, level: str | None = Non
         if entry.name in stack:
             raise UmmError(f"bench recipes depend on each other in a cycle: {' -> '.join(stack + (entry.name,))}")
         for dep in entry.dependencies:
-            name = dependency_name(dep)
+            name = dependency_name(dep, level)
             if name not in seen:
-                # a dependency is the run its reference names (runs/vq_l1/model: vq_l1), whatever the bench level
-                visit(entry_for(name, configs, quick, is_recipe=name == dep.run), stack + (entry.name,))
+                # a dependency is the run its reference names (runs/vq_l1/model: vq_l1), or the system entry of the
+                # bench level (runs/imagebind_l1/model at L1: the imagebind entry)
+                is_recipe = name == dep.run
+                visit(entry_for(name, configs, quick, is_recipe=is_recipe, level=None if is_recipe else level),
+                      stack + (entry.name,))
         if entry.name not in seen:
             seen.add(entry.name)
             ordered.append(entry)

@@ -50,8 +50,10 @@ def reused_model(entry: Entry, config: BenchConfig) -> Path | None:
 
 def dependency_model(dep: Dependency, config: BenchConfig, configs: Path) -> Path:
     """Where a dependency's trained model is: reused from ``reuse_from`` or trained by this bench."""
-    name = dependency_name(dep)
-    reused = reused_model(entry_for(name, configs, quick=False, is_recipe=name == dep.run), config)
+    name = dependency_name(dep, config.level)
+    is_recipe = name == dep.run
+    reused = reused_model(entry_for(name, configs, quick=False, is_recipe=is_recipe,
+                                    level=None if is_recipe else config.level), config)
     return reused if reused is not None else config.out / name / "run" / "model"
 
 
@@ -197,7 +199,7 @@ def run_all(entries: list[Entry], config: BenchConfig, jobs: int = 1) -> list[di
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         running: dict[Any, tuple[Entry, int]] = {}
         while pending or running:
-            ready = [(i, e) for i, e in pending if all(dependency_name(d) in rows for d in e.dependencies)]
+            ready = [(i, e) for i, e in pending if all(dependency_name(d, config.level) in rows for d in e.dependencies)]
             for i, entry in ready[: len(free)]:
                 pending.remove((i, entry))
                 core = free.pop(0)
