@@ -221,3 +221,19 @@ def test_a_bench_level_dependency_on_a_survey_system_is_that_systems_entry():
     assert models["system_args.encoders"] == Path("/tmp/b/imagebind/run/model")
     assert models["system_args.generator"] == Path("/tmp/b/cond_decoder_l1/run/model")
     assert entries[1].cell == "decoder"
+
+
+def test_emergent_alignment_is_judged_against_chance():
+    """A binder whose never-paired pairs retrieve well above chance supports the claim; one at chance does not."""
+    def row(system, emergent):
+        metrics = {"retrieval/emergent/mean_R@1": emergent, "retrieval/paired/mean_R@1": 0.5,
+                   "retrieval/chance/R@1": 1 / 60}
+        return {"system": system, "status": "ok", "metrics": metrics}
+
+    def verdict(rows):
+        return next(c for c in evaluate_claims(rows, [], 60) if c.statement.startswith("Binding every modality")).verdict
+
+    assert verdict([row("imagebind", 0.40), row("unibind", 0.30)]) == "supported"
+    assert verdict([row("imagebind", 0.02), row("unibind", 0.017)]) == "not supported"
+    assert verdict([row("imagebind", 0.40), row("unibind", 0.02)]) == "mixed"
+    assert verdict([]) == "mixed"

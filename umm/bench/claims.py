@@ -252,6 +252,26 @@ def multi_expert_per_modality(rows: list[dict]) -> Claim:
 MULTI_EXPERT_BRIDGES = ("textbind", "nextgpt", "seedx")
 
 
+def emergent_alignment(rows: list[dict], n: int) -> Claim:
+    """ImageBind's claim (Girdhar et al. 2023, sec. 4.2): binding every modality to one (images; UniBind: language)
+    aligns the pairs never trained together. Tested against chance, with a binomial standard error over the ``n``
+    queries of each retrieval direction, and set beside the paired pairs' R@1."""
+    statement = "Binding every modality to one aligns the modalities never paired in training (emergent alignment)."
+    measure = "mean R@1 of never-paired modality pairs (retrieval over the eval gallery) vs chance, beside paired pairs"
+    ok = _ok(rows)
+    emergent = _group(ok, MULTI_EXPERT_EMBED, "retrieval/emergent/mean_R@1")
+    if not emergent:
+        return Claim(statement, measure, "mixed", "no binder measured (imagebind, unibind)")
+    paired = _group(ok, MULTI_EXPERT_EMBED, "retrieval/paired/mean_R@1")
+    chance = {s: _metric(ok[s], "retrieval/chance/R@1") or 0.0 for s in emergent}
+    above = {s: v - 2 * math.sqrt(max(v * (1 - v), 1e-9) / n) > chance[s] for s, v in emergent.items()}
+    verdict = "supported" if all(above.values()) else "not supported" if not any(above.values()) else "mixed"
+    parts = ", ".join(f"{s} {v:.3f} (paired {paired.get(s, float('nan')):.3f}, chance {chance[s]:.3f})"
+                      for s, v in emergent.items())
+    return Claim(statement, measure, verdict, f"emergent R@1: {parts}; above chance by two standard errors: "
+                 f"{', '.join(s for s, a in above.items() if a) or 'none'}", {"emergent": emergent, "paired": paired})
+
+
 def _caption_accuracy(row: dict) -> float | None:
     """Mean of caption shape and colour accuracy (the attributes every level varies)."""
     values = [_metric(row, k) for k in ("caption/shape", "caption/colour")]
@@ -320,4 +340,5 @@ def evaluate_claims(rows: list[dict], latency: list[dict], n_prompts: int) -> li
         multi_expert_per_modality(rows),
         ar_tokens_vs_diffusion_images(rows),
         single_models_balanced(rows),
+        emergent_alignment(rows, n_prompts),
     ]
