@@ -233,7 +233,12 @@ def continuous_no_quantisation(rows: list[dict]) -> Claim:
     better = [s for s, (mse, _) in recon.items() if vae < mse]
     parts = ", ".join(f"{s} {mse:.4f}" for s, (mse, _) in recon.items())
     verdict = "supported" if len(better) == len(recon) else "not supported" if not better else "mixed"
-    return Claim(statement, measure, verdict, f"VAE {vae:.4f} vs {parts}", {"reconstruction": recon, "vae": vae})
+    # does the quantisation error bound generation? each generator's judge ceiling (the judge on its own
+    # tokenizer's reconstructions) beside the GenEval-like score it reached
+    bound = {s: (c, _metric(r, "geneval_test/overall")) for s, r in ok.items() if (c := _metric(r, "ceiling/accepted")) is not None}
+    ceilings = "; ".join(f"{s} ceiling {c:.2f}, generates {'n/a' if g is None else f'{g:.2f}'} (test)" for s, (c, g) in bound.items())
+    evidence = f"VAE {vae:.4f} vs {parts}" + (f". Generation against the tokenizer's ceiling: {ceilings}" if bound else "")
+    return Claim(statement, measure, verdict, evidence, {"reconstruction": recon, "vae": vae, "ceilings": bound})
 
 
 def multi_expert_per_modality(rows: list[dict]) -> Claim:
