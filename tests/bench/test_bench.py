@@ -205,22 +205,36 @@ def test_the_runner_records_what_a_recipe_trains():
     assert trained_tasks(RECIPES_DIR / "chameleon_s.yaml") == ["t2i", "caption", "qa"]
 
 
-def test_a_bench_level_dependency_on_a_survey_system_is_that_systems_entry():
+def test_a_bench_level_dependency_on_a_survey_system_is_that_systems_entry(tmp_path):
     """At L1 TextBind reads runs/imagebind_l1/model and runs/cond_decoder_l1/model: the bench trains the imagebind
     entry once (not a second copy named imagebind_l1), then the decoder, then TextBind, and points each at it."""
     from umm.bench.plan import plan
     from umm.bench.runner import BenchConfig, dependency_model
     from umm.recipes import RECIPES_DIR
 
-    entries = plan(["textbind", "imagebind"], RECIPES_DIR, quick=False, level="L1")
+    entries = plan(["textbind", "imagebind", "cond_decoder"], RECIPES_DIR, quick=False, level="L1")
     names = [e.name for e in entries]
-    assert names == ["imagebind", "cond_decoder_l1", "textbind"], names
+    assert names == ["imagebind", "cond_decoder", "textbind"], names  # each family once, dependencies first
+    assert entries[1].recipe.name == "cond_decoder_l1.yaml" and entries[1].cell == "decoder"
     config = BenchConfig(Path("/tmp/b"), level="L1")
     textbind = entries[-1]
     models = {d.key: dependency_model(d, config, RECIPES_DIR) for d in textbind.dependencies}
     assert models["system_args.encoders"] == Path("/tmp/b/imagebind/run/model")
-    assert models["system_args.generator"] == Path("/tmp/b/cond_decoder_l1/run/model")
-    assert entries[1].cell == "decoder"
+    assert models["system_args.generator"] == Path("/tmp/b/cond_decoder/run/model")
+    # a decoder trained before under its own recipe stands in for the bench's (as tokenizers do)
+    config = BenchConfig(Path("/tmp/b"), level="L1", reuse_from=tmp_path)
+    (tmp_path / "cond_decoder_l1" / "model").mkdir(parents=True)
+    (tmp_path / "cond_decoder_l1" / "model" / "config.json").write_text("{}")
+    models = {d.key: dependency_model(d, config, RECIPES_DIR) for d in textbind.dependencies}
+    assert models["system_args.generator"] == tmp_path / "cond_decoder_l1" / "model"
+    assert models["system_args.encoders"] == Path("/tmp/b/imagebind/run/model"), "a survey system is never reused"
+
+
+def test_a_bench_level_lists_the_tokenizers_it_has_recipes_for():
+    from umm.recipes import RECIPES_DIR
+
+    systems = default_systems(SYSTEMS.names(), RECIPES_DIR, "L1")
+    assert {"vq", "vae", "cond_decoder"} <= set(systems) and "fsq" not in systems and "emu3" in systems
 
 
 def test_emergent_alignment_is_judged_against_chance():

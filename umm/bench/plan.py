@@ -83,14 +83,20 @@ def entry_for(name: str, configs: Path, quick: bool, is_recipe: bool = False, le
     return Entry(name, recipe, deps, cell_of(name))
 
 
+def _families() -> set[str]:
+    from umm.registry import SYSTEMS  # filled once umm.models is imported (the bench command does)
+
+    return set(SYSTEMS.names()) | set(SURVEY_ORDER)
+
+
 def dependency_name(dep: Dependency, level: str | None = None) -> str:
-    """``runs/vq_s/model`` is the ``vq`` family's default run; at a bench level, ``runs/imagebind_l1/model`` is the
-    bench's own ``imagebind`` entry (a survey system other systems read, trained once); other run names are
-    recipes of their own."""
+    """``runs/vq_s/model`` is the ``vq`` family's default run; at a bench level, ``runs/<family>_l1/model`` is that
+    family's own entry of the level (``runs/imagebind_l1/model``: the imagebind entry, trained once;
+    ``runs/vq_l1/model``: the vq entry); other run names are recipes of their own (``cond_decoder_l1``)."""
     if dep.run.endswith("_s"):
         return dep.run[: -len("_s")]
     suffix = f"_{level.lower()}" if level else None
-    if suffix and dep.run.endswith(suffix) and dep.run[: -len(suffix)] in SURVEY_ORDER:
+    if suffix and dep.run.endswith(suffix) and dep.run[: -len(suffix)] in _families():
         return dep.run[: -len(suffix)]
     return dep.run
 
@@ -120,7 +126,12 @@ def plan(systems: list[str], configs: Path, quick: bool, level: str | None = Non
     return ordered
 
 
-def default_systems(registered: list[str]) -> list[str]:
-    """Every registered family: the survey's systems in taxonomy order, then the rest (tokenizers)."""
+def default_systems(registered: list[str], configs: Path | None = None, level: str | None = None) -> list[str]:
+    """Every registered family: the survey's systems in taxonomy order, then the rest (tokenizers). At a bench
+    level the rest are those with a recipe at the level (the survey's systems are listed either way, so a
+    missing one is reported)."""
     first = [s for s in SURVEY_ORDER if s in registered]
-    return first + sorted(s for s in registered if s not in first)
+    rest = sorted(s for s in registered if s not in first)
+    if level is not None and configs is not None:
+        rest = [s for s in rest if (configs / f"{recipe_name(s, False, level)}.yaml").is_file()]
+    return first + rest

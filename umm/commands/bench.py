@@ -59,7 +59,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from umm.registry import SYSTEMS
 
     registered = SYSTEMS.names()
-    systems = args.systems.split(",") if args.systems else default_systems(registered)
+    systems = args.systems.split(",") if args.systems else default_systems(registered, RECIPES_DIR, args.level)
     unknown = [s for s in systems if s not in registered]
     if unknown:
         raise UmmError(f"unknown system(s) {', '.join(unknown)}; registered: {', '.join(registered)}")
