@@ -163,7 +163,8 @@ def test_a_bench_level_trains_each_familys_level_recipe_after_its_inherited_depe
     from umm.recipes import RECIPES_DIR
 
     entries = {e.name: e for e in plan(["chameleon", "vila_u", "emu3"], RECIPES_DIR, quick=False, level="L1")}
-    assert list(entries) == ["vq_l1", "chameleon", "vila_u_tower_l1", "vila_u", "emu3"]
+    assert list(entries) == ["vq", "chameleon", "vila_u_tower", "vila_u", "emu3"]  # vq: runs/vq_l1/model
+    assert entries["vq"].recipe.name == "vq_l1.yaml" and entries["vila_u_tower"].recipe.name == "vila_u_tower_l1.yaml"
     assert entries["chameleon"].recipe.name == "chameleon_l1.yaml"  # its system_args come partly from base/bench_l1
     assert entries["vila_u"].dependencies[0].run == "vila_u_tower_l1"
     assert entries["emu3"].recipe is None  # no emu3_l1 recipe: reported, not trained
