@@ -57,15 +57,18 @@ def test_tower_codes_are_its_rq_codes_and_alignment_learns(tokenizer):
     # the contrastive term alone pulls matching (image, caption) pairs together through the quantized features
     tower.train()
     optimizer = torch.optim.Adam(tower.parameters(), lr=3e-3)
-    first = None
-    for _ in range(60):  # 30 steps left top-1 at exactly 0.5 on some CPUs (4 of 8 pairs)
+    history = []
+    # the path is not monotonic (codebook restarts move the codes): on one CPU 60 steps ended at 0.57x the first
+    # loss after touching 0.28x at step 30, on another below 0.5x; 150 steps end near 0.05x on both
+    for _ in range(150):
         losses = system.losses(tower, batch, torch.Generator().manual_seed(0))
-        first = first if first is not None else float(losses["contrastive_loss"].detach())
+        history.append((float(losses["contrastive_loss"].detach()), float(losses["align_top1"])))
         optimizer.zero_grad()
         losses["contrastive_loss"].backward()
         optimizer.step()
-    assert float(losses["contrastive_loss"].detach()) < 0.5 * first
-    assert float(losses["align_top1"]) > 0.5, float(losses["align_top1"])
+    last = history[-10:]
+    assert sum(loss for loss, _ in last) / len(last) < 0.5 * history[0][0], history[::10]
+    assert sum(top1 for _, top1 in last) / len(last) > 0.5, history[::10]
 
 
 def test_vision_tower_sources(tokenizer, tmp_path):
