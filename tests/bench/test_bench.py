@@ -252,3 +252,19 @@ def test_emergent_alignment_is_judged_against_chance():
     assert verdict([row("imagebind", 0.02), row("unibind", 0.017)]) == "not supported"
     assert verdict([row("imagebind", 0.40), row("unibind", 0.02)]) == "mixed"
     assert verdict([]) == "mixed"
+
+
+def test_the_systems_table_shows_both_splits_and_skips_an_attribute_the_level_never_names():
+    """At L1 the caption's cell is never named (caption/position is NaN): the caption cell is the mean of the
+    attributes that were scored, not '–'; GenEval, captions and QA read test / held-out."""
+    from umm.bench.report import _headline
+
+    metrics = {"geneval/overall": 0.5, "geneval_test/overall": 0.9, "qa/accuracy": 0.8, "qa_test/accuracy": 1.0,
+               "caption/shape": 0.5, "caption/colour": 1.0, "caption/size": 1.0, "caption/position": float("nan"),
+               "caption_test/shape": 1.0, "caption_test/colour": 1.0, "caption_test/size": 1.0,
+               "caption_test/position": float("nan")}
+    cells = _headline({"system": "chameleon", "metrics": metrics})
+    assert cells["GenEval test / held-out"] == "0.900 / 0.500"
+    assert cells["caption attr. test / held-out"] == "1.000 / 0.833"
+    assert cells["QA test / held-out"] == "1.000 / 0.800"
+    assert _headline({"system": "vq", "metrics": {"recon/mse": 0.01}})["GenEval test / held-out"] == "–"
