@@ -254,6 +254,36 @@ def test_emergent_alignment_is_judged_against_chance():
     assert verdict([]) == "mixed"
 
 
+def test_extensibility_compares_minutes_to_place_the_new_modality():
+    """The new audio expert's curve against the retrained model's: reaching the retrained model's final audio R@1
+    in a quarter of its minutes supports the claim; never reaching it within the budget rejects it."""
+    key = "retrieval/audio/mean_R@1"
+
+    def row(system, curve, final, minutes=10.0):
+        points = [{"cpu_minutes": m, "metrics": {key: v}} for m, v in curve]
+        return {"system": system, "status": "ok", "seconds": minutes * 60, "curve": points, "metrics": {key: final}}
+
+    def claim(rows):
+        return next(c for c in evaluate_claims(rows, [], 60) if "easily extendable" in c.statement)
+
+    retrain = row("imagebind", [(2.5, 0.1), (5.0, 0.3)], 0.5)
+    quick = claim([retrain, row("imagebind_extend", [(2.5, 0.6), (5.0, 0.7)], 0.8)])
+    assert quick.verdict == "supported" and quick.details["extend_minutes"] < 2.5 and quick.details["retrain_minutes"] == 10.0
+    slow = claim([retrain, row("imagebind_extend", [(2.5, 0.1), (5.0, 0.2)], 0.3)])
+    assert slow.verdict == "not supported" and slow.details["extend_minutes"] is None
+    assert claim([retrain]).verdict == "mixed"
+
+
+def test_an_extension_recipe_depends_on_the_system_it_extends():
+    from umm.recipes import RECIPES_DIR
+
+    entries = plan(["imagebind_extend"], RECIPES_DIR, quick=False, level="L1")
+    assert [e.name for e in entries] == ["imagebind", "imagebind_extend"]
+    assert entries[1].dependencies[0].key == "train.init_from"
+    assert "imagebind_extend" in default_systems(SYSTEMS.names(), RECIPES_DIR, "L1")
+    assert "imagebind_extend" not in default_systems(SYSTEMS.names(), RECIPES_DIR, "L3")
+
+
 def test_the_systems_table_shows_both_splits_and_skips_an_attribute_the_level_never_names():
     """At L1 the caption's cell is never named (caption/position is NaN): the caption cell is the mean of the
     attributes that were scored, not '–'; GenEval, captions and QA read test / held-out."""

@@ -158,6 +158,42 @@ def test_tiny_recipe_trains_evaluates_and_serves_the_cli(tmp_path, capsys):
     assert main(["embed", model_dir, "--modality", "video", "missing.npy"]) == 2  # one clear error line
 
 
+def test_extend_binds_a_fresh_expert_and_freezes_the_rest(tmp_path):
+    """``extend``: a trained model gets a new audio expert. The audio tower starts afresh, only it and its edge's
+    temperature learn, every other tower keeps the base's weights, and the eval still reads the base's edges as
+    paired (what is emergent is decided by the whole binding graph, not by the last run)."""
+    base = train(load_recipe(RECIPES_DIR / "test_imagebind.yaml", ["train.steps=4"]), tmp_path / "base",
+                 show_progress=False)
+    assert base.step == 4
+    base_model, _ = load_system(tmp_path / "base" / "model")
+    overrides = ["train.steps=6", f"train.init_from={tmp_path / 'base' / 'model'}", "system_args.extend=[audio]",
+                 "tasks=[{name: image_audio, batch_size: 4}]"]
+    run = load_recipe(RECIPES_DIR / "test_imagebind.yaml", overrides)
+    result = train(run, tmp_path / "ext", show_progress=False)
+    assert result.step == 6 and all(np.isfinite(result.losses))
+    model, system = load_system(tmp_path / "ext" / "model")
+    assert system.tasks == ("image_audio",) and "image_text" in system.paired
+    before, after = base_model.state_dict(), model.state_dict()
+    for name, value in after.items():
+        if name.startswith(("encoders.audio.", "logit_scales.image_audio.")):
+            continue
+        assert torch.equal(value, before[name]), name  # frozen: the base's weights, bit for bit
+    moved = [n for n in after if n.startswith("encoders.audio.") and not torch.equal(after[n], before[n])]
+    assert moved  # the audio tower was re-initialised and trained
+    summary = __import__("json").loads((tmp_path / "ext" / "summary.json").read_text())
+    audio = sum(p.numel() for p in model.encoders["audio"].parameters())
+    assert summary["trainable_parameters"] == audio + sum(p.numel() for p in model.logit_scales["image_audio"].parameters())
+    metrics = evaluate(model, system, EvalConfig(split="test", n_images=12, batch_size=8)).metrics
+    assert "retrieval/paired/image->text/R@1" in metrics and "retrieval/emergent/audio->text/R@1" in metrics
+
+
+def test_extend_needs_an_edge_to_the_new_modality(tokenizer):
+    with pytest.raises(ConfigError, match="no edge .* binds 'audio'"):
+        make(tokenizer, edges=("image_text", "image_video"), extend=("audio",))
+    with pytest.raises(ConfigError, match="system_args.extend: 'depth'"):
+        make(tokenizer, extend=("depth",))
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_two_rank_ddp_training_matches_one_process(tmp_path):

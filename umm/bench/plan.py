@@ -37,7 +37,12 @@ CELLS = {
     "unibind": "multi-expert / generalised",
     # sub-models other systems read (not survey systems themselves)
     "cond_decoder": "decoder", "seedx_detokenizer": "decoder",
+    "imagebind_extend": "multi-expert / image-centric (a new expert)",
 }
+# Runs that test a claim on a trained system (not a family of their own): listed after the systems at a level that
+# has their recipe, always trained by the bench (they build on its own runs) and given time-to-quality curves.
+# imagebind_extend: a new audio expert bound to the bench's trained ImageBind (the "easily extendable" claim).
+CLAIM_RUNS = ("imagebind_extend",)
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,10 @@ def entry_for(name: str, configs: Path, quick: bool, is_recipe: bool = False, le
     if not recipe.is_file():
         return Entry(name, None, cell=cell_of(name), looked_for=recipe)
     data = read_recipe(recipe)  # with its bases: an inherited system_args entry is a dependency too
-    # a recipe names other runs in its system_args (sub-models) and in tokenizer.path (a shared tokenizer)
-    deps = [] if quick else [d for section in ("system_args", "tokenizer") for d in _references(data.get(section, {}), section)]
+    # a recipe names other runs in its system_args (sub-models), tokenizer.path (a shared tokenizer) and
+    # train.init_from (a trained system it extends)
+    sections = ("system_args", "tokenizer", "train")
+    deps = [] if quick else [d for section in sections for d in _references(data.get(section, {}), section)]
     return Entry(name, recipe, deps, cell_of(name))
 
 
@@ -134,4 +141,5 @@ def default_systems(registered: list[str], configs: Path | None = None, level: s
     rest = sorted(s for s in registered if s not in first)
     if level is not None and configs is not None:
         rest = [s for s in rest if (configs / f"{recipe_name(s, False, level)}.yaml").is_file()]
+        rest += [s for s in CLAIM_RUNS if (configs / f"{recipe_name(s, False, level)}.yaml").is_file()]
     return first + rest

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from umm.bench.plan import SURVEY_ORDER, Dependency, Entry, dependency_name, entry_for
+from umm.bench.plan import CLAIM_RUNS, SURVEY_ORDER, Dependency, Entry, dependency_name, entry_for
 from umm.training.recipe import read_recipe
 
 
@@ -42,7 +42,7 @@ class BenchConfig:
 
 def reused_model(entry: Entry, config: BenchConfig) -> Path | None:
     """The pre-trained model that stands in for a non-system entry (tokenizer, decoder), if one is there."""
-    if config.reuse_from is None or entry.recipe is None or entry.name in SURVEY_ORDER:
+    if config.reuse_from is None or entry.recipe is None or entry.name in SURVEY_ORDER + CLAIM_RUNS:
         return None
     model = config.reuse_from / entry.recipe.stem / "model"
     return model if (model / "config.json").is_file() else None
@@ -84,7 +84,7 @@ def train_command(entry: Entry, config: BenchConfig, run_dir: Path) -> list[str]
         # the budget decides when to stop (and anneals the learning rate), not the recipe's step count; it is
         # CPU time of the run's own process, so two systems sharing the machine get the same training
         cmd += [f"train.time_budget_minutes={config.budget_minutes}", "train.steps=1000000", "train.budget_clock=process"]
-    if config.snapshots and entry.name in SURVEY_ORDER:
+    if config.snapshots and entry.name in SURVEY_ORDER + CLAIM_RUNS:
         cmd.append("train.snapshots=[" + ", ".join(f"{f:g}" for f in config.snapshots) + "]")
     for dep in entry.dependencies:
         cmd.append(f"{dep.key}={dependency_model(dep, config, entry.recipe.parent)}")

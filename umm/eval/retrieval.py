@@ -115,6 +115,7 @@ def evaluate_embeddings(model: torch.nn.Module, system, split: str = "test", see
     same = {name: same_content(items.captions) for name, items in item_sets.items()}
     paired = getattr(system, "paired", frozenset())
     means: dict[str, list[float]] = {"paired": [], "emergent": []}
+    per_modality: dict[str, list[float]] = {m: [] for m in modalities}  # a modality's place in the space
     for query, gallery in itertools.permutations(modalities, 2):
         name = "clip" if "video" in (query, gallery) else "scene"
         kind = "paired" if pair_name(query, gallery) in paired else "emergent"
@@ -122,9 +123,14 @@ def evaluate_embeddings(model: torch.nn.Module, system, split: str = "test", see
         for k, value in recalls.items():
             metrics[f"retrieval/{kind}/{query}->{gallery}/R@{k}"] = value
         means[kind].append(recalls[1])
+        per_modality[query].append(recalls[1])
+        per_modality[gallery].append(recalls[1])
     for kind, values in means.items():
         if values:
             metrics[f"retrieval/{kind}/mean_R@1"] = sum(values) / len(values)
+    for m, values in per_modality.items():  # every direction to and from m, paired and emergent
+        if values:
+            metrics[f"retrieval/{m}/mean_R@1"] = sum(values) / len(values)
 
     if "text" in modalities:
         concepts = system.concept_texts() if hasattr(system, "concept_texts") else template_concepts()

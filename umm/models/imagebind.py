@@ -15,7 +15,11 @@ Notable choices in umm's version:
   towers); ``text_encoder: minilm`` swaps in the frozen pretrained all-MiniLM-L6-v2 plus a linear head;
 - one learnable temperature per edge, clamped <= 100 (the paper fixes some per modality and learns text's);
   embeddings stay unit vectors and the scale is separate; SigLIP and an L2 alignment term are options;
-- (image, video) pairs use the clip's first frame as the image (see ``umm.data.shapes.views.clip_view``).
+- (image, video) pairs use the clip's first frame as the image (see ``umm.data.shapes.views.clip_view``);
+- ``extend`` adds modalities to a trained model (``train.init_from``): their encoders start afresh, every other
+  encoder and temperature freezes, and only the edges that touch them train. This is the paper's account of
+  extensibility (a new modality is bound to the image alone; sec. 3.2 and 4.2 keep the image tower frozen), and
+  what ``umm bench`` times for the survey's "easily extendable by adding new experts".
 
 Shapes: B batch, E embedding width.
 """
@@ -160,6 +164,21 @@ class ImageBindOptions:
     local_loss: bool = True  # rows of this rank vs gathered columns (open_clip --local-loss); same gradients
     l2_weight: float = 0.0  # > 0 adds weight * ||a - b||^2 of each pair (the survey's L2 alignment loss)
     text_encoder: Literal["bpe", "minilm"] = "bpe"  # minilm: frozen all-MiniLM-L6-v2 features + linear head
+    # modalities added to a trained model (train.init_from): fresh encoders, the rest frozen, their edges only
+    extend: tuple[str, ...] = ()
+
+
+def extension_edges(edges: tuple[str, ...], extend: tuple[str, ...], modalities: tuple[str, ...]) -> tuple[str, ...]:
+    """The edges a run trains: all of them, or with ``extend`` those that touch an added modality (each added
+    modality needs one, or it could not be bound to the space)."""
+    if not extend:
+        return tuple(edges)
+    for m in extend:
+        if m not in modalities:
+            raise ConfigError(f"system_args.extend: {m!r} is not a modality of the model; choose from {list(modalities)}")
+        if not any(m in edge.split("_") for edge in edges):
+            raise ConfigError(f"system_args.extend: no edge in system_args.edges {list(edges)} binds {m!r}")
+    return tuple(edge for edge in edges if set(edge.split("_")) & set(extend))
 
 
 def check_edges(edges: tuple[str, ...], modalities: tuple[str, ...]) -> None:
@@ -184,7 +203,7 @@ class ImageBindSystem(SystemBase):
         if (self.options.text_encoder == "minilm") != bool(config.text_features):
             raise ConfigError(f"system_args.text_encoder={self.options.text_encoder!r} but the model's text_features is "
                               f"{config.text_features} (minilm needs {FrozenTextEncoder.dim}, bpe needs 0)")
-        self.tasks = tuple(self.options.edges)
+        self.tasks = extension_edges(self.options.edges, self.options.extend, config.modalities)
         self.embed_modalities = tuple(config.modalities)
         self.paired = frozenset(self.options.edges)  # the eval marks every other pair emergent
         needed = {m for edge in self.options.edges for m in edge.split("_")}
@@ -199,6 +218,23 @@ class ImageBindSystem(SystemBase):
         if options.text_encoder == "minilm":
             out["text_features"] = FrozenTextEncoder.dim
         return out
+
+    def prepare_model(self, model: nn.Module) -> None:
+        """With ``extend``: the added modalities' encoders start afresh (the trained weights init_from loaded are
+        discarded: the space has never seen them), and only they and their edges' temperatures learn."""
+        if not self.options.extend:
+            return
+        cfg = self.config
+        fresh = build_encoders(self.options.extend, cfg.embed_dim, cfg.vocab_size, cfg.text_features,
+                               cfg.image, cfg.text, cfg.audio, cfg.video)
+        for m in self.options.extend:
+            model.encoders[m].load_state_dict(fresh[m].state_dict())
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for m in self.options.extend:
+            model.encoders[m].requires_grad_(True)
+        for edge in self.tasks:
+            model.logit_scales[edge].requires_grad_(True)
 
     # -- capability: embed --------------------------------------------------------------------------------
 
