@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from umm.data.shapes import DIRECTIONS
 from umm.data.shapes.views import clip_items, scene_items
 from umm.eval.retrieval import (AXES, classify, matrix_table, recall_at_k, same_content, template_concepts,
                                 zero_shot_scores)
@@ -20,10 +21,11 @@ def test_recall_at_k_on_known_matrices():
     assert recall_at_k(sims, (1, 2)) == {1: 0.5, 2: 1.0}
 
 
-def test_an_item_with_the_same_caption_is_the_querys_own_content():
-    # items 0 and 1 are both "a red circle": a text query for item 0 that ranks item 1 first has found its content;
-    # item 2's query ranking item 0 ("a red circle") first has not
-    same = same_content(["a red circle", "a red circle", "a blue square"])
+def test_an_item_with_the_same_content_is_the_querys_own():
+    # items 0 and 1 are both a large red circle: a text query for item 0 that ranks item 1 first has found its
+    # content; item 2's query ranking item 0 first has not
+    red, blue = (("large", "red", "circle", None),), (("large", "blue", "square", None),)
+    same = same_content([red, red, blue])
     assert same.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
     sims = torch.tensor([[0.5, 0.9, 0.1], [0.9, 0.5, 0.1], [0.9, 0.1, 0.5]])
     assert recall_at_k(sims, (1, 2)) == {1: 0.0, 2: 1.0}  # item by item
@@ -32,9 +34,18 @@ def test_an_item_with_the_same_caption_is_the_querys_own_content():
     assert recall_at_k(torch.ones(3, 3), (1,), same=same)[1] == 0.0
 
 
-def test_eval_items_carry_the_caption_every_modality_describes():
-    items = scene_items("test", 6, 0, 16, ("image", "audio"), "L1")
-    assert len(items.captions) == 6 and all(isinstance(c, str) and c for c in items.captions)
+def test_eval_items_state_their_whole_content_and_one_content_is_one_key():
+    """The items' captions are full (colour and shape always said), and the content key ignores the wording: at L1
+    two scenes of one colour and shape are one content, wherever they stand; at L2 the named cell tells them apart."""
+    items = scene_items("test", 40, 0, 16, ("image", "text", "audio"), "L1")
+    assert len(items.captions) == 40 and len(items.raw["audio"]) == 40
+    for text, scene, key in zip(items.raw["text"], items.scenes, items.contents):
+        (obj,) = scene
+        assert obj["colour"] in text and obj["shape"] in text
+        assert key == (("large", obj["colour"], obj["shape"], None),)
+    assert len(set(items.contents)) < len(set(items.captions))  # several wordings of one content
+    l2 = scene_items("test", 20, 0, 16, ("image", "text"), "L2")
+    assert all(k[0][3] == (o[0]["row"], o[0]["col"]) for k, o in zip(l2.contents, l2.scenes))
 
 
 def test_ties_count_against_the_query():
@@ -79,9 +90,11 @@ def test_scene_and_clip_items_describe_one_content():
     assert all(o["shape"] in scenes.raw["text"][i] or "object" in scenes.raw["text"][i]
                for i, s in enumerate(scenes.scenes) for o in s[:1])
     clips = clip_items("test", 2, 7, 32, 8, ("image", "text", "video"))
-    for image, video, text, scene in zip(clips.raw["image"], clips.raw["video"], clips.raw["text"], clips.scenes):
+    for image, video, text, scene, key in zip(clips.raw["image"], clips.raw["video"], clips.raw["text"], clips.scenes,
+                                              clips.contents):
         assert torch.equal(image, video[0])  # the image of a clip is its first frame
         assert all(o["colour"] in text and o["shape"] in text for o in scene)
+        assert all(direction in DIRECTIONS for _, _, direction in key)
 
 
 def test_matrix_table_marks_emergent_cells():

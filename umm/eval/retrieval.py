@@ -2,8 +2,10 @@
 
 **Retrieval matrix.** For every ordered pair of the system's modalities (query -> gallery), N held-out items
 are embedded in both, and R@1/5/10 is the share of queries whose own item ranks in the top k of the N
-gallery items (open_clip's ``get_clip_metrics``; chance R@k = k / N), where an item with the same caption is
-the query's own content too (:func:`recall_at_k`). Each pair is marked *paired* (trained
+gallery items (open_clip's ``get_clip_metrics``; chance R@k = k / N), where an item of the same content is the
+query's own too (:func:`recall_at_k`): the same objects with every attribute a full caption of the level states
+(``umm.data.shapes.views.scene_content``; for clips colour, shape and direction). The items' captions, and the
+speech made of them, are the world's full style, so every modality of an item states its whole content. Each pair is marked *paired* (trained
 together: ``system.paired``) or *emergent* (never trained together, ImageBind's sec. 4.2), in the key:
 ``retrieval/emergent/audio->text/R@1``. Pairs with video are read on *clip items* (a clip, its first frame,
 its caption, that caption spoken: ``umm.data.shapes.views.clip_view``); the others on *scene items* (image,
@@ -52,8 +54,8 @@ def recall_at_k(similarity: torch.Tensor, ks: tuple[int, ...] = KS, same: torch.
     """R@k of queries (rows) whose own gallery item (the diagonal) ranks in the top k; ties count against.
 
     ``same`` (N, N) bool marks the gallery items that hold the query's own content (the diagonal and every item
-    with the same caption: at ShapesWorld L1 many scenes read "a red circle", and no text or speech can tell
-    them apart). A query then scores when its best-ranked item of that content is in the top k, as COCO
+    with the same content key: at ShapesWorld L1 many scenes are "a large red circle", and no text or speech can
+    tell them apart). A query then scores when its best-ranked item of that content is in the top k, as COCO
     retrieval counts any of an image's captions; items of other content that score as high count against."""
     if same is None:
         same = torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
@@ -62,10 +64,10 @@ def recall_at_k(similarity: torch.Tensor, ks: tuple[int, ...] = KS, same: torch.
     return {k: (rank < k).float().mean().item() for k in ks}
 
 
-def same_content(captions: list[str]) -> torch.Tensor:
-    """(N, N) bool: items i and j describe the same content (one caption)."""
-    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
-    key = torch.tensor([ids[c] for c in captions])
+def same_content(contents: list) -> torch.Tensor:
+    """(N, N) bool: items i and j hold the same content (one content key, ``Items.contents``)."""
+    ids = {c: i for i, c in enumerate(dict.fromkeys(contents))}
+    key = torch.tensor([ids[c] for c in contents])
     return key[:, None] == key[None, :]
 
 
@@ -112,7 +114,7 @@ def evaluate_embeddings(model: torch.nn.Module, system, split: str = "test", see
     embedded = {name: {m: system.embed(model, m, items.raw[m], batch_size=batch_size) for m in items.raw}
                 for name, items in item_sets.items()}
 
-    same = {name: same_content(items.captions) for name, items in item_sets.items()}
+    same = {name: same_content(items.contents) for name, items in item_sets.items()}
     paired = getattr(system, "paired", frozenset())
     means: dict[str, list[float]] = {"paired": [], "emergent": []}
     per_modality: dict[str, list[float]] = {m: [] for m in modalities}  # a modality's place in the space

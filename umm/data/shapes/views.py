@@ -34,14 +34,27 @@ def clip_view(sample: dict, with_audio: bool = False) -> dict:
     return view
 
 
+def scene_content(scene: list[dict], names_cell: bool) -> tuple:
+    """What a full caption of ``scene`` states, as a key: each object's size, colour and shape, and its cell where
+    the level names it; two scenes with one key are one content to any text or speech of the level."""
+    return tuple(sorted((o["size"], o["colour"], o["shape"], (o["row"], o["col"]) if names_cell else None)
+                        for o in scene))
+
+
+def clip_content(motion: list[dict]) -> tuple:
+    """What a clip's caption states: each mover's colour, shape and direction (its size is said only at times)."""
+    return tuple(sorted((m["colour"], m["shape"], m["direction"]) for m in motion))
+
+
 @dataclass
 class Items:
-    """N evaluation items: raw inputs per embedding modality, each item's objects, and its caption (the content
-    every modality of the item describes: two items with one caption are the same content)."""
+    """N evaluation items: raw inputs per embedding modality, each item's objects, its caption, and its content key
+    (what every modality of the item states: two items with one key are the same content, whatever the words)."""
 
     raw: dict[str, list] = field(default_factory=dict)
     scenes: list[list[dict]] = field(default_factory=list)
     captions: list[str] = field(default_factory=list)
+    contents: list[tuple] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -49,18 +62,23 @@ class Items:
 
 def scene_items(split: str, n: int, seed: int, canvas: int, modalities: tuple[str, ...],
                 level: str = DEFAULT_LEVEL) -> Items:  # fmt: skip
-    """ShapesWorld scenes: image, caption and the caption spoken, as the world makes them."""
-    data = tuple(dict.fromkeys([*(DATA_MODALITY[m] for m in modalities if m != "video"), "caption"]))  # + the content key
-    world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=data, level=level)
+    """ShapesWorld scenes: image, caption and the caption spoken. The captions are the world's *full* style (every
+    attribute the level names): a paraphrase that leaves the colour out ("a large cross") fits several
+    contents, and no embedding could retrieve its own item among them."""
+    data = tuple(dict.fromkeys([*(DATA_MODALITY[m] for m in modalities if m != "video"), "caption"]))
+    world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=data, level=level, caption_style="full")
     samples = [world[i] for i in range(n)]
+    names_cell = world.level.names_cell
     return Items({m: [s[DATA_MODALITY[m]] for s in samples] for m in modalities if m != "video"},
-                 [s["scene"] for s in samples], [s["caption"] for s in samples])
+                 [s["scene"] for s in samples], [s["caption"] for s in samples],
+                 [scene_content(s["scene"], names_cell) for s in samples])
 
 
 def clip_items(split: str, n: int, seed: int, canvas: int, frames: int, modalities: tuple[str, ...],
                level: str = DEFAULT_LEVEL) -> Items:  # fmt: skip
     """ShapesWorld clips, each with its first frame, its caption and that caption spoken (``clip_view``)."""
     world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=("video",), frames=frames, level=level)
-    views = [clip_view(world[i], with_audio="audio" in modalities) for i in range(n)]
+    samples = [world[i] for i in range(n)]
+    views = [clip_view(s, with_audio="audio" in modalities) for s in samples]
     return Items({m: [v[DATA_MODALITY[m]] for v in views] for m in modalities}, [v["scene"] for v in views],
-                 [v["caption"] for v in views])
+                 [v["caption"] for v in views], [clip_content(s["motion"]) for s in samples])
