@@ -134,3 +134,19 @@ def test_recipes_name_their_level_and_a_bad_level_names_the_choices(tmp_path):
         load_recipe(RECIPES_DIR / "test_transfusion.yaml", ["data.level=L7"])
     with pytest.raises(ValueError, match="unknown ShapesWorld level"):
         ShapesWorld("train", level="L0")
+
+
+def test_a_recipe_chooses_full_captions_and_a_bad_style_names_the_choices():
+    """``data.caption_style=full``: every caption (and the speech made of it) states colour and shape."""
+    from umm.recipes import RECIPES_DIR
+
+    run = load_recipe(RECIPES_DIR / "test_transfusion.yaml", ["data.level=L1", "data.caption_style=full"])
+    world = ShapesWorld.from_config(run.data, "train")
+    for i in range(30):
+        sample = world[i]
+        (obj,) = sample["scene"]
+        assert obj["colour"] in sample["caption"] and obj["shape"] in sample["caption"]
+    mixed = ShapesWorld.from_config(load_recipe(RECIPES_DIR / "test_transfusion.yaml", ["data.level=L1"]).data, "train")
+    assert any(mixed[i]["scene"][0]["colour"] not in mixed[i]["caption"] for i in range(30))
+    with pytest.raises(ConfigError, match=r"data.caption_style.*mixed.*full"):
+        load_recipe(RECIPES_DIR / "test_transfusion.yaml", ["data.caption_style=terse"])

@@ -36,6 +36,10 @@ class DataConfig:
     max_objects: int = 3  # a cap under the level's own maximum
     video_frames: int = 8
     modalities: tuple[str, ...] = ("image", "caption", "qa")
+    # ShapesWorld's captions (and the speech made of them): "mixed" paraphrases that may leave attributes out,
+    # or "full", every attribute the level names. A contrastive binder treats every other caption of a batch as
+    # a negative, so a caption that fits several images ("a large cross") is noise to it.
+    caption_style: Literal["mixed", "full"] = "mixed"
 
     def __post_init__(self) -> None:
         if self.name == "shapes":  # the renderer's and the judge's range; user images may be any size

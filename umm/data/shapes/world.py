@@ -69,7 +69,8 @@ class ShapesWorld(torch.utils.data.Dataset):
 
     @classmethod
     def from_config(cls, config, split: str) -> "ShapesWorld":
-        """Build from a recipe's ``DataConfig`` (canvas, seed, level, max_objects, video_frames, modalities)."""
+        """Build from a recipe's ``DataConfig`` (canvas, seed, level, max_objects, video_frames, modalities,
+        caption_style)."""
         return cls(
             split=split,
             canvas=config.canvas,
@@ -78,6 +79,7 @@ class ShapesWorld(torch.utils.data.Dataset):
             modalities=config.modalities,
             frames=config.video_frames,
             level=config.level,
+            caption_style=config.caption_style,
         )
 
     def text_corpus(self, n: int) -> Iterator[str]:
