@@ -95,6 +95,7 @@ def test_scene_and_clip_items_describe_one_content():
         assert torch.equal(image, video[0])  # the image of a clip is its first frame
         assert all(o["colour"] in text and o["shape"] in text for o in scene)
         assert all(direction in DIRECTIONS for _, _, direction in key)
+    assert all(d is None for key in clips.stills for _, _, d in key)  # a still frame states no direction
 
 
 def test_matrix_table_marks_emergent_cells():

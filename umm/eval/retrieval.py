@@ -4,8 +4,9 @@
 are embedded in both, and R@1/5/10 is the share of queries whose own item ranks in the top k of the N
 gallery items (open_clip's ``get_clip_metrics``; chance R@k = k / N), where an item of the same content is the
 query's own too (:func:`recall_at_k`): the same objects with every attribute a full caption of the level states
-(``umm.data.shapes.views.scene_content``; for clips colour, shape and direction). The items' captions, and the
-speech made of them, are the world's full style, so every modality of an item states its whole content. Each pair is marked *paired* (trained
+(``umm.data.shapes.views.scene_content``; for clips colour, shape and direction, and colour and shape alone when a
+still image is one side of the pair). The items' captions, and the speech made of them, are the world's full
+style, so every modality of an item states its whole content. Each pair is marked *paired* (trained
 together: ``system.paired``) or *emergent* (never trained together, ImageBind's sec. 4.2), in the key:
 ``retrieval/emergent/audio->text/R@1``. Pairs with video are read on *clip items* (a clip, its first frame,
 its caption, that caption spoken: ``umm.data.shapes.views.clip_view``); the others on *scene items* (image,
@@ -114,14 +115,18 @@ def evaluate_embeddings(model: torch.nn.Module, system, split: str = "test", see
     embedded = {name: {m: system.embed(model, m, items.raw[m], batch_size=batch_size) for m in items.raw}
                 for name, items in item_sets.items()}
 
+    # a pair is scored on what both its sides can state: with a still image on one side, a clip's direction is not
+    # part of its content (image-centric binding cannot carry motion: umm.data.shapes.views.clip_view)
     same = {name: same_content(items.contents) for name, items in item_sets.items()}
+    same_still = {name: same_content(items.stills) for name, items in item_sets.items()}
     paired = getattr(system, "paired", frozenset())
     means: dict[str, list[float]] = {"paired": [], "emergent": []}
     per_modality: dict[str, list[float]] = {m: [] for m in modalities}  # a modality's place in the space
     for query, gallery in itertools.permutations(modalities, 2):
         name = "clip" if "video" in (query, gallery) else "scene"
         kind = "paired" if pair_name(query, gallery) in paired else "emergent"
-        recalls = recall_at_k(embedded[name][query] @ embedded[name][gallery].T, same=same[name])
+        key = same_still if "image" in (query, gallery) else same
+        recalls = recall_at_k(embedded[name][query] @ embedded[name][gallery].T, same=key[name])
         for k, value in recalls.items():
             metrics[f"retrieval/{kind}/{query}->{gallery}/R@{k}"] = value
         means[kind].append(recalls[1])

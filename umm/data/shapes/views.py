@@ -41,20 +41,24 @@ def scene_content(scene: list[dict], names_cell: bool) -> tuple:
                         for o in scene))
 
 
-def clip_content(motion: list[dict]) -> tuple:
-    """What a clip's caption states: each mover's colour, shape and direction (its size is said only at times)."""
-    return tuple(sorted((m["colour"], m["shape"], m["direction"]) for m in motion))
+def clip_content(motion: list[dict], moving: bool = True) -> tuple:
+    """What a clip's caption states: each mover's colour, shape and direction (its size is said only at times);
+    ``moving=False``: what its first frame, a still image, can state (colour and shape, no direction)."""
+    return tuple(sorted((m["colour"], m["shape"], m["direction"] if moving else None) for m in motion))
 
 
 @dataclass
 class Items:
     """N evaluation items: raw inputs per embedding modality, each item's objects, its caption, and its content key
-    (what every modality of the item states: two items with one key are the same content, whatever the words)."""
+    (what every modality of the item states: two items with one key are the same content, whatever the words).
+    ``stills``: the key of what a still image of the item can state (a clip's first frame shows no direction);
+    the same as ``contents`` for scenes."""
 
     raw: dict[str, list] = field(default_factory=dict)
     scenes: list[list[dict]] = field(default_factory=list)
     captions: list[str] = field(default_factory=list)
     contents: list[tuple] = field(default_factory=list)
+    stills: list[tuple] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -68,10 +72,9 @@ def scene_items(split: str, n: int, seed: int, canvas: int, modalities: tuple[st
     data = tuple(dict.fromkeys([*(DATA_MODALITY[m] for m in modalities if m != "video"), "caption"]))
     world = ShapesWorld(split, canvas=canvas, seed=seed, modalities=data, level=level, caption_style="full")
     samples = [world[i] for i in range(n)]
-    names_cell = world.level.names_cell
+    contents = [scene_content(s["scene"], world.level.names_cell) for s in samples]
     return Items({m: [s[DATA_MODALITY[m]] for s in samples] for m in modalities if m != "video"},
-                 [s["scene"] for s in samples], [s["caption"] for s in samples],
-                 [scene_content(s["scene"], names_cell) for s in samples])
+                 [s["scene"] for s in samples], [s["caption"] for s in samples], contents, contents)
 
 
 def clip_items(split: str, n: int, seed: int, canvas: int, frames: int, modalities: tuple[str, ...],
@@ -81,4 +84,5 @@ def clip_items(split: str, n: int, seed: int, canvas: int, frames: int, modaliti
     samples = [world[i] for i in range(n)]
     views = [clip_view(s, with_audio="audio" in modalities) for s in samples]
     return Items({m: [v[DATA_MODALITY[m]] for v in views] for m in modalities}, [v["scene"] for v in views],
-                 [v["caption"] for v in views], [clip_content(s["motion"]) for s in samples])
+                 [v["caption"] for v in views], [clip_content(s["motion"]) for s in samples],
+                 [clip_content(s["motion"], moving=False) for s in samples])
