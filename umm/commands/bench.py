@@ -52,7 +52,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     import umm.models  # noqa: F401  (registers every family)
     from umm.bench.claims import evaluate_claims
-    from umm.bench.plan import default_systems, plan
+    from umm.bench.plan import CLAIM_RUNS, default_systems, plan
     from umm.bench.report import readme_markers, readme_table, update_readme, write_report
     from umm.bench.runner import BenchConfig, run_all
     from umm.recipes import RECIPES_DIR
@@ -60,9 +60,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     registered = SYSTEMS.names()
     systems = args.systems.split(",") if args.systems else default_systems(registered, RECIPES_DIR, args.level)
-    unknown = [s for s in systems if s not in registered]
+    unknown = [s for s in systems if s not in registered and s not in CLAIM_RUNS]
     if unknown:
-        raise UmmError(f"unknown system(s) {', '.join(unknown)}; registered: {', '.join(registered)}")
+        raise UmmError(f"unknown system(s) {', '.join(unknown)}; registered: {', '.join(registered)}; "
+                       f"claim runs: {', '.join(CLAIM_RUNS)}")
     if args.quick_steps and args.jobs == 1 and "--jobs" not in sys.argv:
         args.jobs = 2  # the quick bench runs two at a time, as the full one does on this project's 2-core machine
     config = BenchConfig(Path(args.out), args.budget_minutes, args.quick_steps, args.n_prompts, args.n_images,
