@@ -274,6 +274,22 @@ def test_extensibility_compares_minutes_to_place_the_new_modality():
     assert claim([retrain]).verdict == "mixed"
 
 
+def test_inference_speed_is_compared_where_both_sides_draw_well_on_the_test_split():
+    def row(system, test, heldout, seconds):
+        return {"system": system, "status": "ok", "metrics": {"geneval_test/overall": test, "geneval/overall": heldout,
+                                                               "seconds/t2i_per_image": seconds}}
+
+    def claim(rows):
+        return next(c for c in evaluate_claims(rows, [], 90) if c.statement.startswith("At equal quality"))
+
+    # AR draws seen pairs as well (0.95) but composes unseen ones worse (0.47): the test split decides who is compared
+    rows = [row("chameleon", 0.95, 0.47, 0.01), row("transfusion", 0.95, 0.92, 0.04), row("mmar", 0.43, 0.41, 0.001)]
+    result = claim(rows)
+    assert result.verdict == "not supported" and set(result.details["ar"]) == {"chameleon"}  # mmar is below 0.8
+    assert claim([row("chameleon", 0.95, 0.47, 0.08), row("transfusion", 0.95, 0.92, 0.04)]).verdict == "supported"
+    assert claim([row("chameleon", 0.5, 0.4, 0.01), row("transfusion", 0.95, 0.92, 0.04)]).verdict == "mixed"
+
+
 def test_an_extension_recipe_depends_on_the_system_it_extends():
     from umm.recipes import RECIPES_DIR
 
