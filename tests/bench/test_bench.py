@@ -314,3 +314,6 @@ def test_the_systems_table_shows_both_splits_and_skips_an_attribute_the_level_ne
     assert cells["caption attr. test / held-out"] == "1.000 / 0.833"
     assert cells["QA test / held-out"] == "1.000 / 0.800"
     assert _headline({"system": "vq", "metrics": {"recon/mse": 0.01}})["GenEval test / held-out"] == "–"
+    video = {"t2v/direction_accuracy": 0.25, "v2t/direction_accuracy": 0.75}
+    assert _headline({"system": "emu3", "metrics": video})["video dir."] == "0.250 / 0.750"
+    assert _headline({"system": "vqvideo", "metrics": {"recon/direction_accuracy": 0.35}})["video dir."] == "0.350"

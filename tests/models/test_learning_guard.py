@@ -29,19 +29,60 @@ def colour_accuracy(model, system, **sampling) -> tuple[float, int]:
     return sum(right) / len(right), len(right)
 
 
-@pytest.mark.slow
-def test_tiny_chameleon_follows_the_prompt_colour(tmp_path):
-    """The discrete autoregressive family's guard: a tiny VQ, then a tiny Chameleon on its codes."""
+@pytest.fixture(scope="module")
+def guard_vq(tmp_path_factory):
+    """The tiny L1 VQ (24 px, 6x6 codes from 128) the discrete families' guards draw with, trained once."""
     torch.set_num_threads(1)
-    train(load_recipe(RECIPES_DIR / "test_vq_guard.yaml"), tmp_path / "vq", show_progress=False)
-    run = load_recipe(RECIPES_DIR / "test_chameleon_guard.yaml",
-                      [f"system_args.image_tokenizer={tmp_path / 'vq' / 'model'}"])
+    out = tmp_path_factory.mktemp("guard") / "vq"
+    train(load_recipe(RECIPES_DIR / "test_vq_guard.yaml"), out, show_progress=False)
+    return out / "model"
+
+
+def discrete_guard(recipe: str, vq, tmp_path, **sampling) -> tuple[float, int]:
+    """Train a discrete family's guard recipe on ``vq``'s codes; the colour accuracy of its samples."""
+    torch.set_num_threads(1)
+    run = load_recipe(RECIPES_DIR / recipe, [f"system_args.image_tokenizer={vq}"])
     train(run, tmp_path / "run", show_progress=False)
     model, system = load_system(tmp_path / "run" / "model")
-    accuracy, n = colour_accuracy(model, system, cfg_scale=1.0)  # chameleon_l1's sampling: no guidance
+    return colour_accuracy(model, system, **sampling)
+
+
+@pytest.mark.slow
+def test_tiny_chameleon_follows_the_prompt_colour(guard_vq, tmp_path):
+    """The discrete autoregressive family's guard: a tiny VQ, then a tiny Chameleon on its codes."""
+    accuracy, n = discrete_guard("test_chameleon_guard.yaml", guard_vq, tmp_path, cfg_scale=1.0)  # chameleon_l1's: no CFG
     # measured 0.68 here (0.46 at CFG 3); 0.14 with the text always dropped (cfg_dropout=1), chance 1 in 8;
     # test_vq at 16 px (4x4 codes from 64) gave 0.14: its reconstructions keep the colour in 0.17 of images
     assert accuracy >= 0.4, f"the object's colour follows the prompt in {accuracy:.2f} of {n} images (chance 0.125)"
+
+
+@pytest.mark.slow
+def test_tiny_lwm_follows_the_prompt_colour(guard_vq, tmp_path):
+    """LWM's guard (its own vision embedding and head, frames of one) on the same codes."""
+    accuracy, n = discrete_guard("test_lwm_guard.yaml", guard_vq, tmp_path, cfg_scale=1.0)
+    # MEASURED_LWM
+    assert accuracy >= 0.4, f"the object's colour follows the prompt in {accuracy:.2f} of {n} images (chance 0.125)"
+
+
+@pytest.mark.slow
+def test_tiny_showo_follows_the_prompt_colour(guard_vq, tmp_path):
+    """Show-o's guard (masked-token prediction, MaskGIT sampling) on the same codes."""
+    accuracy, n = discrete_guard("test_showo_guard.yaml", guard_vq, tmp_path, steps=8, cfg_scale=1.0)
+    # MEASURED_SHOWO
+    assert accuracy >= 0.4, f"the object's colour follows the prompt in {accuracy:.2f} of {n} images (chance 0.125)"
+
+
+@pytest.mark.slow
+def test_a_guard_fails_when_the_text_is_ignored(guard_vq, tmp_path):
+    """The guard's floor: with the caption always dropped (cfg_dropout=1) the same Chameleon draws colours near
+    chance, so the 0.4 the guards ask for is a property of the text path, not of the data."""
+    torch.set_num_threads(1)
+    run = load_recipe(RECIPES_DIR / "test_chameleon_guard.yaml",
+                      [f"system_args.image_tokenizer={guard_vq}", "system_args.cfg_dropout=1.0"])
+    train(run, tmp_path / "run", show_progress=False)
+    model, system = load_system(tmp_path / "run" / "model")
+    accuracy, n = colour_accuracy(model, system, cfg_scale=1.0)
+    assert accuracy < 0.3, f"a model that never read its text matched the colour in {accuracy:.2f} of {n} images"
 
 
 def test_tiny_transfusion_follows_the_prompt_colour(tmp_path):

@@ -49,7 +49,9 @@ def _headline(row: dict) -> dict[str, str]:
     m = row.get("metrics", {})
     caption_mean, caption_test = _caption_mean(m), _caption_mean(m, "caption_test")
     emergent = m.get("retrieval/emergent/mean_R@1")
-    video = m.get("video/direction_accuracy", m.get("v2t/direction_accuracy"))
+    # text -> video / video -> text direction accuracy (a video tokenizer: its reconstructions' direction, the ceiling)
+    t2v, v2t = m.get("t2v/direction_accuracy"), m.get("v2t/direction_accuracy")
+    video = _both(t2v, v2t) if t2v is not None else _num(m.get("recon/direction_accuracy", v2t))
     latency = m.get("seconds/t2i_per_image")
     return {
         "system": row["system"], "cell": row.get("cell", ""), "status": row.get("status", "?"),
@@ -60,7 +62,7 @@ def _headline(row: dict) -> dict[str, str]:
         "GenEval test / held-out": _both(m.get("geneval_test/overall"), m.get("geneval/overall")),
         "caption attr. test / held-out": _both(caption_test, caption_mean),
         "QA test / held-out": _both(m.get("qa_test/accuracy"), m.get("qa/accuracy")),
-        "video dir.": _num(video), "emergent R@1": _num(emergent), "recon MSE": _num(m.get("recon/mse"), 4),
+        "video dir.": video, "emergent R@1": _num(emergent), "recon MSE": _num(m.get("recon/mse"), 4),
         "s / image": _num(latency, 2),
     }
 
@@ -229,7 +231,8 @@ def markdown(rows: list[dict], claims: list[Claim], latency: list[dict], meta: d
         "## Systems", "", _md_table([_headline(r) for r in rows]), "",
         "GenEval = judge accuracy over the level's categories; caption attr. = mean accuracy of the caption "
         "attributes the level names (shape, colour, size, position); each on the in-distribution test split / "
-        "the held-out split (colour-shape pairs never seen in training); video dir. = direction accuracy; "
+        "the held-out split (colour-shape pairs never seen in training); video dir. = direction accuracy of "
+        "text -> video / video -> text (a video tokenizer's row: of its reconstructions); "
         "emergent R@1 = mean R@1 of never-paired modality pairs; s / image = text-to-image sampling time.", "",
         "## GenEval-like scores by category", "", _md_table(_geneval_rows(rows)), "",
         "## Diagnostics", "",
