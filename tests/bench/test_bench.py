@@ -132,7 +132,7 @@ def test_verdicts_need_intervals_that_exclude_each_other_and_efficiency_reads_th
         return {"system": system, "status": "ok", "seconds": seconds, "samples_per_second": 50.0,
                 "curve": [{"cpu_minutes": m, "metrics": {"geneval/overall": v}} for m, v in curve],
                 "metrics": {"geneval/overall": score, "geneval/overall_ci_low": low, "geneval/overall_ci_high": high,
-                            "seconds/t2i_per_image": s_image, "fidelity/fid": 40.0 if system == "transfusion" else 90.0}}
+                            "geneval_test/overall": 0.95, "seconds/t2i_per_image": s_image, "fidelity/fid": 40.0 if system == "transfusion" else 90.0}}
 
     apart = [gen("transfusion", 0.9, 0.85, 0.95, [(2.5, 0.2), (5.0, 0.6)], s_image=0.09),
              gen("chameleon", 0.6, 0.5, 0.7, [(2.5, 0.1), (5.0, 0.3)], s_image=0.3)]
@@ -162,13 +162,15 @@ def test_the_diagnostics_table_carries_fidelity_beside_the_judge():
 def test_a_bench_level_trains_each_familys_level_recipe_after_its_inherited_dependencies():
     from umm.recipes import RECIPES_DIR
 
-    entries = {e.name: e for e in plan(["chameleon", "vila_u", "emu3"], RECIPES_DIR, quick=False, level="L1")}
-    assert list(entries) == ["vq", "chameleon", "vila_u_tower", "vila_u", "emu3"]  # vq: runs/vq_l1/model
+    entries = {e.name: e for e in plan(["chameleon", "vila_u", "emu3", "fsq"], RECIPES_DIR, quick=False, level="L1")}
+    # vq: runs/vq_l1/model; EMU3 reads vq_l1 and the video tokenizer vqvideo_l1
+    assert list(entries) == ["vq", "chameleon", "vila_u_tower", "vila_u", "vqvideo", "emu3", "fsq"]
     assert entries["vq"].recipe.name == "vq_l1.yaml" and entries["vila_u_tower"].recipe.name == "vila_u_tower_l1.yaml"
     assert entries["chameleon"].recipe.name == "chameleon_l1.yaml"  # its system_args come partly from base/bench_l1
     assert entries["vila_u"].dependencies[0].run == "vila_u_tower_l1"
-    assert entries["emu3"].recipe is None  # no emu3_l1 recipe: reported, not trained
-    assert entries["emu3"].looked_for.name == "emu3_l1.yaml"  # and the report names the level's recipe
+    assert entries["vqvideo"].recipe.name == "vqvideo_l1.yaml"
+    assert entries["fsq"].recipe is None  # no fsq_l1 recipe: reported, not trained
+    assert entries["fsq"].looked_for.name == "fsq_l1.yaml"  # and the report names the level's recipe
 
 
 def test_the_survey_table_claims_read_both_jobs():

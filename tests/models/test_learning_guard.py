@@ -1,4 +1,5 @@
-"""The learning guard: a tiny Transfusion at L1 must learn to draw its one object in the prompt's colour.
+"""The learning guards: a tiny model of each generating family at L1 (Transfusion; Chameleon, LWM and Show-o on one
+tiny VQ) must learn to draw its one object in the prompt's colour within a minute of one thread.
 
 "Loss falls" passes for a model that ignores its text (the demo model once drew the same picture for "a red
 circle" and "three white stars"). This test fails then: the colour of the one drawn object must follow the
@@ -60,7 +61,7 @@ def test_tiny_chameleon_follows_the_prompt_colour(guard_vq, tmp_path):
 def test_tiny_lwm_follows_the_prompt_colour(guard_vq, tmp_path):
     """LWM's guard (its own vision embedding and head, frames of one) on the same codes."""
     accuracy, n = discrete_guard("test_lwm_guard.yaml", guard_vq, tmp_path, cfg_scale=1.0)
-    # MEASURED_LWM
+    # measured 0.61 here (400 steps, 14 s of training on one thread); chance 1 in 8
     assert accuracy >= 0.4, f"the object's colour follows the prompt in {accuracy:.2f} of {n} images (chance 0.125)"
 
 
@@ -68,7 +69,7 @@ def test_tiny_lwm_follows_the_prompt_colour(guard_vq, tmp_path):
 def test_tiny_showo_follows_the_prompt_colour(guard_vq, tmp_path):
     """Show-o's guard (masked-token prediction, MaskGIT sampling) on the same codes."""
     accuracy, n = discrete_guard("test_showo_guard.yaml", guard_vq, tmp_path, steps=8, cfg_scale=1.0)
-    # MEASURED_SHOWO
+    # measured 0.75 here (1,200 steps, 37 s; CFG 3: 0.82); 0.21 after 400 steps; chance 1 in 8
     assert accuracy >= 0.4, f"the object's colour follows the prompt in {accuracy:.2f} of {n} images (chance 0.125)"
 
 
