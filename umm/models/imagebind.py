@@ -18,8 +18,8 @@ Notable choices in umm's version:
 - (image, video) pairs use the clip's first frame as the image (see ``umm.data.shapes.views.clip_view``);
 - ``extend`` adds modalities to a trained model (``train.init_from``): their encoders start afresh, every other
   encoder and temperature freezes, and only the edges that touch them train. This is the paper's account of
-  extensibility (a new modality is bound to the image alone; sec. 3.2 and 4.2 keep the image tower frozen), and
-  what ``umm bench`` times for the survey's "easily extendable by adding new experts".
+  extensibility (a new modality is bound to the image alone, against image and text towers it keeps frozen),
+  and what ``umm bench`` times for the survey's "easily extendable by adding new experts".
 
 Shapes: B batch, E embedding width.
 """
