@@ -319,3 +319,12 @@ def test_the_systems_table_shows_both_splits_and_skips_an_attribute_the_level_ne
     video = {"t2v/direction_accuracy": 0.25, "v2t/direction_accuracy": 0.75}
     assert _headline({"system": "emu3", "metrics": video})["video dir."] == "0.250 / 0.750"
     assert _headline({"system": "vqvideo", "metrics": {"recon/direction_accuracy": 0.35}})["video dir."] == "0.350"
+
+
+def test_the_bench_names_unknown_systems_and_the_claim_runs_in_one_error_line(capsys):
+    from umm.cli import main
+
+    assert main(["bench", "--level", "L1", "--systems", "nonesuch", "--out", "/tmp/umm-bench-unknown"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("umm: error: unknown system(s) nonesuch")
+    assert "claim runs: imagebind_extend" in err[0]

@@ -164,7 +164,8 @@ class ImageBindOptions:
     local_loss: bool = True  # rows of this rank vs gathered columns (open_clip --local-loss); same gradients
     l2_weight: float = 0.0  # > 0 adds weight * ||a - b||^2 of each pair (the survey's L2 alignment loss)
     text_encoder: Literal["bpe", "minilm"] = "bpe"  # minilm: frozen all-MiniLM-L6-v2 features + linear head
-    # modalities added to a trained model (train.init_from): fresh encoders, the rest frozen, their edges only
+    # modalities added to a trained model: fresh encoders, the rest frozen, their edges only. It needs
+    # train.init_from (the trained model); without one the frozen towers are untrained and nothing is bound
     extend: tuple[str, ...] = ()
 
 
