@@ -212,7 +212,8 @@ def test_two_rank_ddp_training_matches_one_process(tmp_path):
         "import json, sys\nimport torch.distributed as dist\nfrom umm.training.loop import train\n"
         "from umm.training.recipe import load_recipe\n"
         "result = train(load_recipe(sys.argv[1], sys.argv[3:]), sys.argv[2], show_progress=False)\n"
-        "if dist.get_rank() == 0:\n    print('LOSSES ' + json.dumps(result.losses))\n")
+        "if dist.get_rank() == 0:\n    print('LOSSES ' + json.dumps(result.losses))\n"
+        "dist.destroy_process_group()\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "UMM_CACHE": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
            str(RECIPES_DIR / "test_imagebind.yaml"), str(tmp_path / "two"), *overrides]

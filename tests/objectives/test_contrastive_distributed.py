@@ -41,6 +41,7 @@ for variant in ("infonce_global", "infonce_local", "siglip"):
 if rank == 0:
     torch.save(out, sys.argv[1])
 dist.barrier()
+dist.destroy_process_group()  # a gloo group left open can abort the process at exit
 """
 
 

@@ -30,6 +30,7 @@ run = load_recipe(sys.argv[1], sys.argv[3:])
 result = train(run, sys.argv[2], show_progress=False)
 if dist.get_rank() == 0:
     print("LOSSES " + json.dumps(result.losses))
+dist.destroy_process_group()  # as `umm train` does: a gloo group left open can abort the process at exit
 """
 
 

@@ -417,6 +417,7 @@ def train(
         result.seconds = elapsed_before + clock() - run_start
         if info.is_main:
             write_summary(run_dir / "summary.json", run, result, final, device)
+        dist_utils.barrier()  # under torchrun: no rank leaves while rank 0 still writes the model
         return result
     finally:
         prefetch.shutdown(wait=True, cancel_futures=True)
