@@ -49,7 +49,7 @@ from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, PatchEmbed, Transformer, TransformerConfig, patchify, unpatchify
 from umm.nn.diffusion_head import DiffusionHead
 from umm.nn.patch_io import PooledText
-from umm.objectives import next_token_loss
+from umm.objectives import IGNORE, next_token_loss
 from umm.objectives.per_token_diffusion import draw_noise, per_token_diffusion_loss
 from umm.paths import GaussianPath
 from umm.registry import ARCHITECTURES, SYSTEMS
@@ -91,7 +91,7 @@ class HeadInput(NamedTuple):
 
 
 class MMAROutput(NamedTuple):
-    logits: torch.Tensor  # (B, T, V) next-token logits at every slot
+    logits: torch.Tensor  # (B, T, V) next-token logits at every slot, or (R, V) at the ``logit_rows`` given
     hidden: torch.Tensor  # (B, T, D) the transformer's output z at every slot
     head: torch.Tensor | None  # (M, K, P) the head's output for ``head_input``; None when none was given
 
@@ -125,6 +125,7 @@ class MMAR(nn.Module):
         head_input: HeadInput | None = None,
         cache=None,
         commit: bool = True,
+        logit_rows: torch.Tensor | None = None,  # (B, T) bool: score only these slots (training: text targets)
     ) -> MMAROutput:
         x = self.token_embed(tokens)  # (B, T, D)
         image = kinds == PATCH
@@ -142,7 +143,9 @@ class MMAR(nn.Module):
         if head_input is not None:
             z = h[head_input.rows]  # (M, D)
             out = self.head(head_input.x_t, head_input.t, z[:, None, :])  # (M, K, P): z broadcasts over the K draws
-        return MMAROutput(self.lm_head(h), h, out)
+        # training needs logits only where a text target is (3 slots of 68 without a caption): (R, V)
+        logits = self.lm_head(h if logit_rows is None else h[logit_rows])
+        return MMAROutput(logits, h, out)
 
     def new_cache(self, batch: int, max_len: int, device: torch.device | str = "cpu"):
         return self.trunk.new_cache(batch, max_len, device)
@@ -317,9 +320,9 @@ class MMARSystem(SystemBase):
         rng = batch_rng(generator)
         seqs = [self.build(s, x, task, rng, bool(d) and task == "t2i") for s, x, d in zip(samples, tokens, drop)]
         config = self.config
-        # pad to the longest sequence (a multiple of 8 keeps matmul shapes friendly)
-        batch = collate(seqs, None, config.patch_dim, config.transformer.rope_axes, pad_id=self.tokenizer.pad_id,
-                        multiple_of=8)
+        # pad to the longest sequence only: rounding up to a multiple of 8 (72 slots for 68) made the CPU training
+        # step ~7% slower for no faster matmul (benchmarks/RESULTS.md, "MMAR vs autoregressive-diffusion-pytorch")
+        batch = collate(seqs, None, config.patch_dim, config.transformer.rope_axes, pad_id=self.tokenizer.pad_id)
         # masked AR: hide a random subset of each target image (at least one token) behind [MASK]
         masked = torch.zeros_like(batch["image_loss"])
         if self.options.order == "masked":
@@ -352,8 +355,9 @@ class MMARSystem(SystemBase):
         layout = Layout.of(batch)
         rows, x0 = self.head_targets(batch)
         draws = draw_noise(x0, self.path, self.options.diffusion_batch_mul, generator)  # (M, K, P)
+        text = batch["text_targets"] != IGNORE  # (B, T) slots with a next-token target
         out = model(batch["tokens"], batch["kinds"], batch["patches"], batch["masked"], layout,
-                    HeadInput(rows, draws.x_t, draws.t))
-        lm = next_token_loss(out.logits, batch["text_targets"])
+                    HeadInput(rows, draws.x_t, draws.t), logit_rows=text)
+        lm = next_token_loss(out.logits, batch["text_targets"][text])  # (R, V) logits for their R targets
         mse = per_token_diffusion_loss(out.head, draws.target)
         return {"lm_loss": lm, "diffusion_loss": self.options.lambda_diffusion * mse, "diffusion_mse": mse.detach()}
