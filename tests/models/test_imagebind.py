@@ -187,6 +187,14 @@ def test_extend_binds_a_fresh_expert_and_freezes_the_rest(tmp_path):
     assert "retrieval/paired/image->text/R@1" in metrics and "retrieval/emergent/audio->text/R@1" in metrics
 
 
+def test_extend_without_a_trained_base_is_refused(tmp_path):
+    run = load_recipe(RECIPES_DIR / "test_imagebind.yaml", ["train.steps=2", "system_args.extend=[audio]",
+                                                             "tasks=[{name: image_audio, batch_size: 4}]"])
+    with pytest.raises(ConfigError, match="'system_args.extend' extends a trained model: set train.init_from"):
+        train(run, tmp_path / "ext", show_progress=False)
+    assert not (tmp_path / "ext" / "model").exists()
+
+
 def test_extend_needs_an_edge_to_the_new_modality(tokenizer):
     with pytest.raises(ConfigError, match="no edge .* binds 'audio'"):
         make(tokenizer, edges=("image_text", "image_video"), extend=("audio",))

@@ -61,6 +61,34 @@ def test_dynamic_codes_are_kept_tokens_then_padding(tiny):
         tokenizer.decode(bad)
 
 
+def test_positional_codes_name_their_cells_and_decode_in_any_order():
+    """model_args.positional_codes: code = cell * K + content; the kept cells come in raster order, the
+    decoder puts each code on its cell (so the order of the codes changes nothing), and a LaVIT system over
+    such a tokenizer has N * K image codes."""
+    torch.manual_seed(0)
+    tokenizer = build_model(model_config("test_lavit_tokenizer", {"positional_codes": True})).eval()
+    k, n = tokenizer.config.codebook_size, tokenizer.tokens_per_image
+    assert tokenizer.codebook_size == n * k
+    world = ShapesWorld("train", canvas=16, max_objects=2, modalities=("image",))
+    images = torch.stack([world[i]["image"] for i in range(4)])
+    codes = tokenizer.encode(images)
+    keep, _ = tokenizer.select(tokenizer.features(images), None)
+    for row, kept in zip(codes, keep):
+        cells = row[row != PAD_CODE] // k
+        assert cells.tolist() == kept.nonzero()[:, 0].tolist()  # exactly the kept cells, in raster order
+    pictures = tokenizer.decode(codes)
+    count = int((codes[0] != PAD_CODE).sum())
+    reversed_row = codes[:1].clone()
+    reversed_row[0, :count] = codes[0, :count].flip(0)
+    torch.testing.assert_close(tokenizer.decode(reversed_row), pictures[:1])
+    repeated = codes[:1].clone()
+    if count < n:  # the same code twice on its cell: the cell's vector is their mean, i.e. unchanged
+        repeated[0, count] = codes[0, 0]
+        torch.testing.assert_close(tokenizer.decode(repeated), pictures[:1])
+    # a cell that no code names reads "merged away": dropping a code changes the picture
+    assert not torch.allclose(tokenizer.decode(codes[:1, : max(1, count - 1)]), pictures[:1]) or count == 1
+
+
 def test_systems_needing_a_code_per_position_refuse_it(tiny):
     _, system, _ = tiny
     with pytest.raises(UmmError, match="one code per position"):

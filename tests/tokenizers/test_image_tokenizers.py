@@ -170,6 +170,27 @@ def test_video_tokenizer_compresses_time_and_checks_frames():
         tokenizer.encode(torch.rand(1, 7, 3, 16, 16))
 
 
+def test_video_tokenizer_starts_from_a_trained_image_vq(tmp_path):
+    """system_args.image_init copies the image VQ's encoder, decoder and codebook into the per-frame part; a
+    tokenizer of another quantizer or another geometry is refused with the key named."""
+    from umm.models.factory import create_model
+    from umm.tokenizers.image.system import VideoReconstructionOptions, VQVideoSystem
+
+    image = load_image_tokenizer("test_vq", seed=3)
+    save_pretrained(image, tmp_path / "vq")
+    video = create_model("test_vqvideo")
+    assert not torch.equal(video.quantizer.codebook, image.quantizer.codebook)  # fresh weights of its own
+    system = VQVideoSystem(None, video.config, VideoReconstructionOptions(image_init=str(tmp_path / "vq")))
+    system.prepare_model(video)
+    for part, theirs in ((video.encoder.frames, image.encoder), (video.decoder.frames, image.decoder),
+                         (video.quantizer, image.quantizer)):
+        for (name, a), b in zip(part.state_dict().items(), theirs.state_dict().values()):
+            assert torch.equal(a, b), name
+    for bad, message in (("test_fsq", "is a 'fsq' tokenizer"), ("vq_s", "autoencoder or codebook size differs")):
+        with pytest.raises(UmmError, match=message):
+            VQVideoSystem(None, video.config, VideoReconstructionOptions(image_init=bad)).prepare_model(video)
+
+
 def test_vae_mean_is_deterministic_and_sampling_uses_the_generator():
     vae = load_image_tokenizer("test_vae")
     images = shapes_images(2)

@@ -165,7 +165,8 @@ class ImageBindOptions:
     l2_weight: float = 0.0  # > 0 adds weight * ||a - b||^2 of each pair (the survey's L2 alignment loss)
     text_encoder: Literal["bpe", "minilm"] = "bpe"  # minilm: frozen all-MiniLM-L6-v2 features + linear head
     # modalities added to a trained model: fresh encoders, the rest frozen, their edges only. It needs
-    # train.init_from (the trained model); without one the frozen towers are untrained and nothing is bound
+    # train.init_from (the trained model): without one the trainer refuses the run (the frozen towers would be
+    # untrained and nothing bound)
     extend: tuple[str, ...] = ()
 
 
@@ -219,6 +220,9 @@ class ImageBindSystem(SystemBase):
         if options.text_encoder == "minilm":
             out["text_features"] = FrozenTextEncoder.dim
         return out
+
+    def needs_base(self) -> str | None:
+        return "system_args.extend" if self.options.extend else None
 
     def prepare_model(self, model: nn.Module) -> None:
         """With ``extend``: the added modalities' encoders start afresh (the trained weights init_from loaded are

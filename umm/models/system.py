@@ -127,6 +127,11 @@ class SystemBase:
     def model_overrides(cls, tokenizer: Any, options: Any) -> dict[str, Any]:
         return {}
 
+    def needs_base(self) -> str | None:
+        """The option that only makes sense on top of a trained model (``train.init_from``), when it is set; the
+        trainer refuses such a run without one. Default: none."""
+        return None
+
     def prepare_model(self, model: torch.nn.Module) -> None:
         """Called by the trainer on the freshly built model, before the optimizer exists: a staged system loads
         the previous stage's weights here and freezes what this stage does not train. Default: nothing."""

@@ -109,6 +109,9 @@ def build_system_and_model(run: RunConfig, run_dir: Path | None, dataset: Any,
 
             add_lora(model, run.train.lora_rank, run.train.lora_alpha)
     system = system_cls(tokenizer, model.config, options)
+    if base is None and system.needs_base() is not None:
+        raise ConfigError(f"config key {system.needs_base()!r} extends a trained model: set train.init_from to "
+                          f"its run (runs/<name>/model)")
     system.prepare_model(model)  # e.g. start from a previous stage's weights, freeze what this stage keeps
     return system, model
 

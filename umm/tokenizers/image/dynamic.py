@@ -19,7 +19,15 @@ Discrete Visual Tokenization", arXiv 2309.04669, sec. 3.1): a variable number of
   patch features come from a convolutional encoder trained here and the decoder returns pixels: one grid
   query per latent position attends (bidirectionally) to the quantized tokens, which carry only their
   order in the sequence, never their grid position, exactly what the language model generates; the grid
-  then goes through the convolutional decoder every umm tokenizer shares.
+  then goes through the convolutional decoder every umm tokenizer shares. With ``positional_codes`` (umm's
+  departure, measured in benchmarks/RESULTS.md "Twelfth round") a code is (grid cell, content): the decoder puts
+  each kept code on its cell, a learned "merged away" vector on the others, and one bidirectional transformer
+  over the grid spreads what the merger folded into the kept tokens. The sequence stays LaVIT's: variable
+  length, the kept tokens in raster order, as many as the selector keeps.
+- **The selector's gradient**: the straight-through keep value (1 or 0 forward) weights what the decoder reads
+  of each token, after the quantizer's L2 normalisation (before it, the normalisation cancels the weight and
+  the selector learns only from the keep-ratio loss: measured logits within +-0.06 after 1500 steps, 4.4
+  tokens kept at inference against 18 in training).
 
 Registered as the ``lavit_tokenizer`` family (sizes ``lavit_tokenizer_s``, ``test_lavit_tokenizer``). Training
 (``umm train lavit_tokenizer_s``): pixel reconstruction + commitment (EMA codebook) + the keep-ratio
@@ -27,7 +35,7 @@ loss (mean(M) - rho)^2 that sets how many tokens survive (LaVIT / DynamicViT's r
 
 Interface (what LaVIT's system and the eval harness use): ``encode(images) -> codes (B, N) long``, the kept
 codes in raster order followed by -1 padding; ``decode(codes) -> images`` for codes padded with -1 (any width
-up to N); ``codebook_size``; ``grid`` (the latent grid; N = h * w is the most tokens an image can get). No
+up to N); ``codebook_size`` (the vocabulary: K, or N x K with ``positional_codes``); ``grid`` (the latent grid; N = h * w is the most tokens an image can get). No
 ``depth`` attribute: systems that need one code per grid position (Chameleon, Show-o) refuse it.
 """
 
@@ -66,6 +74,13 @@ class DynamicConfig:
     ema_decay: float = 0.99
     restart_threshold: float = 0.03  # codes used less than this per step move onto current encodings
     gumbel_temperature: float = 1.0
+    # False: LaVIT's decoder, whose tokens carry only their index in the sequence. True (umm's departure for
+    # small tokenizers trained from scratch): a code is (grid cell, content), the vocabulary is N x codebook_size,
+    # and the decoder puts each kept code back on its cell (a learned "merged away" vector fills the others).
+    # LaVIT's decoder reads its 16384 codes back into ViT features through a 12-layer transformer and a diffusion
+    # model; umm's 2-layer one, at 48 px L1 after 1500 steps, returned grey blobs (judge 0.00 even with every
+    # token kept, MSE 0.01 vs vq_l1's 3e-5; benchmarks/RESULTS.md, "Twelfth round").
+    positional_codes: bool = False
 
     @property
     def image_size(self) -> int:
@@ -144,8 +159,12 @@ class DynamicTokenizer(nn.Module):
         self.quantizer = VectorQuantizer(config.codebook_size, config.code_dim, ema=True, decay=config.ema_decay,
                                          restart_threshold=config.restart_threshold)
         self.from_code = nn.Linear(config.code_dim, dim)
-        self.order_position = nn.Parameter(torch.randn(n, dim) * 0.02)  # a token's index in the sequence
-        self.queries = nn.Parameter(torch.randn(n, dim) * 0.02)  # one per latent grid position
+        if config.positional_codes:  # the decoder's input is the grid itself: a code on its cell, or "merged away"
+            self.cell_position = nn.Parameter(torch.randn(n, dim) * 0.02)
+            self.merged_away = nn.Parameter(torch.zeros(dim))
+        else:  # LaVIT: tokens with their sequence index, read by one query per grid cell
+            self.order_position = nn.Parameter(torch.randn(n, dim) * 0.02)  # a token's index in the sequence
+            self.queries = nn.Parameter(torch.randn(n, dim) * 0.02)  # one per latent grid position
         self.decoder_trunk = Transformer(config.decoder)
         self.project_out = nn.Linear(dim, ae.latent_dim)
         self.decoder = Decoder(ae, ae.latent_dim)
@@ -161,7 +180,9 @@ class DynamicTokenizer(nn.Module):
 
     @property
     def codebook_size(self) -> int:
-        return self.config.codebook_size
+        """The vocabulary a language model sees: K content codes, times N cells with ``positional_codes``."""
+        k = self.config.codebook_size
+        return k * self.tokens_per_image if self.config.positional_codes else k
 
     # -- pieces -------------------------------------------------------------------------------------------
 
@@ -204,7 +225,9 @@ class DynamicTokenizer(nn.Module):
         with torch.autocast(h.device.type, enabled=False):
             e = F.normalize(self.to_code(h.float()), dim=-1)  # (B, N, d)
             codes = torch.zeros(keep.shape, dtype=torch.long, device=h.device)
-            codes[keep] = self.quantizer.assign(e[keep], generator)
+            codes[keep] = self.quantizer.assign(e[keep], generator)  # the codebook's statistics: kept tokens only
+            if self.config.positional_codes:  # the dropped tokens' nearest codes, for the selector's gradient
+                codes[~keep] = self.quantizer.distances(e[~keep].detach()).argmin(-1)
             q = F.normalize(self.quantizer.lookup(codes), dim=-1)
         kept = keep[..., None].float()
         losses = {"commitment": ((e - q.detach()).pow(2) * kept).sum() / (kept.sum().clamp_min(1) * e.shape[-1])}
@@ -226,18 +249,48 @@ class DynamicTokenizer(nn.Module):
         h, w = self.grid
         return self.decoder(grid.transpose(1, 2).reshape(b, -1, h, w))
 
+    def decode_grid(self, vectors: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """``positional_codes``: code vectors on their cells (B, N, d) and how present each cell's code is
+        (B, N) (1 kept, 0 merged away; straight-through in training) -> pixels in [-1, 1] scale."""
+        b, n = present.shape
+        tokens = self.from_code(vectors)  # (B, N, D)
+        present = present[..., None].to(tokens.dtype)
+        x = present * tokens + (1 - present) * self.merged_away.to(tokens.dtype) + self.cell_position
+        layout = Layout(torch.zeros(b, n, dtype=torch.long, device=x.device),
+                        torch.zeros(b, n, 1, dtype=torch.long, device=x.device),
+                        torch.ones(b, n, dtype=torch.bool, device=x.device), torch.zeros(b, 1, dtype=torch.long, device=x.device))
+        grid = self.project_out(self.decoder_trunk(x, layout))  # (B, N, C), one bidirectional span
+        h, w = self.grid
+        return self.decoder(grid.transpose(1, 2).reshape(b, -1, h, w))
+
+    def tagged(self, codes: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Per-cell codes (B, N) and keep (B, N) -> the sequence (B, N): kept codes in raster order, then
+        PAD_CODE; with ``positional_codes`` each code is ``cell * K + content``."""
+        if self.config.positional_codes:
+            cells = torch.arange(codes.shape[1], device=codes.device)
+            codes = cells * self.config.codebook_size + codes
+        order, valid = kept_first(keep)
+        return torch.where(valid, codes.gather(1, order), PAD_CODE)
+
     # -- training and the tokenizer interface -----------------------------------------------------------
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> DynamicOutput:
         x = self.features(images)
         keep, keep_st = self.select(x, generator)
-        # the straight-through keep value (1 forward) scales the kept tokens: reconstruction reaches the selector
-        h = self.merge(x, keep) * keep_st[..., None].to(x.dtype)
+        h = self.merge(x, keep)
         vectors, codes, losses = self.quantize(h, keep, generator)
-        order, valid = kept_first(keep)
-        vectors = vectors.gather(1, order[..., None].expand_as(vectors)) * valid[..., None]
-        codes = torch.where(valid, codes.gather(1, order), PAD_CODE)
-        return DynamicOutput(self.decode_vectors(vectors, valid), codes, losses, keep_st.mean(-1))
+        if self.config.positional_codes:
+            # every cell's code, weighted by the straight-through keep value (1 or 0 forward): the gradient
+            # tells the selector how much the loss changes when a cell's code replaces "merged away"
+            reconstruction = self.decode_grid(vectors, keep_st)
+        else:
+            # the straight-through keep value scales the kept unit vectors (before the L2 normalisation it would
+            # cancel): the gradient tells the selector how much each kept token helps
+            vectors = vectors * keep_st[..., None]
+            order, valid = kept_first(keep)
+            vectors = vectors.gather(1, order[..., None].expand_as(vectors)) * valid[..., None]
+            reconstruction = self.decode_vectors(vectors, valid)
+        return DynamicOutput(reconstruction, self.tagged(codes, keep), losses, keep_st.mean(-1))
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -245,8 +298,7 @@ class DynamicTokenizer(nn.Module):
         x = self.features(images)
         keep, _ = self.select(x, None)
         _, codes, _ = self.quantize(self.merge(x, keep), keep)
-        order, valid = kept_first(keep)
-        return torch.where(valid, codes.gather(1, order), PAD_CODE)
+        return self.tagged(codes, keep)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -258,8 +310,25 @@ class DynamicTokenizer(nn.Module):
             raise UmmError(f"codes must lie in [0, {self.codebook_size}) or be padding {PAD_CODE}")
         if (valid[:, 1:] & ~valid[:, :-1]).any():
             raise UmmError("codes must be padded at the end of each row only")
-        vectors = F.normalize(self.quantizer.lookup(codes.clamp_min(0)), dim=-1) * valid[..., None]
-        return (self.decode_vectors(vectors, valid).float().clamp(-1, 1) + 1) / 2
+        if self.config.positional_codes:
+            pixels = self.decode_grid(*self.on_cells(codes, valid))
+        else:
+            vectors = F.normalize(self.quantizer.lookup(codes.clamp_min(0)), dim=-1) * valid[..., None]
+            pixels = self.decode_vectors(vectors, valid)
+        return (pixels.float().clamp(-1, 1) + 1) / 2
+
+    def on_cells(self, codes: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tagged codes (B, L) -> (code vectors on their cells (B, N, d), present (B, N)). A cell that several
+        codes name (a language model may repeat one) gets the mean of their vectors."""
+        b, n, k = codes.shape[0], self.tokens_per_image, self.config.codebook_size
+        tagged = codes.clamp_min(0)
+        cells = torch.where(valid, tagged // k, n)  # padding goes to a spare cell n, dropped below
+        vectors = F.normalize(self.quantizer.lookup(tagged % k), dim=-1)  # (B, L, d)
+        summed = torch.zeros(b, n + 1, vectors.shape[-1], device=codes.device).scatter_add_(
+            1, cells[..., None].expand_as(vectors), vectors)
+        count = torch.zeros(b, n + 1, device=codes.device).scatter_add_(1, cells, torch.ones_like(cells, dtype=torch.float))
+        present = (count[:, :n] > 0).float()
+        return summed[:, :n] / count[:, :n, None].clamp_min(1), present
 
 
 def kept_first(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
