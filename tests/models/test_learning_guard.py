@@ -1,6 +1,6 @@
 """The learning guards: a tiny model of each generating family at L1 (Transfusion and MMAR on pixel patches;
-Chameleon, LWM, EMU3 and Show-o on one tiny VQ; LaVIT on a tiny dynamic tokenizer; VILA-U on a tiny tower) must learn to draw its one
-object in the prompt's colour within a minute of one thread.
+Chameleon, LWM, EMU3 and Show-o on one tiny VQ; LaVIT on a tiny dynamic tokenizer; VILA-U on a tiny tower) must
+learn to draw its one object in the prompt's colour within a minute of one thread.
 
 "Loss falls" passes for a model that ignores its text (the demo model once drew the same picture for "a red
 circle" and "three white stars"). This test fails then: the colour of the one drawn object must follow the
@@ -106,7 +106,8 @@ def test_tiny_vila_u_follows_the_prompt_colour(tmp_path):
     slot per grid position and its residual codes with the depth transformer."""
     torch.set_num_threads(1)
     train(load_recipe(RECIPES_DIR / "test_vila_u_tower_guard.yaml"), tmp_path / "tower", show_progress=False)
-    run = load_recipe(RECIPES_DIR / "test_vila_u_guard.yaml", [f"system_args.vision_tower={tmp_path / 'tower' / 'model'}"])
+    tower = tmp_path / "tower" / "model"
+    run = load_recipe(RECIPES_DIR / "test_vila_u_guard.yaml", [f"system_args.vision_tower={tower}"])
     train(run, tmp_path / "run", show_progress=False)
     model, system = load_system(tmp_path / "run" / "model")
     accuracy, n = colour_accuracy(model, system, cfg_scale=1.0)

@@ -35,8 +35,9 @@ loss (mean(M) - rho)^2 that sets how many tokens survive (LaVIT / DynamicViT's r
 
 Interface (what LaVIT's system and the eval harness use): ``encode(images) -> codes (B, N) long``, the kept
 codes in raster order followed by -1 padding; ``decode(codes) -> images`` for codes padded with -1 (any width
-up to N); ``codebook_size`` (the vocabulary: K, or N x K with ``positional_codes``); ``grid`` (the latent grid; N = h * w is the most tokens an image can get). No
-``depth`` attribute: systems that need one code per grid position (Chameleon, Show-o) refuse it.
+up to N); ``codebook_size`` (the vocabulary: K, or N x K with ``positional_codes``); ``grid`` (the latent grid;
+N = h * w is the most tokens an image can get). No ``depth`` attribute: systems that need one code per grid
+position (Chameleon, Show-o) refuse it.
 """
 
 from __future__ import annotations
@@ -256,9 +257,8 @@ class DynamicTokenizer(nn.Module):
         tokens = self.from_code(vectors)  # (B, N, D)
         present = present[..., None].to(tokens.dtype)
         x = present * tokens + (1 - present) * self.merged_away.to(tokens.dtype) + self.cell_position
-        layout = Layout(torch.zeros(b, n, dtype=torch.long, device=x.device),
-                        torch.zeros(b, n, 1, dtype=torch.long, device=x.device),
-                        torch.ones(b, n, dtype=torch.bool, device=x.device), torch.zeros(b, 1, dtype=torch.long, device=x.device))
+        zeros = torch.zeros(b, n, dtype=torch.long, device=x.device)
+        layout = Layout(zeros, zeros[..., None], torch.ones(b, n, dtype=torch.bool, device=x.device), zeros[:, :1])
         grid = self.project_out(self.decoder_trunk(x, layout))  # (B, N, C), one bidirectional span
         h, w = self.grid
         return self.decoder(grid.transpose(1, 2).reshape(b, -1, h, w))
@@ -326,7 +326,7 @@ class DynamicTokenizer(nn.Module):
         vectors = F.normalize(self.quantizer.lookup(tagged % k), dim=-1)  # (B, L, d)
         summed = torch.zeros(b, n + 1, vectors.shape[-1], device=codes.device).scatter_add_(
             1, cells[..., None].expand_as(vectors), vectors)
-        count = torch.zeros(b, n + 1, device=codes.device).scatter_add_(1, cells, torch.ones_like(cells, dtype=torch.float))
+        count = torch.zeros(b, n + 1, device=codes.device).scatter_add_(1, cells, torch.ones_like(vectors[..., 0]))
         present = (count[:, :n] > 0).float()
         return summed[:, :n] / count[:, :n, None].clamp_min(1), present
 
