@@ -120,6 +120,23 @@ def test_sampling_is_seeded_and_bad_options_are_one_clear_error(tokenizer):
 # ---- layouts: masked is bidirectional in the image, raster is causal ------------------------------------------
 
 
+@pytest.mark.parametrize("task", ["t2i", "caption"])
+def test_scoring_only_text_target_slots_gives_the_full_next_token_loss(tokenizer, samples, task):
+    """``logit_rows``: training scores the LM head only where a text target is; the loss is the one of scoring
+    every slot, and the logits of those rows are the full forward's."""
+    from umm.objectives import IGNORE, next_token_loss
+
+    model, system = make(tokenizer)
+    batch = system.collate(samples, task, torch.Generator().manual_seed(0))
+    full = forward(model, batch).logits  # (B, T, V)
+    text = batch["text_targets"] != IGNORE
+    rows = model(batch["tokens"], batch["kinds"], batch["patches"], batch["masked"], layout_of(batch),
+                 logit_rows=text).logits  # (R, V)
+    torch.testing.assert_close(rows, full[text])
+    lm = system.losses(model, batch, torch.Generator().manual_seed(0))["lm_loss"]
+    torch.testing.assert_close(lm, next_token_loss(full, batch["text_targets"]))
+
+
 def test_masked_training_hides_a_truncated_normal_share_of_each_target_image(tokenizer, samples):
     _, system = make(tokenizer)
     ratios = system.mask_ratios(2000, torch.Generator().manual_seed(0))
