@@ -160,3 +160,36 @@ def test_tiny_recipe_trains_saves_and_runs_every_capability(tmp_path):
     metrics = evaluate(model, system, EvalConfig(n_prompts=6, n_images=4, n_videos=3, batch_size=8)).metrics
     assert {"geneval/overall", "caption/exact", "qa/accuracy", "t2v/score", "t2v/object_accuracy",
             "v2t/direction_accuracy", "v2t/colour"} <= set(metrics)
+
+
+def test_frames_keep_their_grid_for_2d_rope_in_training_and_sampling(tiny):
+    """``rope_axes=2``: each frame's codes carry (row, column), the same cell of consecutive frames sits one fixed
+    offset apart on both axes, the training layout is the one sampling continues, and cache = recompute."""
+    from dataclasses import replace
+
+    _, system, samples = tiny
+    c = system.config
+    config = replace(c, transformer=replace(c.transformer, rope_axes=2))
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    system2 = LWMSystem(system.tokenizer, config, system.options, system.image_tokenizer)
+    batch = system2.collate(samples[:1], "t2v", torch.Generator())
+    tokens = batch["tokens"][0]
+    start = int((tokens == system.tokenizer.boi_id).nonzero()[0, 0]) + 1  # first code slot
+    h, w = system.image_tokenizer.grid
+    per = h * w + 1  # a frame's codes and its end token
+    trained = batch["positions"][0, start : start + 4 * per]  # (4 * per, 2)
+    frames = trained.view(4, per, 2)[:, :-1].view(4, h, w, 2)
+    assert torch.equal(frames[0, :, :, 0] - frames[0, 0, 0, 0], torch.arange(h)[:, None].expand(h, w))  # rows
+    assert torch.equal(frames[0, :, :, 1] - frames[0, 0, 0, 1], torch.arange(w)[None].expand(h, w))  # columns
+    step = frames[1:] - frames[:-1]  # (3, h, w, 2): one offset for every cell and both axes
+    assert (step == step[0, 0, 0, 0]).all() and step[0, 0, 0, 0] > 0
+    # sampling lays the plan out after the prompt exactly as training did
+    prompt = system2.generation_prompt(samples[0]["video_caption"])
+    prompt_layout = ar_video.ar.prompt_batch(system2, [prompt], "cpu")[1]
+    planned = system2.vision_plan(4).layout(prompt_layout.next_position).positions[0]
+    assert torch.equal(planned[: 4 * per], trained)
+    for cfg_scale in (1.0, 3.0):
+        make = lambda **k: system2.generate_videos(model, ["a red circle moves up"], frames=3, cfg_scale=cfg_scale,
+                                                   seed=1, precision="fp32", return_codes=True, **k)  # noqa: E731
+        assert torch.equal(make(use_cache=True), make(use_cache=False))

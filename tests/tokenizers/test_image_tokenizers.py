@@ -269,3 +269,42 @@ def test_default_tokenizers_learn_shapesworld(recipe, max_mse, min_objects, tmp_
     metrics = evaluate_reconstruction(model, system, n_images=64)
     assert metrics["recon/mse"] < max_mse, metrics
     assert metrics["recon/judge_objects"] > min_objects, metrics
+
+
+# ---- a local autoencoder ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm, padding, local", [("group", "zeros", False), ("batch", "replicate", True)])
+def test_local_autoencoder_gives_an_empty_canvas_one_latent_and_keeps_far_cells(norm, padding, local):
+    """With BatchNorm (frozen: its running statistics) and replicate padding every latent of an empty canvas is
+    the same (so it is one code) and an object leaves far cells nearly as they were; VQGAN's GroupNorm spreads
+    it over the image."""
+    from umm.tokenizers.image.autoencoder import AutoencoderConfig, Encoder
+
+    torch.manual_seed(0)
+    encoder = Encoder(AutoencoderConfig(image_size=32, widths=(8, 16, 32), norm=norm, padding=padding), 8)
+    with torch.no_grad():
+        encoder(shapes_images(16, canvas=32) * 2 - 1)  # BatchNorm's running statistics move off their init
+    encoder.eval()
+    blank = -torch.ones(1, 3, 32, 32)
+    one = blank.clone()
+    one[:, 0, 2:8, 2:8] = 1.0  # an object in the top-left latent cell
+    with torch.no_grad():
+        z_blank, z_one = encoder(blank), encoder(one)  # (1, 8, 8, 8)
+    spread = (z_blank - z_blank[..., :1, :1]).abs().max().item()
+    far = (z_one[..., 5:, 5:] - z_blank[..., 5:, 5:]).abs().max().item()
+    near = (z_one[..., 0, 0] - z_blank[..., 0, 0]).abs().max().item()
+    if local:
+        assert spread < 1e-5 and far < 0.05 * near
+    else:
+        assert spread > 1e-2 and far > 0.05 * near
+
+
+def test_autoencoder_norm_and_padding_are_checked():
+    from umm.config import ConfigError
+    from umm.tokenizers.image.autoencoder import AutoencoderConfig
+
+    with pytest.raises(ConfigError, match="norm='layer'"):
+        AutoencoderConfig(norm="layer").check()
+    with pytest.raises(ConfigError, match="padding='reflect'"):
+        AutoencoderConfig(padding="reflect").check()

@@ -49,7 +49,7 @@ from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, TokenLM, TransformerConfig
 from umm.objectives import next_token_loss, split_cross_entropy
 from umm.registry import ARCHITECTURES, SYSTEMS
-from umm.samplers.plan import TokenPlan, grid_plan
+from umm.samplers.plan import TokenPlan, append_planned, grid_plan
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
 IMG, EOL, EOF = 0, 1, 2  # structure tokens, offset by the text vocabulary: start of grid, end of row, end of frame
@@ -227,7 +227,7 @@ class Emu3System(SystemBase):
         stream = torch.tensor(plan.forced)
         stream[stream < 0] = codes.flatten() + plan.low
         seq.text(self.open_span(grid, video), loss=loss and not self.options.vision_loss_only)
-        return seq.text(stream.tolist(), loss=loss)
+        return append_planned(seq, plan, stream.tolist(), loss)
 
     # -- sequences --------------------------------------------------------------------------------------
 

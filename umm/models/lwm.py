@@ -47,7 +47,7 @@ from umm.models.system import FrozenPart, SystemBase
 from umm.nn import Layout, Transformer, TransformerConfig
 from umm.objectives import IGNORE
 from umm.registry import ARCHITECTURES, SYSTEMS
-from umm.samplers.plan import TokenPlan, grid_plan
+from umm.samplers.plan import TokenPlan, append_planned, grid_plan
 from umm.tokenizers import image as image_tokenizers  # the module, not names: it imports umm.models itself
 
 
@@ -221,7 +221,7 @@ class LWMSystem(SystemBase):
         stream = torch.tensor(plan.forced)
         stream[stream < 0] = codes.flatten() + plan.low
         seq.text([self.tokenizer.boi_id], loss=loss)
-        return seq.text(stream.tolist(), loss=loss)
+        return append_planned(seq, plan, stream.tolist(), loss)
 
     # -- sequences --------------------------------------------------------------------------------------
 

@@ -68,15 +68,39 @@ def grid_plan(frames: int, height: int, width: int, low: int, high: int, row_end
 
     ``row_end`` (EMU3's EOL) follows every row; ``frame_ends[f]`` closes frame ``f`` (EMU3: EOF after every
     frame; LWM: EOF after each frame but the last, EOV after the last), then the ``end`` tokens (EOI ...).
-    The slots form one causal span (EMU3 and LWM use 1D RoPE over the flattened stream).
+    Each frame is one causal span that keeps its grid (``(height, width + 1)`` with EOL, which sits in an extra
+    column); each frame end and the ``end`` tokens are text-like slots. With 1D RoPE (EMU3 and LWM as published)
+    that is the flattened stream's positions; with ``rope_axes=2`` a code sees its (row, column), and the same
+    cell of consecutive frames is one fixed offset apart on both axes (M-RoPE: a span starts after the largest
+    position before it). Lay a stream out with :func:`append_planned`, so that training sees what sampling does.
     """
     if min(frames, height, width) < 1:
         raise UmmError(f"a grid needs at least one frame, row and column, got {frames}x{height}x{width}")
     if frame_ends and len(frame_ends) != frames:
         raise UmmError(f"{len(frame_ends)} end-of-frame tokens for {frames} frames")
     row = (-1,) * width + ((row_end,) if row_end is not None else ())
+    grid = (height, len(row))
     forced: tuple[int, ...] = ()
+    spans: tuple[Span, ...] = ()
     for f in range(frames):
         forced += row * height + ((frame_ends[f],) if frame_ends else ())
+        spans += (Span(height * len(row), False, grid),) + ((Span(1),) if frame_ends else ())
     forced += tuple(end)
-    return TokenPlan(forced, low, high, (Span(len(forced)),))
+    spans += (Span(len(end)),) if end else ()
+    return TokenPlan(forced, low, high, spans)
+
+
+def append_planned(seq, plan: TokenPlan, stream: list[int], loss: bool):
+    """Append ``stream`` (one token per slot of ``plan``) to the :class:`~umm.data.sequence.Sequence` ``seq``
+    with the plan's layout: a span with a grid stays a causal grid span, the others are text slots."""
+    if len(stream) != len(plan.forced):
+        raise UmmError(f"a stream of {len(stream)} tokens for a plan of {len(plan.forced)} slots")
+    start = 0
+    for span in plan.spans:
+        ids = list(stream[start : start + span.length])
+        start += span.length
+        if span.grid is None:
+            seq.text(ids, loss=loss)
+        else:
+            seq.image(None, span.grid, loss=loss, token_ids=ids, bidirectional=False)
+    return seq

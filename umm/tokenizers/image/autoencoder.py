@@ -36,6 +36,15 @@ class AutoencoderConfig:
     widths: tuple[int, ...] = (16, 32, 64)
     blocks: int = 1  # residual blocks per level
     latent_dim: int = 32  # channels of the latent grid handed to the quantizer
+    # "group": VQGAN's GroupNorm, whose statistics span the whole image, so every latent depends on every pixel
+    # (an all-black image encodes to many codes, and an object changes the codes of the empty cells around it).
+    # "batch": BatchNorm (the VQ-VAE's encoders' norm before GroupNorm took over), whose running statistics make a
+    # frozen tokenizer local: a latent reads only its receptive field, and with padding "replicate" the stack is
+    # translation-equivariant up to its stride, so an empty canvas is one code and an object moved by one latent
+    # cell moves its codes by one cell, which a language model over codes must copy from frame to frame
+    # (benchmarks/RESULTS.md, "Thirteenth round").
+    norm: str = "group"
+    padding: str = "zeros"  # "zeros" (VQGAN) or "replicate" (the border reads like the canvas beyond it)
 
     @property
     def downsample(self) -> int:
@@ -46,6 +55,10 @@ class AutoencoderConfig:
         return (self.image_size // self.downsample, self.image_size // self.downsample)
 
     def check(self) -> None:
+        if self.norm not in NORMS:
+            raise ConfigError(f"model.autoencoder.norm={self.norm!r}; choose one of {sorted(NORMS)}")
+        if self.padding not in ("zeros", "replicate"):
+            raise ConfigError(f"model.autoencoder.padding={self.padding!r}; choose one of ['replicate', 'zeros']")
         if not self.widths:
             raise ConfigError("model.autoencoder.widths must list at least one level width")
         if self.image_size % self.downsample:
@@ -55,15 +68,32 @@ class AutoencoderConfig:
             )
 
 
-class ResBlock(nn.Module):
-    """GroupNorm -> SiLU -> conv, twice, plus the input (a 1x1 projection when the width changes)."""
+class BatchNorm(nn.BatchNorm1d):
+    """BatchNorm over (B, C, ...) of any rank. In eval mode it applies its running statistics, so a frozen
+    tokenizer's latent reads only its receptive field; in training, statistics over the batch and the canvas
+    still lift the small objects off the background (as GroupNorm does: a per-position norm or none at all
+    learned 3-5x slower on ShapesWorld, RESULTS.md "Thirteenth round")."""
 
-    def __init__(self, dim_in: int, dim_out: int):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.flatten(2)).view_as(x)
+
+
+NORMS = {"group": lambda c: nn.GroupNorm(norm_groups(c), c), "batch": BatchNorm}
+
+
+def conv3(config: AutoencoderConfig, dim_in: int, dim_out: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(dim_in, dim_out, 3, stride=stride, padding=1, padding_mode=config.padding)
+
+
+class ResBlock(nn.Module):
+    """Norm -> SiLU -> conv, twice, plus the input (a 1x1 projection when the width changes)."""
+
+    def __init__(self, config: AutoencoderConfig, dim_in: int, dim_out: int):
         super().__init__()
-        self.norm1 = nn.GroupNorm(norm_groups(dim_in), dim_in)
-        self.conv1 = nn.Conv2d(dim_in, dim_out, 3, padding=1)
-        self.norm2 = nn.GroupNorm(norm_groups(dim_out), dim_out)
-        self.conv2 = nn.Conv2d(dim_out, dim_out, 3, padding=1)
+        self.norm1 = NORMS[config.norm](dim_in)
+        self.conv1 = conv3(config, dim_in, dim_out)
+        self.norm2 = NORMS[config.norm](dim_out)
+        self.conv2 = conv3(config, dim_out, dim_out)
         self.skip = nn.Conv2d(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,15 +108,15 @@ class Encoder(nn.Module):
     def __init__(self, config: AutoencoderConfig, out_dim: int):
         super().__init__()
         widths = config.widths
-        self.stem = nn.Conv2d(config.channels, widths[0], 3, padding=1)
+        self.stem = conv3(config, config.channels, widths[0])
         self.levels = nn.ModuleList()
         for i, width in enumerate(widths):
-            blocks = [ResBlock(width, width) for _ in range(config.blocks)]
+            blocks = [ResBlock(config, width, width) for _ in range(config.blocks)]
             if i + 1 < len(widths):
-                blocks.append(nn.Conv2d(width, widths[i + 1], 3, stride=2, padding=1))
+                blocks.append(conv3(config, width, widths[i + 1], stride=2))
             self.levels.append(nn.Sequential(*blocks))
-        self.mid = ResBlock(widths[-1], widths[-1])
-        self.out_norm = nn.GroupNorm(norm_groups(widths[-1]), widths[-1])
+        self.mid = ResBlock(config, widths[-1], widths[-1])
+        self.out_norm = NORMS[config.norm](widths[-1])
         self.out = nn.Conv2d(widths[-1], out_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,9 +127,9 @@ class Encoder(nn.Module):
 
 
 class Upsample(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int):
+    def __init__(self, config: AutoencoderConfig, dim_in: int, dim_out: int):
         super().__init__()
-        self.conv = nn.Conv2d(dim_in, dim_out, 3, padding=1)
+        self.conv = conv3(config, dim_in, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -111,16 +141,16 @@ class Decoder(nn.Module):
     def __init__(self, config: AutoencoderConfig, in_dim: int):
         super().__init__()
         widths = config.widths
-        self.stem = nn.Conv2d(in_dim, widths[-1], 3, padding=1)
-        self.mid = ResBlock(widths[-1], widths[-1])
+        self.stem = conv3(config, in_dim, widths[-1])
+        self.mid = ResBlock(config, widths[-1], widths[-1])
         self.levels = nn.ModuleList()
         for i in reversed(range(len(widths))):
-            blocks: list[nn.Module] = [ResBlock(widths[i], widths[i]) for _ in range(config.blocks)]
+            blocks: list[nn.Module] = [ResBlock(config, widths[i], widths[i]) for _ in range(config.blocks)]
             if i > 0:
-                blocks.append(Upsample(widths[i], widths[i - 1]))
+                blocks.append(Upsample(config, widths[i], widths[i - 1]))
             self.levels.append(nn.Sequential(*blocks))
-        self.out_norm = nn.GroupNorm(norm_groups(widths[0]), widths[0])
-        self.out = nn.Conv2d(widths[0], config.channels, 3, padding=1)
+        self.out_norm = NORMS[config.norm](widths[0])
+        self.out = conv3(config, widths[0], config.channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.mid(self.stem(z))
@@ -136,9 +166,9 @@ class TemporalDown(nn.Module):
     """(B, C, T, h, w) -> (B, C, T/2, h, w): a stride-2 convolution along time only, plus a residual
     average of frame pairs so that at init the block passes the frames' mean through."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, norm: str = "group"):
         super().__init__()
-        self.norm = nn.GroupNorm(norm_groups(dim), dim)
+        self.norm = NORMS[norm](dim)
         self.conv = nn.Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,9 +179,9 @@ class TemporalDown(nn.Module):
 class TemporalUp(nn.Module):
     """(B, C, t, h, w) -> (B, C, 2t, h, w): repeat each latent frame, then a temporal convolution."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, norm: str = "group"):
         super().__init__()
-        self.norm = nn.GroupNorm(norm_groups(dim), dim)
+        self.norm = NORMS[norm](dim)
         self.conv = nn.Conv3d(dim, dim, (3, 1, 1), padding=(1, 0, 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +195,7 @@ class VideoEncoder(nn.Module):
     def __init__(self, config: AutoencoderConfig, out_dim: int, temporal_levels: int):
         super().__init__()
         self.frames = Encoder(config, out_dim)
-        self.time = nn.Sequential(*[TemporalDown(out_dim) for _ in range(temporal_levels)])
+        self.time = nn.Sequential(*[TemporalDown(out_dim, config.norm) for _ in range(temporal_levels)])
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         b, t = video.shape[:2]
@@ -179,7 +209,7 @@ class VideoDecoder(nn.Module):
 
     def __init__(self, config: AutoencoderConfig, in_dim: int, temporal_levels: int):
         super().__init__()
-        self.time = nn.Sequential(*[TemporalUp(in_dim) for _ in range(temporal_levels)])
+        self.time = nn.Sequential(*[TemporalUp(in_dim, config.norm) for _ in range(temporal_levels)])
         self.frames = Decoder(config, in_dim)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
