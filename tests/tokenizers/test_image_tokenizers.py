@@ -308,3 +308,24 @@ def test_autoencoder_norm_and_padding_are_checked():
         AutoencoderConfig(norm="layer").check()
     with pytest.raises(ConfigError, match="padding='reflect'"):
         AutoencoderConfig(padding="reflect").check()
+
+
+def test_local_vq_trains_and_saves_its_running_statistics(tmp_path):
+    """A ``norm: batch`` VQ: a training forward moves BatchNorm's running statistics, which the frozen tokenizer
+    then applies, and save -> load gives the same codes (the statistics are in the checkpoint)."""
+    from umm.models.factory import create_model
+
+    tokenizer = create_model("test_vq", autoencoder={"norm": "batch", "padding": "replicate"})
+    pixels = shapes_images(8)
+    tokenizer.train()
+    tokenizer(pixels, torch.Generator().manual_seed(0))
+    after_optimizer_step(tokenizer)
+    tokenizer.eval()
+    norm = tokenizer.encoder.mid.norm1
+    assert int(norm.num_batches_tracked) == 1 and not torch.allclose(norm.running_var, torch.ones_like(norm.running_var))
+    codes = tokenizer.encode(pixels)
+    assert len(set(tokenizer.encode(torch.zeros(1, 3, 16, 16)).flatten().tolist())) == 1  # empty canvas: one code
+    save_pretrained(tokenizer, tmp_path / "vq_local")
+    loaded = load_image_tokenizer(tmp_path / "vq_local")
+    assert loaded.config.autoencoder.norm == "batch"
+    assert torch.equal(loaded.encode(pixels), codes)
