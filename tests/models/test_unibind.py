@@ -42,7 +42,7 @@ def make(tokenizer, **options):
 
 def test_grammar_knowledge_base_describes_each_concept():
     kb = build_knowledge_base(per_concept=12, seed=3)
-    assert len(kb) == len(COLOUR_NAMES) + len(SHAPES) + 3
+    assert len(kb) == len(COLOUR_NAMES) + len(SHAPES) + 3 + 4
     for (axis, name), texts in kb.items():
         assert 8 <= len(texts) <= 12 and len(set(texts)) == len(texts)
         for text in texts:
@@ -50,6 +50,8 @@ def test_grammar_knowledge_base_describes_each_concept():
                 assert name in text
             elif axis == "shape":
                 assert name in text
+            elif axis == "direction":  # a clip's caption: the judge's parser reads the motion back
+                assert [o.direction for o in parse_caption(text).objects] == [name], text
             else:  # the grammar's parser reads back the number of objects of a count description
                 assert len(parse_caption(text).objects) == int(name), text
     assert build_knowledge_base(12, 3) == kb and build_knowledge_base(12, 4) != kb
@@ -83,6 +85,28 @@ def test_collate_marks_the_concepts_each_sample_shows(tokenizer, samples):
     clips = system.collate(samples, "video", torch.Generator().manual_seed(0))
     movers = {("colour", m["colour"]) for m in samples[0]["motion"]}
     assert {c for c, has in zip(system.concepts, clips["has_concept"][0].tolist()) if has and c[0] == "colour"} == movers
+    # a clip states where its objects move; a still image states no direction
+    for row, sample in enumerate(samples):
+        moves = {c for c, has in zip(system.concepts, clips["has_concept"][row].tolist()) if has and c[0] == "direction"}
+        assert moves == {("direction", m["direction"]) for m in sample["motion"]}
+    assert not any(has for c, has in zip(system.concepts, batch["has_concept"].flatten().tolist()) if c[0] == "direction")
+
+
+def test_direction_centres_train_the_video_tower_only_on_clips(tokenizer, samples):
+    """The direction axis is a softmax over direction centres for the clips; image rows state no direction and
+    are left out of it (a loss over them alone would have no positive), so their loss is the three other axes'."""
+    model, system = make(tokenizer)
+    g = torch.Generator().manual_seed(0)
+    clips = system.collate(samples, "video", g)
+    kept = dict(zip(system.concepts, range(len(system.concepts))))
+    no_direction = {k: v for k, v in clips.items()}
+    no_direction["has_concept"] = clips["has_concept"].clone()
+    no_direction["has_concept"][:, [i for c, i in kept.items() if c[0] == "direction"]] = False
+    with_axis = system.losses(model, clips, torch.Generator())["centre_loss"]
+    without = system.losses(model, no_direction, torch.Generator())["centre_loss"]
+    assert torch.isfinite(with_axis) and not torch.allclose(with_axis, without)
+    images = system.collate(samples, "image", g)
+    assert torch.isfinite(system.losses(model, images, torch.Generator())["centre_loss"])
 
 
 def test_the_centre_loss_falls_and_trains_both_towers(tokenizer, samples):

@@ -27,7 +27,7 @@ import torch
 
 from umm.data.shapes import COLOUR_NAMES, SHAPES
 from umm.data.shapes.levels import DEFAULT_LEVEL
-from umm.data.shapes.vocab import plural
+from umm.data.shapes.vocab import DIRECTIONS, plural
 from umm.data.shapes.views import clip_items, scene_items
 from umm.models.encoders import AXES, item_concepts, pair_name
 
@@ -48,6 +48,8 @@ def template_concepts() -> dict[tuple[str, str], list[str]]:
         f"a {a} and a {b}" for a, b in zip(SHAPES, SHAPES[1:] + SHAPES[:1])]
     out[("count", "3")] = [f"three {plural(shape)}" for shape in SHAPES] + [
         f"a {a}, a {b} and a {c}" for a, b, c in zip(SHAPES, SHAPES[1:] + SHAPES[:1], SHAPES[2:] + SHAPES[:2])]
+    for direction in DIRECTIONS:  # scored on clips only: a still item states no direction
+        out[("direction", direction)] = [f"a {shape} moves {direction}" for shape in SHAPES]
     return out
 
 
@@ -86,15 +88,17 @@ def classify(embeddings: torch.Tensor, centres: torch.Tensor, centre_classes: li
 def zero_shot_scores(embeddings: torch.Tensor, scenes: list[list[dict]], concept_embeddings: dict) -> dict[str, float]:
     """``{axis}/mean_centre``, ``{axis}/nearest_centre`` and ``{axis}/chance`` for one modality's items."""
     out = {}
-    truths = [item_concepts(s) for s in scenes]
+    every_truth = [item_concepts(s) for s in scenes]
     for axis, classes in AXES.items():
         keys = [k for k in concept_embeddings if k[0] == axis]
-        if not keys:
+        states = [i for i, t in enumerate(every_truth) if t[axis]]  # a still item states no direction
+        if not keys or not states:
             continue
+        truths = [every_truth[i] for i in states]
         present = tuple(c for c in classes if any(k[1] == c for k in keys))
         centres = torch.cat([concept_embeddings[k] for k in keys])
         centre_classes = [k[1] for k in keys for _ in range(concept_embeddings[k].shape[0])]
-        by_mean, by_nearest = classify(embeddings, centres, centre_classes, present)
+        by_mean, by_nearest = classify(embeddings[states], centres, centre_classes, present)
         out[f"{axis}/mean_centre"] = sum(p in t[axis] for p, t in zip(by_mean, truths)) / len(truths)
         out[f"{axis}/nearest_centre"] = sum(p in t[axis] for p, t in zip(by_nearest, truths)) / len(truths)
         out[f"{axis}/chance"] = sum(len(t[axis] & set(present)) / len(present) for t in truths) / len(truths)

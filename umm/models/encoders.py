@@ -34,7 +34,7 @@ from torch import nn
 
 from umm import UmmError
 from umm.data.shapes.views import DATA_MODALITY
-from umm.data.shapes.vocab import COLOUR_NAMES, SHAPES
+from umm.data.shapes.vocab import COLOUR_NAMES, DIRECTIONS, SHAPES
 from umm.nn import Layout, PatchEmbed, Span, Transformer, TransformerConfig, build_layout, patchify, patchify_video
 from umm.tokenizers.audio import AudioSpec, log_mel
 
@@ -311,12 +311,16 @@ def audio_inputs(waves: list[torch.Tensor], config: AudioEncoderConfig) -> dict[
 
 
 # zero-shot / knowledge-base concepts of a ShapesWorld item, per attribute axis
-AXES: dict[str, tuple[str, ...]] = {"colour": COLOUR_NAMES, "shape": SHAPES, "count": ("1", "2", "3")}
+# direction: where a clip's objects move; a still item states none (its set is empty, and it is left out of that axis)
+AXES: dict[str, tuple[str, ...]] = {"colour": COLOUR_NAMES, "shape": SHAPES, "count": ("1", "2", "3"),
+                                    "direction": DIRECTIONS}
 
 
 def item_concepts(scene: list[dict]) -> dict[str, set[str]]:
-    """The true classes of one item on every axis: its colours, its shapes, its number of objects."""
-    return {"colour": {o["colour"] for o in scene}, "shape": {o["shape"] for o in scene}, "count": {str(len(scene))}}
+    """The true classes of one item on every axis: its colours, its shapes, its number of objects, and the
+    directions its objects move (empty for a still scene)."""
+    return {"colour": {o["colour"] for o in scene}, "shape": {o["shape"] for o in scene}, "count": {str(len(scene))},
+            "direction": {o["direction"] for o in scene if "direction" in o}}
 
 
 def raw_inputs(modality: str, raw, tokenizer, config, frozen=None) -> dict[str, torch.Tensor]:

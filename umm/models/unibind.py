@@ -39,6 +39,7 @@ from torch import nn
 from umm import UmmError
 from umm.config import ConfigError
 from umm.data.shapes import COLOUR_NAMES, SHAPES, ShapeObject, caption
+from umm.data.shapes.language import video_caption
 from umm.data.shapes.scene import sample_scene
 from umm.data.shapes.views import clip_view
 from umm.models.encoders import (
@@ -77,7 +78,10 @@ def build_knowledge_base(per_concept: int = 32, seed: int = 0) -> dict[Concept, 
 
     Colour and shape concepts describe one-object scenes of that colour / shape (all other attributes drawn
     at random, both caption styles), so the description is about the concept; count concepts describe
-    scenes of that many objects. Duplicates are dropped (a concept may end with fewer descriptions).
+    scenes of that many objects; direction concepts are video captions of one object moving that way (the
+    grammar's motion phrases: without them nothing binds a clip's motion, and text <-> video retrieval, which
+    asks for the direction, stayed at 0.12-0.15; RESULTS.md "Thirteenth round"). Duplicates are dropped (a
+    concept may end with fewer descriptions).
     """
     rng = random.Random(seed)
     kb: dict[Concept, list[str]] = {}
@@ -106,6 +110,10 @@ def build_knowledge_base(per_concept: int = 32, seed: int = 0) -> dict[Concept, 
         must_say = None if axis == "count" else name
         texts = list(dict.fromkeys(describe(make(), must_say) for _ in range(per_concept * 2)))
         kb[(axis, name)] = texts[:per_concept]
+    for direction in AXES["direction"]:
+        texts = list(dict.fromkeys(video_caption(one_object(None, None), [direction], rng)
+                                   for _ in range(per_concept * 2)))
+        kb[("direction", direction)] = texts[:per_concept]
     return kb
 
 
@@ -305,8 +313,9 @@ class UniBindSystem(SystemBase):
         losses = []
         for axis in range(len(AXES)):  # one softmax per attribute axis: colours compete with colours
             keep = axis_of[owner] == axis
-            if keep.any():
-                losses.append(multi_positive_loss(z, centres[keep], positive[:, keep], out.logit_scale))
+            states = positive[:, keep].any(1)  # (B,): items that state this axis (a still image: no direction)
+            if keep.any() and states.any():
+                losses.append(multi_positive_loss(z[states], centres[keep], positive[states][:, keep], out.logit_scale))
         loss = sum(losses) / len(losses)
         return {"centre_loss": loss, "logit_scale": out.logit_scale.detach()}
 

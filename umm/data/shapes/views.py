@@ -27,7 +27,7 @@ def clip_view(sample: dict, with_audio: bool = False) -> dict:
     and position into the video space, but not direction: that is the limit of an image anchor.
     """
     view = {"image": sample["video"][0], "caption": sample["video_caption"], "video": sample["video"],
-            "scene": [{k: m[k] for k in ("shape", "colour", "size")} for m in sample["motion"]]}
+            "scene": [{k: m[k] for k in ("shape", "colour", "size", "direction")} for m in sample["motion"]]}
     if with_audio:
         voice = speech.sample_voice(random.Random(zlib.crc32(f"clip/{sample['key']}".encode())))
         view["audio"] = torch.from_numpy(speech.speak(sample["video_caption"], **voice)).clamp(-1, 1)
