@@ -322,7 +322,8 @@ def test_local_vq_trains_and_saves_its_running_statistics(tmp_path):
     after_optimizer_step(tokenizer)
     tokenizer.eval()
     norm = tokenizer.encoder.mid.norm1
-    assert int(norm.num_batches_tracked) == 1 and not torch.allclose(norm.running_var, torch.ones_like(norm.running_var))
+    assert int(norm.num_batches_tracked) == 1
+    assert not torch.allclose(norm.running_var, torch.ones_like(norm.running_var))
     codes = tokenizer.encode(pixels)
     assert len(set(tokenizer.encode(torch.zeros(1, 3, 16, 16)).flatten().tolist())) == 1  # empty canvas: one code
     save_pretrained(tokenizer, tmp_path / "vq_local")

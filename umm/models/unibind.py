@@ -118,7 +118,8 @@ def build_knowledge_base(per_concept: int = 32, seed: int = 0) -> dict[Concept, 
 
 
 def load_knowledge_base(path: str | Path) -> dict[Concept, list[str]]:
-    """A user knowledge base: JSON ``{axis: {class: [description, ...]}}`` with axes colour / shape / count / direction."""
+    """A user knowledge base: JSON ``{axis: {class: [description, ...]}}`` with axes colour / shape / count /
+    direction."""
     path = Path(path)
     if not path.is_file():
         raise UmmError(f"knowledge base {str(path)!r} does not exist")
