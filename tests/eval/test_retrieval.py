@@ -75,6 +75,18 @@ def test_zero_shot_scores_and_chance():
     assert wrong["colour/mean_centre"] == 0.0
 
 
+def test_zero_shot_direction_is_scored_on_the_items_that_state_one():
+    """A still item states no direction: it is left out of that axis; a clip is scored on its movers' directions."""
+    concepts = {("direction", d): F.normalize(torch.eye(4)[i: i + 1], dim=-1) for i, d in enumerate(DIRECTIONS)}
+    left, up = concepts[("direction", "left")], concepts[("direction", "up")]
+    stills = [[{"colour": "red", "shape": "circle"}]] * 2
+    assert zero_shot_scores(torch.cat([left, up]), stills, concepts) == {}
+    clips = [[{"colour": "red", "shape": "circle", "direction": "left"}], [{"colour": "red", "shape": "star"}],
+             [{"colour": "blue", "shape": "star", "direction": "down"}]]
+    scores = zero_shot_scores(torch.cat([left, left, up]), clips, concepts)  # the still middle item is left out
+    assert scores["direction/mean_centre"] == 0.5 and scores["direction/chance"] == 0.25
+
+
 def test_templates_cover_every_class():
     concepts = template_concepts()
     for axis, classes in AXES.items():

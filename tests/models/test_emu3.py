@@ -255,3 +255,32 @@ def test_tiny_recipe_trains_saves_and_runs_every_capability(tmp_path):
     assert {"geneval/overall", "caption/exact", "qa/accuracy", "t2v/score", "t2v/direction_accuracy",
             "v2t/direction_accuracy", "v2t/exact"} <= set(metrics)
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("t2v/score", "t2v/direction_accuracy", "v2t/direction_accuracy"))
+
+
+def test_frames_keep_their_grid_with_eol_for_2d_rope(tiny):
+    """``rope_axes=2``: each frame of a clip is one grid span whose EOL tokens sit in an extra column; the same
+    cell of consecutive frames is one fixed offset apart, and cached sampling equals recompute."""
+    from dataclasses import replace
+
+    _, system, samples = tiny
+    c = system.config
+    config = replace(c, transformer=replace(c.transformer, rope_axes=2))
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the untrained test tokenizers warn
+        system2 = Emu3System(system.tokenizer, config, system.options)
+    batch = system2.collate(samples[:1], "t2v", torch.Generator())
+    row = batch["tokens"][0].tolist()
+    start = row.index(config.text_vocab + IMG, row.index(system.tokenizer.bov_id)) + 1  # first code slot
+    t, h, w = system2.video_tokenizer.grid
+    per = h * (w + 1) + 1  # a frame: rows of codes and EOL, then EOF
+    frames = batch["positions"][0, start : start + t * per].view(t, per, 2)[:, :-1].reshape(t, h, w + 1, 2)
+    assert torch.equal(frames[0, :, :, 1] - frames[0, 0, 0, 1], torch.arange(w + 1)[None].expand(h, w + 1))
+    assert (torch.tensor(row[start : start + t * per]).view(t, per)[:, :-1].view(t, h, w + 1)[..., -1]
+            == config.text_vocab + EOL).all()  # the extra column holds the EOLs
+    step = frames[1:] - frames[:-1]
+    assert (step == step[0, 0, 0, 0]).all() and step[0, 0, 0, 0] > 0
+    make = lambda **k: system2.generate_videos(model, ["a red circle moves up"], frames=4, cfg_scale=3.0, seed=1,  # noqa: E731
+                                               precision="fp32", return_codes=True, **k)
+    assert torch.equal(make(use_cache=True), make(use_cache=False))
