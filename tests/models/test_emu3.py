@@ -13,7 +13,7 @@ from umm.data.shapes import ShapesWorld
 from umm.eval.harness import EvalConfig, evaluate
 from umm.models.emu3 import EOF, EOL, IMG, Emu3Options, Emu3System, decode_canvas, encode_canvas
 from umm.models.factory import build_model, model_config
-from umm.models.system import load_system
+from umm.models.system import load_system, save_system
 from umm.nn import Layout
 from umm.pipelines import ar, ar_video
 from umm.samplers import cfg
@@ -284,3 +284,34 @@ def test_frames_keep_their_grid_with_eol_for_2d_rope(tiny):
     make = lambda **k: system2.generate_videos(model, ["a red circle moves up"], frames=4, cfg_scale=3.0, seed=1,  # noqa: E731
                                                precision="fp32", return_codes=True, **k)
     assert torch.equal(make(use_cache=True), make(use_cache=False))
+
+
+def test_shared_tokenizer_codes_images_as_still_clips_in_the_video_codebook(tiny, tmp_path):
+    """``shared_tokenizer``: EMU3's one tokenizer. No image codebook in the vocabulary; an image span holds the
+    video tokenizer's codes of the image as a still clip, generation samples them from the video codebook and
+    decodes the still clip's first frame; naming an image tokenizer as well is one clear error."""
+    _, system, samples = tiny
+    video = {"video_tokenizer": "test_vqvideo"}
+    model, shared = make_system(system.tokenizer, Emu3Options(**video, shared_tokenizer=True))
+    c, tok = shared.config, shared.tokenizer
+    assert c.image_codes == 0 and c.image_low == c.video_low and c.vocab_size == system.config.vocab_size - system.config.image_codes
+    batch = shared.collate(samples, "t2i", torch.Generator().manual_seed(0))
+    _, stream = span_of(shared, batch["tokens"][0].tolist(), tok.boi_id)
+    images = torch.stack([s["image"] for s in samples])
+    k = shared.video_tokenizer.config.temporal_downsample
+    still = shared.video_tokenizer.encode(images[:, None].expand(-1, k, -1, -1, -1))  # (B, 1, h, w)
+    assert stream == expected_stream(shared, still[0], c.video_low, tok.eoi_id)
+    codes = shared.generate_images(model, ["a red circle"], seed=0, precision="fp32", return_codes=True)
+    assert codes.shape == (1, *shared.video_tokenizer.grid[1:]) and codes.max() < c.video_codes
+    drawn = shared.generate_images(model, ["a red circle"], seed=0, precision="fp32")
+    first = shared.video_tokenizer.decode(codes[:, None])[:, 0].float()
+    assert torch.allclose(drawn, first)
+    save_system(tmp_path / "model", model, shared)  # saved without an image tokenizer, loaded the same
+    loaded_model, loaded = load_system(tmp_path / "model")
+    assert not (tmp_path / "model" / "image_tokenizer").exists() and loaded.options.shared_tokenizer
+    assert torch.equal(loaded.generate_images(loaded_model, ["a red circle"], seed=0, precision="fp32",
+                                              return_codes=True), codes)
+    with pytest.raises(UmmError, match="must be unset with system_args.shared_tokenizer"):
+        Emu3System.model_overrides(tok, Emu3Options(**TOKENIZERS, shared_tokenizer=True))
+    with pytest.raises(UmmError, match="system_args.image_tokenizer is unset"):
+        Emu3System.model_overrides(tok, Emu3Options(**video))

@@ -19,17 +19,21 @@ text -> image / video sequences on the visual tokens only (the SFT option ``appl
 
 umm's choices, for a CPU and ShapesWorld:
 
-- two frozen tokenizers rather than one: EMU3's single tokenizer codes images as one-frame clips, but umm's small
+- two frozen tokenizers by default: EMU3's single tokenizer codes images as one-frame clips, but umm's small
   (2+1)D video VQ (``vqvideo_s``) reconstructs still images badly (judge-exact 0.10 against 0.77 for ``vq_s``,
   measured on 48 heldout images), so images use an image VQ and clips the video VQ (temporal downsampling x2,
   as EMU3's x4). Both codebooks sit in the one vocabulary: text | IMG EOL EOF | image codes | video codes.
+  ``shared_tokenizer: true`` is EMU3's own design: no image tokenizer, an image is a still clip of the video
+  tokenizer's ``temporal_downsample`` frames (one latent frame, :class:`StillClipCoder`) in the video codebook,
+  so text -> video also teaches the model to draw images. ``vqvideo_l1`` (trained on L1 clips, whose frames are
+  L1 images) codes still images judge-exactly (1.00 on 64 test images, MSE 4e-5).
 - variable size with a fixed-size tokenizer: an image canvas is a multiple ``s`` of the tokenizer's
   (``canvas_scales``); it is coded tile by tile and the tiles' code grids are stitched into one
   ``(s*h, s*w)`` grid, so a 64x64 image is a 16x16 grid with its own prefix "16*16". One scale is drawn per
   batch (no padding waste). Images of another size are resized to the drawn canvas.
 - captioning and QA put the loss on the text answer only (instruction-tuning style), as Chameleon in umm.
 
-Shapes: B batch, T slots, D width, V = text vocabulary + 3 + image codes + video codes.
+Shapes: B batch, T slots, D width, V = text vocabulary + 3 + image codes + video codes (image codes 0 when shared).
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ IMG, EOL, EOF = 0, 1, 2  # structure tokens, offset by the text vocabulary: star
 class Emu3Config:
     family: ClassVar[str] = "emu3"
     text_vocab: int = 512  # decided by the system: the text tokenizer's size
-    image_codes: int = 512  # decided by the system: the image tokenizer's codebook size
+    image_codes: int = 512  # decided by the system: the image tokenizer's codebook size (0: shared_tokenizer)
     video_codes: int = 512  # decided by the system: the video tokenizer's codebook size
     image_size: int = 32  # decided by the system: the tokenizers' canvas in pixels (scale 1)
     frames: int = 8  # decided by the system: frames per clip of the video tokenizer
@@ -134,6 +138,38 @@ def decode_canvas(tokenizer: nn.Module, codes: torch.Tensor) -> torch.Tensor:
     return images.view(b, n, m, 3, size, size).permute(0, 3, 1, 4, 2, 5).reshape(b, 3, n * size, m * size)
 
 
+class StillClipCoder(nn.Module):
+    """EMU3's single tokenizer for images (sec. 2.2): an image is coded by the video tokenizer as a still clip of
+    its ``temporal_downsample`` frames, i.e. one latent frame; decoding keeps the clip's first frame. Offers what
+    :func:`encode_canvas` / :func:`decode_canvas` read of an image tokenizer (config.image_size, grid, encode,
+    decode, codebook_size)."""
+
+    def __init__(self, video_tokenizer: nn.Module):
+        super().__init__()
+        self.video = video_tokenizer
+
+    @property
+    def config(self):
+        return self.video.config
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.video.grid[1:])
+
+    @property
+    def codebook_size(self) -> int:
+        return self.video.codebook_size
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> codes (B, h, w)."""
+        k = self.video.config.temporal_downsample
+        return self.video.encode(images[:, None].expand(-1, k, -1, -1, -1))[:, 0]  # (B, 1, h, w) -> (B, h, w)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, h, w) -> images (B, 3, S, S): the first frame of the decoded still clip."""
+        return self.video.decode(codes[:, None])[:, 0]
+
+
 # ---- system: data formatting, losses, capabilities --------------------------------------------------------
 
 
@@ -143,6 +179,9 @@ class Emu3Options:
     # (fresh weights, with a warning); unset is an error naming the recipe that trains one
     image_tokenizer: str | None = None
     video_tokenizer: str | None = None
+    # EMU3's one tokenizer for images and clips: images go through video_tokenizer as still clips (StillClipCoder)
+    # and image_tokenizer stays unset; false: umm's default, an image VQ beside the video VQ (module docstring)
+    shared_tokenizer: bool = False
     canvas_scales: tuple[int, ...] = (1,)  # image canvases in tokenizer canvases; one drawn per batch
     vision_loss_only: bool = False  # SFT's apply_loss_on_only_vision for t2i / t2v sequences
     cfg_dropout: float = 0.05  # SFT's null_prompt_prob: the caption of t2i / t2v is dropped
@@ -161,7 +200,9 @@ class Emu3System(SystemBase):
     capabilities = ("t2i", "caption", "qa", "t2v", "v2t")
     modalities = ("image", "caption", "qa", "video")  # what a training sample must carry
     Options = Emu3Options
-    frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "vq_s", image_tokenizers.load_image_tokenizer),
+    # the image tokenizer is unset with shared_tokenizer and required without it (checked in __init__)
+    frozen_parts = {"image_tokenizer": FrozenPart("image_tokenizer", "vq_s", image_tokenizers.load_image_tokenizer,
+                                                  optional=True),
                     "video_tokenizer": FrozenPart("video_tokenizer", "vqvideo_s", image_tokenizers.load_image_tokenizer)}
 
     def __init__(self, tokenizer, config: Emu3Config, options: Emu3Options | None = None,
@@ -169,21 +210,28 @@ class Emu3System(SystemBase):
         options = options if options is not None else Emu3Options()
         if not options.canvas_scales or min(options.canvas_scales) < 1:
             raise UmmError(f"system_args.canvas_scales must list positive integers, got {list(options.canvas_scales)}")
+        if options.shared_tokenizer and image_tokenizer is not None:
+            raise UmmError("EMU3 with shared_tokenizer codes images with its video tokenizer; it takes no image tokenizer")
+        _check_shared(options, given=image_tokenizer is not None)
         super().__init__(tokenizer, config, options, image_tokenizer=image_tokenizer, video_tokenizer=video_tokenizer)
-        _check_tokenizers(self.image_tokenizer, self.video_tokenizer, config)
+        # what codes images: the image VQ, or (shared) the video VQ on still clips
+        self.image_coder = StillClipCoder(self.video_tokenizer) if options.shared_tokenizer else self.image_tokenizer
+        _check_tokenizers(self.image_coder, self.video_tokenizer, config)
 
     @classmethod
     def model_overrides(cls, tokenizer, options: Emu3Options) -> dict:
-        images = cls.load_part("image_tokenizer", options, warn=False)
+        _check_shared(options)
         videos = cls.load_part("video_tokenizer", options, warn=False)
-        image_tokenizers.require_grid(images, options.image_tokenizer, "EMU3")
+        images = StillClipCoder(videos) if options.shared_tokenizer else cls.load_part("image_tokenizer", options, warn=False)
+        if not options.shared_tokenizer:
+            image_tokenizers.require_grid(images, options.image_tokenizer, "EMU3")
         if videos.config.family != "vqvideo":
             raise UmmError(f"system_args.video_tokenizer must be a video tokenizer (vqvideo), "
                            f"{options.video_tokenizer!r} is a {videos.config.family!r}")
         if images.config.image_size != videos.config.image_size:
             raise UmmError(f"the image tokenizer's canvas ({images.config.image_size} px) differs from the video "
                            f"tokenizer's ({videos.config.image_size} px)")
-        return {"text_vocab": tokenizer.vocab_size, "image_codes": images.codebook_size,
+        return {"text_vocab": tokenizer.vocab_size, "image_codes": 0 if options.shared_tokenizer else images.codebook_size,
                 "video_codes": videos.codebook_size, "image_size": images.config.image_size,
                 "frames": videos.config.frames}
 
@@ -191,7 +239,7 @@ class Emu3System(SystemBase):
 
     def image_grid(self, scale: int = 1) -> tuple[int, int, int]:
         """(1, h, w) codes of an image at ``scale`` times the tokenizer canvas: one frame."""
-        h, w = self.image_tokenizer.grid
+        h, w = self.image_coder.grid
         return (1, scale * h, scale * w)
 
     def video_grid(self, frames: int | None = None) -> tuple[int, int, int]:
@@ -205,9 +253,11 @@ class Emu3System(SystemBase):
 
     def grid_plan(self, grid: tuple[int, int, int], video: bool) -> TokenPlan:
         """The structure processor of a span of ``grid`` (t, h, w): codes, EOL after every row, EOF after every
-        frame, then EOI (image) or EOV (video); codes are sampled from the image or the video codebook."""
+        frame, then EOI (image) or EOV (video); codes are sampled from the image or the video codebook (images too
+        with ``shared_tokenizer``)."""
         c, tok = self.config, self.tokenizer
-        low, high, close = (c.video_low, c.vocab_size, tok.eov_id) if video else (c.image_low, c.video_low, tok.eoi_id)
+        low, high = (c.video_low, c.vocab_size) if video or self.options.shared_tokenizer else (c.image_low, c.video_low)
+        close = tok.eov_id if video else tok.eoi_id
         t, h, w = grid
         return grid_plan(t, h, w, low, high, row_end=c.text_vocab + EOL, frame_ends=(c.text_vocab + EOF,) * t,
                                   end=(close,))
@@ -262,7 +312,7 @@ class Emu3System(SystemBase):
         else:
             scales = self.options.canvas_scales
             scale = scales[int(torch.randint(len(scales), (), generator=generator))]  # one canvas per batch
-            codes = encode_canvas(self.image_tokenizer, self.resize(torch.stack([s["image"] for s in samples]), scale))
+            codes = encode_canvas(self.image_coder, self.resize(torch.stack([s["image"] for s in samples]), scale))
         drop = torch.rand(len(samples), generator=generator) < self.options.cfg_dropout
         rng = batch_rng(generator)
         seqs = [self.build(s, c, task, rng, bool(d) and task in ("t2i", "t2v"))
@@ -314,7 +364,7 @@ class Emu3System(SystemBase):
     def decode_vision(self, codes: torch.Tensor, video: bool) -> torch.Tensor:
         """Codes (N, t, h, w) -> clips (N, T, 3, H, W) through the video tokenizer, or images (N, 3, S, S) (t = 1)."""
         if not video:
-            return decode_canvas(self.image_tokenizer, codes[:, 0])
+            return decode_canvas(self.image_coder, codes[:, 0])
         return self.video_tokenizer.decode(codes.to(next(self.video_tokenizer.parameters()).device)).float().cpu()
 
     def understanding_prompts(self, images: torch.Tensor, questions: list[str] | None) -> list[Sequence]:
@@ -323,7 +373,7 @@ class Emu3System(SystemBase):
         if size % self.config.image_size or images.shape[-2] != size:
             raise UmmError(f"EMU3 reads square images of a multiple of {self.config.image_size} px, "
                            f"got {tuple(images.shape)}")
-        codes = encode_canvas(self.image_tokenizer, images)
+        codes = encode_canvas(self.image_coder, images)
         asks = [None] * len(codes) if questions is None else questions
         return [self.understanding_prompt(c, False, q) for c, q in zip(codes, asks)]
 
@@ -333,8 +383,19 @@ class Emu3System(SystemBase):
         return [self.understanding_prompt(c, True) for c in codes]
 
 
+def _check_shared(options: Emu3Options, given: bool = False) -> None:
+    """An image tokenizer is named (or ``given`` as a module) exactly when images have their own, i.e. without
+    ``shared_tokenizer``; unset without it is the frozen-part error naming the recipe that trains one."""
+    if options.shared_tokenizer and options.image_tokenizer is not None:
+        raise UmmError("system_args.image_tokenizer must be unset with system_args.shared_tokenizer: true (images are "
+                       f"coded by the video tokenizer), got {options.image_tokenizer!r}")
+    if not options.shared_tokenizer and not given:
+        Emu3System.frozen_source(options, "image_tokenizer", "vq_s", "image_tokenizer")  # raises when unset
+
+
 def _check_tokenizers(images: nn.Module, videos: nn.Module, config: Emu3Config) -> None:
-    if images.codebook_size != config.image_codes or videos.codebook_size != config.video_codes:
+    image_codes = 0 if isinstance(images, StillClipCoder) else images.codebook_size
+    if image_codes != config.image_codes or videos.codebook_size != config.video_codes:
         raise UmmError(f"tokenizers ({images.codebook_size} image / {videos.codebook_size} video codes) do not match "
                        f"the model ({config.image_codes} / {config.video_codes})")
     if images.config.image_size != config.image_size or videos.config.frames != config.frames:
