@@ -21,13 +21,6 @@ words of L1 by 10 minutes (read 0.98 and 1.00) but not the place words (cell rea
 Without it the reference scores 0.83 at L1 after 10 minutes ("Third round"); the cell is the first thing L2
 adds.
 
-How a clip's object moves: at L1 it stands at a cell centre in every frame and hops one cell at a time
-(1 or 2 hops spread evenly over the clip), so every frame of an L1 clip is an L1 image; from L2 on it
-glides 1-2 px a frame from any start. Why: with free starts an L1 clip was a far larger distribution
-than any image level (~900 start positions a colour and shape against 9 cells), and LWM's teacher-forced
-cost of a frame was 36 nats whatever the frame before it; with cell starts it fell to 2.0 / 1.3 / 0.6,
-but the off-centre frames after the first move came out as other shapes (RESULTS.md "Thirteenth round").
-
 Every level keeps the world's determinism (``world[i]`` is a function of split, seed, index and level),
 its splits, and the compositional held-out split: a level's held-out pairs are the world's
 ``HELDOUT_COMBINATIONS`` whose shape the level draws (L1: green circle, blue triangle, purple square,
@@ -54,8 +47,7 @@ DEFAULT_CANVAS = 48  # smallest canvas whose small objects are >= 8 px across (0
 class Level:
     """What a level's scenes may hold. ``max_objects`` objects at most (at least one), of ``sizes`` and
     ``shapes``; colours are always all eight. ``names_cell`` False: no caption or question says where the
-    (single) object is. ``clip_hops`` True: a clip's object stands at a cell centre in every frame and hops
-    from cell to cell along its direction (``video.sample_motion``), so every frame is a scene of the level."""
+    (single) object is."""
 
     name: str
     max_objects: int
@@ -63,7 +55,6 @@ class Level:
     shapes: tuple[str, ...]
     description: str
     names_cell: bool = True
-    clip_hops: bool = False
 
     def __post_init__(self) -> None:
         if not self.names_cell and self.max_objects != 1:
@@ -87,14 +78,13 @@ class Level:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "max_objects": self.max_objects, "sizes": list(self.sizes),
-                "shapes": list(self.shapes), "description": self.description, "names_cell": self.names_cell,
-                "clip_hops": self.clip_hops}  # fmt: skip
+                "shapes": list(self.shapes), "description": self.description, "names_cell": self.names_cell}  # fmt: skip
 
 
 LEVELS: dict[str, Level] = {
     "L1": Level("L1", 1, ("large",), ("circle", "square", "triangle", "cross"),
                 "one large object anywhere, its cell never named; four shapes (circle, square, triangle, cross)",
-                names_cell=False, clip_hops=True),
+                names_cell=False),
     "L2": Level("L2", 1, SIZES, SHAPES, "one object, small or large, its cell named; all six shapes"),
     "L3": Level("L3", 2, ("large",), SHAPES, "one or two large objects; all six shapes"),
     "L4": Level("L4", 3, SIZES, SHAPES, "one to three objects, small or large; all six shapes (the original world)"),

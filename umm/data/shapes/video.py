@@ -1,9 +1,7 @@
 """Short clips of 1-2 ShapesWorld objects moving in straight lines (left, right, up or down).
 
 Each object moves ``speed`` pixels per frame along its direction and stays fully inside the canvas for
-all frames; two objects keep their outlines apart on every frame, so the judge can track them. At a level
-with ``clip_hops`` (L1) the object instead stands at a cell centre in every frame and hops 1 or 2 cells,
-spread evenly over the clip, so each frame is a scene of the level (``levels`` says why).
+all frames; two objects keep their outlines apart on every frame, so the judge can track them.
 Shapes are centred on integer pixel corners so cached patches can be pasted without re-rendering.
 """
 
@@ -17,7 +15,7 @@ import numpy as np
 from umm.data.shapes.render import centred_patch, colour_rgb, paste
 from umm.data.shapes.scene import ShapeObject
 from umm.data.shapes.levels import DEFAULT_LEVEL, Level, get_level
-from umm.data.shapes.vocab import COLOUR_NAMES, DIRECTION_VECTORS, DIRECTIONS, cell_centre, cell_of, radius_px
+from umm.data.shapes.vocab import COLOUR_NAMES, DIRECTION_VECTORS, DIRECTIONS, cell_of, radius_px
 
 
 def sample_motion(
@@ -40,11 +38,6 @@ def sample_motion(
                 colour, shape = rng.choice(level.seen_combinations)
             size = rng.choice(level.sizes)
             direction = rng.choice(DIRECTIONS)
-            if level.clip_hops:
-                path = _hopping_path(rng, direction, canvas, frames)
-                speed = round(math.dist(path[0], path[-1]) / (frames - 1), 3)  # mean px/frame
-                movers.append(dict(shape=shape, colour=colour, size=size, direction=direction, speed=speed, path=path))
-                continue
             half = int(math.ceil(radius_px(size, canvas))) + 1
             lo, hi = half, canvas - half  # centre range that keeps the whole patch on the canvas
             # 1 or 2 px/frame (scaled with the canvas); slower when a long clip would not fit, in which
@@ -64,24 +57,6 @@ def sample_motion(
         if n == 1 or _apart(movers[0], movers[1], canvas):
             return movers
     return movers[:1]  # two objects that cannot be kept apart (tiny canvas): keep the first
-
-
-def _hopping_path(rng: random.Random, direction: str, canvas: int, frames: int) -> list[list[int]]:
-    """Centres [[x, y]] per frame of an object that starts at a cell centre and hops 1 or 2 cells along
-    ``direction``; frame t stands ``floor(t * (hops + 1) / frames)`` cells from the start, so each cell is
-    held for about the same number of frames (8 frames, 2 hops: 3, 3, 2)."""
-    hops = rng.choice((1, 2))
-    dx, dy = DIRECTION_VECTORS[direction]
-    sign = dx + dy
-    start_along = rng.randint(0, 2 - hops) if sign > 0 else rng.randint(hops, 2)
-    start_across = rng.randint(0, 2)
-    path = []
-    for t in range(frames):
-        along = start_along + sign * (t * (hops + 1) // frames)
-        row, col = (start_across, along) if dx else (along, start_across)
-        x, y = cell_centre(row, col, canvas)
-        path.append([round(x), round(y)])  # integer centres (cached patches); exact at canvases divisible by 6
-    return path
 
 
 def _apart(a: dict, b: dict, canvas: int) -> bool:
