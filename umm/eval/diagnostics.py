@@ -70,9 +70,9 @@ def pixel_changes(system, model, prompts: list[str], seed: int, **kwargs) -> dic
 
 
 def generator_tokenizer(system):
-    """The frozen tokenizer or VAE a system draws through (``image_tokenizer`` or ``vae``), or None for a
-    system that generates pixels directly."""
-    for name in ("image_tokenizer", "vae"):
+    """The frozen tokenizer or VAE a system draws images through (``image_coder``: EMU3's image VQ or its video
+    VQ on still clips; ``image_tokenizer``; ``vae``), or None for a system that generates pixels directly."""
+    for name in ("image_coder", "image_tokenizer", "vae"):
         module = getattr(system, name, None)
         if module is not None:
             return module

@@ -25,8 +25,9 @@ umm's choices, for a CPU and ShapesWorld:
   as EMU3's x4). Both codebooks sit in the one vocabulary: text | IMG EOL EOF | image codes | video codes.
   ``shared_tokenizer: true`` is EMU3's own design: no image tokenizer, an image is a still clip of the video
   tokenizer's ``temporal_downsample`` frames (one latent frame, :class:`StillClipCoder`) in the video codebook,
-  so text -> video also teaches the model to draw images. ``vqvideo_l1`` (trained on L1 clips, whose frames are
-  L1 images) codes still images judge-exactly (1.00 on 64 test images, MSE 4e-5).
+  so text -> video also teaches the model to draw images. It pays only with a video tokenizer that codes still
+  images well: ``vqvideo_l1`` on today's L1 clips reads 0.61 of still test images; on clips that hop between
+  cell centres it read 1.00, and EMU3 drew 0.74 instead of 0.43 (benchmarks/RESULTS.md, "Fourteenth round").
 - variable size with a fixed-size tokenizer: an image canvas is a multiple ``s`` of the tokenizer's
   (``canvas_scales``); it is coded tile by tile and the tiles' code grids are stitched into one
   ``(s*h, s*w)`` grid, so a 64x64 image is a 16x16 grid with its own prefix "16*16". One scale is drawn per
