@@ -212,7 +212,8 @@ class Emu3System(SystemBase):
         if not options.canvas_scales or min(options.canvas_scales) < 1:
             raise UmmError(f"system_args.canvas_scales must list positive integers, got {list(options.canvas_scales)}")
         if options.shared_tokenizer and image_tokenizer is not None:
-            raise UmmError("EMU3 with shared_tokenizer codes images with its video tokenizer; it takes no image tokenizer")
+            raise UmmError("EMU3 with shared_tokenizer codes images with its video tokenizer; "
+                           "it takes no image tokenizer")
         _check_shared(options, given=image_tokenizer is not None)
         super().__init__(tokenizer, config, options, image_tokenizer=image_tokenizer, video_tokenizer=video_tokenizer)
         # what codes images: the image VQ, or (shared) the video VQ on still clips
@@ -223,8 +224,10 @@ class Emu3System(SystemBase):
     def model_overrides(cls, tokenizer, options: Emu3Options) -> dict:
         _check_shared(options)
         videos = cls.load_part("video_tokenizer", options, warn=False)
-        images = StillClipCoder(videos) if options.shared_tokenizer else cls.load_part("image_tokenizer", options, warn=False)
-        if not options.shared_tokenizer:
+        if options.shared_tokenizer:
+            images = StillClipCoder(videos)
+        else:
+            images = cls.load_part("image_tokenizer", options, warn=False)
             image_tokenizers.require_grid(images, options.image_tokenizer, "EMU3")
         if videos.config.family != "vqvideo":
             raise UmmError(f"system_args.video_tokenizer must be a video tokenizer (vqvideo), "
@@ -232,7 +235,8 @@ class Emu3System(SystemBase):
         if images.config.image_size != videos.config.image_size:
             raise UmmError(f"the image tokenizer's canvas ({images.config.image_size} px) differs from the video "
                            f"tokenizer's ({videos.config.image_size} px)")
-        return {"text_vocab": tokenizer.vocab_size, "image_codes": 0 if options.shared_tokenizer else images.codebook_size,
+        image_codes = 0 if options.shared_tokenizer else images.codebook_size  # shared: images use the video codes
+        return {"text_vocab": tokenizer.vocab_size, "image_codes": image_codes,
                 "video_codes": videos.codebook_size, "image_size": images.config.image_size,
                 "frames": videos.config.frames}
 
@@ -257,7 +261,8 @@ class Emu3System(SystemBase):
         frame, then EOI (image) or EOV (video); codes are sampled from the image or the video codebook (images too
         with ``shared_tokenizer``)."""
         c, tok = self.config, self.tokenizer
-        low, high = (c.video_low, c.vocab_size) if video or self.options.shared_tokenizer else (c.image_low, c.video_low)
+        shared = video or self.options.shared_tokenizer
+        low, high = (c.video_low, c.vocab_size) if shared else (c.image_low, c.video_low)
         close = tok.eov_id if video else tok.eoi_id
         t, h, w = grid
         return grid_plan(t, h, w, low, high, row_end=c.text_vocab + EOL, frame_ends=(c.text_vocab + EOF,) * t,
