@@ -191,6 +191,27 @@ def test_video_tokenizer_starts_from_a_trained_image_vq(tmp_path):
             VQVideoSystem(None, video.config, VideoReconstructionOptions(image_init=bad)).prepare_model(video)
 
 
+def test_video_tokenizer_trains_on_a_fraction_of_still_clips():
+    """system_args.still_fraction: that share of each batch is its clips' first frames held still (EMU3 trains its
+    one tokenizer on images and videos); the rest stay moving clips; a fraction outside [0, 1] names the key."""
+    from umm.data.shapes import ShapesWorld
+    from umm.models.factory import create_model
+    from umm.tokenizers.image.system import VideoReconstructionOptions, VQVideoSystem
+
+    video = create_model("test_vqvideo")
+    world = ShapesWorld("train", canvas=16, modalities=("video",), frames=8)
+    samples = [world[i] for i in range(4)]
+    system = VQVideoSystem(None, video.config, VideoReconstructionOptions(still_fraction=0.5))
+    clips = system.collate(samples, "reconstruct", torch.Generator())["pixels"]  # (4, 8, 3, 16, 16)
+    for i, sample in enumerate(samples):
+        still = (clips[i] == sample["video"][0]).all()
+        assert bool(still) == (i < 2) and (i < 2 or torch.equal(clips[i], sample["video"]))
+    assert torch.equal(VQVideoSystem(None, video.config).collate(samples, "reconstruct", torch.Generator())["pixels"],
+                       torch.stack([s["video"] for s in samples]))
+    with pytest.raises(UmmError, match="system_args.still_fraction"):
+        VQVideoSystem(None, video.config, VideoReconstructionOptions(still_fraction=1.5))
+
+
 def test_vae_mean_is_deterministic_and_sampling_uses_the_generator():
     vae = load_image_tokenizer("test_vae")
     images = shapes_images(2)

@@ -89,6 +89,11 @@ class VideoReconstructionOptions(ReconstructionOptions):
     # triangles as blobs and the judge tracks the direction of 0.38 of test clips; from vq_l1, 0.63. None: train
     # from scratch.
     image_init: str | None = None
+    # The fraction of each batch shown as still clips (a clip's first frame over all its frames): EMU3 trains its
+    # one tokenizer on images and videos alike (Wang et al. 2024, sec. 2.2), so that it codes an image as a still
+    # clip (EMU3's shared_tokenizer). 0: clips only. Measured (benchmarks/RESULTS.md, "Fourteenth round"): trained
+    # on L1 clips only, vqvideo_l1 codes still test images at judge 0.61.
+    still_fraction: float = 0.0
 
 
 @SYSTEMS.register("vqvideo")
@@ -96,6 +101,19 @@ class VQVideoSystem(TokenizerSystem):
     family = "vqvideo"
     modalities = ("video",)
     Options = VideoReconstructionOptions
+
+    def __init__(self, tokenizer: Any, config: Any, options: VideoReconstructionOptions | None = None):
+        super().__init__(tokenizer, config, options)
+        if not 0.0 <= self.options.still_fraction <= 1.0:
+            raise UmmError(f"system_args.still_fraction must be in [0, 1], got {self.options.still_fraction}")
+
+    def collate(self, samples: list[dict], task: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Clips (B, T, 3, H, W); the first ``still_fraction`` of the batch as still clips of their first frame."""
+        batch = super().collate(samples, task, generator)
+        stills = round(self.options.still_fraction * len(samples))
+        clips = batch["pixels"]
+        clips[:stills] = clips[:stills, :1].expand_as(clips[:stills])
+        return batch
 
     def prepare_model(self, model: nn.Module) -> None:
         """Copy ``image_init``'s per-frame encoder, decoder and codebook into the new video tokenizer."""
