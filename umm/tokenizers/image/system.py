@@ -112,7 +112,7 @@ class VQVideoSystem(TokenizerSystem):
         batch = super().collate(samples, task, generator)
         stills = round(self.options.still_fraction * len(samples))
         clips = batch["pixels"]
-        clips[:stills] = clips[:stills, :1].expand_as(clips[:stills])
+        clips[:stills] = clips[:stills, :1].clone().expand_as(clips[:stills])  # clone: source and target overlap
         return batch
 
     def prepare_model(self, model: nn.Module) -> None:
