@@ -1,8 +1,10 @@
 """``umm bench`` end to end on the tiny recipes: report files exist and hold one row per registered system."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,36 @@ def test_bench_quick_run_has_a_row_per_registered_system(tmp_path):
     # resumable: a second run reuses every finished system
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0 and again.stdout.count("done before") == len(rows)
+
+
+def _pids_running(text: str) -> list[int]:
+    """Processes whose command line holds ``text`` (Linux /proc)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # a process that ended while we looked
+            continue
+    return pids
+
+
+def test_stopping_the_bench_stops_its_training_and_leaves_the_row_to_the_next_run(tmp_path):
+    """SIGTERM to ``umm bench``: the training it started stops too (a signal to the bench does not reach it), and
+    the interrupted row writes no result.json, so the next run trains it instead of reusing a failed row."""
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "umm.cli", "bench", "--quick-steps", "500", "--systems", "chameleon", "--out",
+           str(out), "--n-prompts", "6", "--n-images", "2", "--no-latency", "--jobs", "1"]
+    bench = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log, deadline = out / "chameleon" / "bench.log", time.time() + 120
+    while not (log.is_file() and "umm.cli train" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    training = [pid for pid in _pids_running(str(out / "chameleon" / "run")) if pid != bench.pid]
+    assert training, "the bench never started its training process"
+    bench.send_signal(signal.SIGTERM)
+    assert bench.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not [pid for pid in training if Path(f"/proc/{pid}").exists()]
+    assert not (out / "chameleon" / "result.json").exists()
 
 
 def test_bench_two_systems_quick(tmp_path):

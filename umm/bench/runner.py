@@ -2,7 +2,9 @@
 
 Each system trains and is evaluated in its own process (``umm train`` / ``umm eval``), so a crash stays one
 failed row, peak memory is that system's own, and a run that was cut off resumes from its checkpoint. A
-system whose ``result.json`` exists is not retrained: re-running the bench finishes what is missing.
+system whose ``result.json`` exists is not retrained: re-running the bench finishes what is missing. Stopping the
+bench with SIGTERM stops the processes it started too, and the rows they were running write no ``result.json``
+(a failed row would be reused as done), so the next run trains them again from their checkpoints.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -57,16 +61,43 @@ def dependency_model(dep: Dependency, config: BenchConfig, configs: Path) -> Pat
     return reused if reused is not None else config.out / name / "run" / "model"
 
 
+class BenchStopped(Exception):
+    """The bench was told to stop (SIGTERM) while this row's process ran: the row is left unfinished."""
+
+
+_CHILDREN: set[subprocess.Popen] = set()  # the train / eval processes running now, one per job
+_STOPPING = threading.Event()
+
+
+def _stop(signum: int, frame: Any) -> None:
+    """SIGTERM handler of :func:`run_all`: a signal to the bench does not reach the processes it started, so stop
+    them, then exit (143); the rows they ran raise :class:`BenchStopped` and write nothing."""
+    _STOPPING.set()
+    for proc in list(_CHILDREN):
+        proc.terminate()
+    raise SystemExit(128 + signum)
+
+
 def _run(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[int, str]:
     """Run ``cmd`` (pinned to the core in env's UMM_BENCH_CORE, when the bench runs jobs side by side), its
-    output appended to ``log``; returns the exit code and the last line."""
+    output appended to ``log``; returns the exit code and the last line. Raises :class:`BenchStopped` once the
+    bench is stopping."""
     core = env.get("UMM_BENCH_CORE")
     if core is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", core, *cmd]
     with log.open("a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, text=True)
+        if _STOPPING.is_set():
+            raise BenchStopped(cmd[0])
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, text=True)
+        _CHILDREN.add(proc)
+        try:
+            proc.wait()
+        finally:
+            _CHILDREN.discard(proc)
+    if _STOPPING.is_set():
+        raise BenchStopped(cmd[0])
     tail = [line for line in log.read_text().splitlines() if line.strip()][-1:] or [""]
     return proc.returncode, tail[0]
 
@@ -193,6 +224,17 @@ def _evaluate(row: dict[str, Any], config: BenchConfig, model: Path, out: Path, 
 def run_all(entries: list[Entry], config: BenchConfig, jobs: int = 1) -> list[dict[str, Any]]:
     """Every entry's row, in plan order. Up to ``jobs`` entries run at a time, each pinned to its own core when
     jobs > 1, and an entry starts only once the entries it depends on have finished (their models exist)."""
+    _STOPPING.clear()
+    main = threading.current_thread() is threading.main_thread()  # signal handlers belong to the main thread
+    previous = signal.signal(signal.SIGTERM, _stop) if main else None
+    try:
+        return _run_all(entries, config, jobs)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_all(entries: list[Entry], config: BenchConfig, jobs: int) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     pending = list(enumerate(entries))
     free = list(range(jobs))
