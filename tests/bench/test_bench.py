@@ -1,6 +1,7 @@
 """``umm bench`` end to end on the tiny recipes: report files exist and hold one row per registered system."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -115,6 +116,15 @@ def test_stopping_the_bench_stops_its_training_and_leaves_the_row_to_the_next_ru
     bench.send_signal(signal.SIGTERM)
     assert bench.wait(timeout=60) == 128 + signal.SIGTERM
     assert not [pid for pid in training if Path(f"/proc/{pid}").exists()]
+    assert not (out / "chameleon" / "result.json").exists()
+    # Ctrl-C: SIGINT to the bench's process group, the training included; the row is left unfinished too
+    bench = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)  # its own process group, as a terminal's job
+    deadline = time.time() + 120
+    while log.read_text().count("umm.cli train") < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(bench.pid, signal.SIGINT)
+    assert bench.wait(timeout=60) == 128 + signal.SIGINT
     assert not (out / "chameleon" / "result.json").exists()
 
 

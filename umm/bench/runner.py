@@ -3,7 +3,7 @@
 Each system trains and is evaluated in its own process (``umm train`` / ``umm eval``), so a crash stays one
 failed row, peak memory is that system's own, and a run that was cut off resumes from its checkpoint. A
 system whose ``result.json`` exists is not retrained: re-running the bench finishes what is missing. Stopping the
-bench with SIGTERM stops the processes it started too, and the rows they were running write no ``result.json``
+bench (SIGTERM or Ctrl-C) stops the processes it started too, and the rows they were running write no ``result.json``
 (a failed row would be reused as done), so the next run trains them again from their checkpoints.
 """
 
@@ -70,8 +70,8 @@ _STOPPING = threading.Event()
 
 
 def _stop(signum: int, frame: Any) -> None:
-    """SIGTERM handler of :func:`run_all`: a signal to the bench does not reach the processes it started, so stop
-    them, then exit (143); the rows they ran raise :class:`BenchStopped` and write nothing."""
+    """SIGTERM / SIGINT handler of :func:`run_all`: a SIGTERM to the bench does not reach the processes it started,
+    so stop them, then exit (128 + the signal); the rows they ran raise :class:`BenchStopped` and write nothing."""
     _STOPPING.set()
     for proc in list(_CHILDREN):
         proc.terminate()
@@ -225,13 +225,15 @@ def run_all(entries: list[Entry], config: BenchConfig, jobs: int = 1) -> list[di
     """Every entry's row, in plan order. Up to ``jobs`` entries run at a time, each pinned to its own core when
     jobs > 1, and an entry starts only once the entries it depends on have finished (their models exist)."""
     _STOPPING.clear()
-    main = threading.current_thread() is threading.main_thread()  # signal handlers belong to the main thread
-    previous = signal.signal(signal.SIGTERM, _stop) if main else None
+    # signal handlers belong to the main thread; Ctrl-C (SIGINT) reaches the children as well, but without the
+    # handler the rows it cut would be written as failed
+    stops = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
+    previous = {signum: signal.signal(signum, _stop) for signum in stops}
     try:
         return _run_all(entries, config, jobs)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run_all(entries: list[Entry], config: BenchConfig, jobs: int) -> list[dict[str, Any]]:
