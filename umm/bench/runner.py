@@ -251,7 +251,9 @@ def _run_all(entries: list[Entry], config: BenchConfig, jobs: int) -> list[dict[
             if not running:
                 names = ", ".join(e.name for _, e in pending)
                 raise RuntimeError(f"bench entries whose dependencies are not in the plan: {names}")
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            # wake twice a second: a signal may be delivered to a worker thread, and the main thread runs its
+            # handler (_stop) only between waits, not while blocked until a row finishes
+            finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in finished:
                 entry, core = running.pop(future)
                 rows[entry.name] = future.result()
