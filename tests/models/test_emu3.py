@@ -316,3 +316,9 @@ def test_shared_tokenizer_codes_images_as_still_clips_in_the_video_codebook(tiny
         Emu3System.model_overrides(tok, Emu3Options(**TOKENIZERS, shared_tokenizer=True))
     with pytest.raises(UmmError, match="system_args.image_tokenizer is unset"):
         Emu3System.model_overrides(tok, Emu3Options(**video))
+    # the same two mistakes when a system is built from modules (a loaded run, a test's tiny model)
+    with pytest.raises(UmmError, match="takes no image tokenizer"):
+        Emu3System(tok, c, Emu3Options(**video, shared_tokenizer=True), image_tokenizer=system.image_tokenizer,
+                   video_tokenizer=shared.video_tokenizer)
+    with pytest.raises(UmmError, match="system_args.image_tokenizer is unset"):
+        Emu3System(tok, system.config, Emu3Options(**video), video_tokenizer=shared.video_tokenizer)

@@ -62,7 +62,7 @@ def dependency_model(dep: Dependency, config: BenchConfig, configs: Path) -> Pat
 
 
 class BenchStopped(Exception):
-    """The bench was told to stop (SIGTERM) while this row's process ran: the row is left unfinished."""
+    """The bench was told to stop (SIGTERM or Ctrl-C) while this row's process ran: the row is left unfinished."""
 
 
 _CHILDREN: set[subprocess.Popen] = set()  # the train / eval processes running now, one per job
@@ -92,6 +92,8 @@ def _run(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[int, str]:
             raise BenchStopped(cmd[0])
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, text=True)
         _CHILDREN.add(proc)
+        if _STOPPING.is_set():  # the stop came between the check above and the start: _stop did not see it
+            proc.terminate()
         try:
             proc.wait()
         finally:
