@@ -15,8 +15,9 @@ What each row does per training step (forward, backward, AdamW step), all under 
   token, masked rows train the head on the ~85% masked tokens, raster rows on every token. The last row
   drops every caption (``cfg_dropout=1``): ``[BOS] [BOI] patches [EOI] [EOS]``, unconditional like the peer.
 
-The ratio column is umm's samples/s over the peer's; ``raster, mul 1, no caption, head <matched>`` is the
-like-for-like row: the same sequence, one draw, and umm's head narrowed to the peer's parameter count.
+The ratio column is umm's samples/s over the peer's; ``raster, mul 1, no caption, head <matched>, no QK-norm`` is
+the like-for-like row: no caption, one draw, no QK-norm (the peer has none; umm's MMAR keeps Chameleon's)
+and umm's head narrowed to the peer's parameter count.
 The machine may be shared, so the systems take turns step by step (``--rounds`` times) and each reports
 its median step time.
 """
@@ -110,15 +111,17 @@ def main() -> None:
 
     tokenizer = TextTokenizer.train(shapes_corpus(2000), 512)
 
-    def overrides(head_width: int) -> dict:
+    def overrides(head_width: int, qk_norm: bool = True) -> dict:
         return {"vocab_size": tokenizer.vocab_size, "head_width": head_width, "head_depth": args.head_depth,
-                "transformer": {"dim": args.dim, "depth": args.depth, "heads": args.heads, "rope_axes": 2}}
+                "transformer": {"dim": args.dim, "depth": args.depth, "heads": args.heads, "rope_axes": 2,
+                                "qk_norm": qk_norm}}
 
     # equal size: MAR's head (umm's) keeps its residual stream at the head width with W x 3W AdaLN projections,
     # the peer's at the token width (48) with W-wide hidden layers, so at equal width umm's model is ~1.3M
     # parameters larger. The last rows narrow umm's head until the whole model has the peer's parameter count.
+    # The matched rows also drop QK-norm, which the peer (and MMAR's Qwen2) does not have; umm's MMAR keeps it.
     def count(head_width: int) -> int:
-        return sum(p.numel() for p in build_model(model_config("mmar_s", overrides(head_width))).parameters())
+        return sum(p.numel() for p in build_model(model_config("mmar_s", overrides(head_width, False))).parameters())
 
     matched = min(range(16, args.dim + 1, 8), key=lambda w: abs(count(w) - params[0]))
     rows = [("masked", 4, 0.1, args.dim), ("raster", 4, 0.1, args.dim), ("raster", 1, 0.1, args.dim),
@@ -126,7 +129,8 @@ def main() -> None:
             ("masked", 4, 0.1, matched)]
     for order, mul, dropout, head_width in rows:
         torch.manual_seed(0)
-        model = build_model(model_config("mmar_s", overrides(head_width))).train()
+        qk_norm = head_width != matched
+        model = build_model(model_config("mmar_s", overrides(head_width, qk_norm))).train()
         system = MMARSystem(tokenizer, model.config, MMAROptions(order=order, diffusion_batch_mul=mul,
                                                                  cfg_dropout=dropout))
         batch = system.collate(samples, "t2i", torch.Generator().manual_seed(0))
@@ -137,7 +141,8 @@ def main() -> None:
             return sum(v for k, v in losses.items() if k.endswith("_loss"))
 
         caption = "no caption" if dropout == 1.0 else "t2i"
-        names.append(f"umm mmar ({order}, mul {mul}, {caption}, {batch['tokens'].shape[1]} slots, head {head_width})")
+        names.append(f"umm mmar ({order}, mul {mul}, {caption}, {batch['tokens'].shape[1]} slots, head {head_width}"
+                     f"{'' if qk_norm else ', no QK-norm'})")
         params.append(sum(p.numel() for p in model.parameters()))
         steps.append(train_step(model, loss_fn, torch.optim.AdamW(model.parameters(), lr=1e-4), args.precision))
 

@@ -131,6 +131,10 @@ def test_a_staged_task_joins_the_step_after_its_start(tmp_path):
     first = train(run, tmp_path / "cut", show_progress=False, stop_after=4)
     resumed = train(run, tmp_path / "cut", resume=True, show_progress=False)
     assert first.losses + resumed.losses == pytest.approx(straight.losses, rel=0, abs=0)
+    # cut after the caption task joined: the resumed run prefetches both tasks from its first step
+    first = train(run, tmp_path / "cut_late", show_progress=False, stop_after=8)
+    resumed = train(run, tmp_path / "cut_late", resume=True, show_progress=False)
+    assert first.losses + resumed.losses == pytest.approx(straight.losses, rel=0, abs=0)
     with pytest.raises(ConfigError, match="tasks.start"):
         load_recipe(staged, []).tasks[0].__class__(name="t2i", start=1.0)
     staged.write_text(staged.read_text().replace("{name: t2i, weight: 1.0, batch_size: 8}",
@@ -176,3 +180,28 @@ def test_snapshots_export_the_ema_model_at_budget_fractions_and_survive_a_resume
         recipe("train.snapshots=[0.5, 0.25]")
     with pytest.raises(ConfigError, match="train.snapshots"):
         recipe("train.snapshots=[1.0]")
+
+
+def test_a_task_not_yet_started_draws_no_data():
+    """Staged training skips a task's data until it starts (EMU3's clips cost half its step), and a task's
+    samples are the same whichever other tasks are read with them, so staging changes no task's stream."""
+    from umm.data.shapes import ShapesWorld
+    from umm.training.data import BatchSource
+    from umm.training.recipe import TaskConfig
+
+    class CountingWorld(ShapesWorld):
+        reads = 0
+
+        def __getitem__(self, index):
+            CountingWorld.reads += 1
+            return super().__getitem__(index)
+
+    world = CountingWorld("train", canvas=16)
+    tasks = (TaskConfig("t2i", batch_size=4), TaskConfig("caption", batch_size=2, start=0.5))
+    source = BatchSource(world, tasks, rank=0, world=1, seed=0)
+    both = source.samples(3)
+    assert CountingWorld.reads == 6
+    only = source.samples(3, ("t2i",))
+    assert CountingWorld.reads == 10 and set(only) == {"t2i"}
+    assert [s["caption"] for s in only["t2i"]] == [s["caption"] for s in both["t2i"]]
+    assert [s["caption"] for s in source.samples(3, ("caption",))["caption"]] == [s["caption"] for s in both["caption"]]

@@ -154,36 +154,36 @@ class MMAR(nn.Module):
 # ---- sizes ------------------------------------------------------------------------------------------------
 
 
-# MMAR builds on Qwen2 LLMs (0.5B and 7B): RMSNorm, SwiGLU, RoPE and no QK-norm, so its sizes set qk_norm=False.
-# Drawing was the same without it (0.589 / 0.622 against 0.578 / 0.633 test / held-out, mmar_l1, 10 CPU-minutes)
-# and a training step is ~5% cheaper (benchmarks/RESULTS.md, "Twelfth round" and "MMAR vs
-# autoregressive-diffusion-pytorch").
+# MMAR builds on Qwen2 LLMs (0.5B and 7B), which have no QK-norm; umm's trunk keeps Chameleon's QK-norm by default
+# (model_args.transformer.qk_norm=false gives Qwen2's). Without it, mmar_l1 drew 0.589 / 0.622 test / held-out in
+# one 10-minute run and 0.311 / 0.400 and 0.589 / 0.511 (mask_ratio_min 0) in two more, against 0.578, 0.611 and
+# 0.700 (mask_ratio_min 0) with it (benchmarks/RESULTS.md, "Fifteenth round"): a step ~5% cheaper is not worth a wider spread.
 
 
 @register_model
 def mmar_s() -> MMARConfig:
     """~6.4M parameters (the trunk of transfusion_s plus a 3-block, 256-wide head): the CPU size."""
     return MMARConfig(head_width=256, head_depth=3,
-                      transformer=TransformerConfig(dim=256, depth=6, heads=4, rope_axes=2, qk_norm=False))
+                      transformer=TransformerConfig(dim=256, depth=6, heads=4, rope_axes=2))
 
 
 @register_model
 def mmar_m() -> MMARConfig:
     return MMARConfig(head_width=384, head_depth=4,
-                      transformer=TransformerConfig(dim=384, depth=8, heads=6, rope_axes=2, qk_norm=False))
+                      transformer=TransformerConfig(dim=384, depth=8, heads=6, rope_axes=2))
 
 
 @register_model
 def mmar_b() -> MMARConfig:
     """A GPU size: MAR-B's 1024-wide, 6-block head on a 768-wide trunk."""
     return MMARConfig(head_width=1024, head_depth=6,
-                      transformer=TransformerConfig(dim=768, depth=12, heads=12, rope_axes=2, qk_norm=False))
+                      transformer=TransformerConfig(dim=768, depth=12, heads=12, rope_axes=2))
 
 
 @register_model
 def test_mmar() -> MMARConfig:
     return MMARConfig(image_size=16, head_width=32, head_depth=2,
-                      transformer=TransformerConfig(dim=32, depth=2, heads=2, rope_axes=2, qk_norm=False))
+                      transformer=TransformerConfig(dim=32, depth=2, heads=2, rope_axes=2))
 
 
 # ---- system: data formatting, losses, capabilities --------------------------------------------------------

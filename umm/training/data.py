@@ -49,14 +49,21 @@ class BatchSource:
             out.append(int(self._order(g // n)[g % n]))
         return out
 
-    def samples(self, step: int) -> dict[str, list[dict]]:
-        """The samples of every task for this rank at ``step``."""
+    def samples(self, step: int, names: tuple[str, ...] | None = None) -> dict[str, list[dict]]:
+        """The samples of the tasks ``names`` (default: every task) for this rank at ``step``.
+
+        A task's samples do not depend on which other tasks are asked for: a map-style dataset keeps every
+        task's slice of the step in place and reads only the asked ones (a staged task costs nothing before it
+        starts); a stream is read through every task's part, in order.
+        """
+        names = tuple(t.name for t in self.tasks) if names is None else names
         if not self.map_style:
-            return self._stream_samples(step)
+            return {name: batch for name, batch in self._stream_samples(step).items() if name in names}
         out, offset = {}, 0
         for task in self.tasks:
             local = task.batch_size // self.world
-            out[task.name] = [self.dataset[i] for i in self._indices(step, offset + self.rank * local, local)]
+            if task.name in names:
+                out[task.name] = [self.dataset[i] for i in self._indices(step, offset + self.rank * local, local)]
             offset += task.batch_size
         return out
 

@@ -69,9 +69,10 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """A well-mixed 63-bit seed for the random draws of (step, rank)."""
-    return int(hashlib.sha256(f"{seed}/{step}/{rank}".encode()).hexdigest()[:15], 16)
+def step_seed(seed: int, step: int, rank: int, task: str | None = None) -> int:
+    """A well-mixed 63-bit seed for the random draws of (step, rank), or of one task's collate at that step."""
+    key = f"{seed}/{step}/{rank}" if task is None else f"{seed}/{step}/{rank}/{task}"
+    return int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -282,15 +283,22 @@ def train(
     # the snapshots still to take (a resumed run has written the earlier ones)
     pending_snapshots = [f for f in cfg.snapshots if not (run_dir / "snapshots" / f"{f:g}" / "model").is_dir()]
 
-    def make_batches(step: int) -> dict[str, dict]:
-        """This rank's collated batches of ``step`` (on CPU): a pure function of (seed, step, rank)."""
-        collate_generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, info.rank) + 1)
-        return {name: system.collate(samples, name, collate_generator) for name, samples in source.samples(step).items()}
+    def make_batches(step: int, names: tuple[str, ...]) -> dict[str, dict]:
+        """This rank's collated batches of the tasks ``names`` at ``step`` (on CPU). Each task's batch is a pure
+        function of (seed, step, rank, task), whichever other tasks are collated with it, so a staged task's
+        data is neither drawn nor collated before it starts (EMU3's video tokenizer is half of its step)."""
+        return {name: system.collate(samples, name, torch.Generator().manual_seed(step_seed(cfg.seed, step, info.rank, name)))
+                for name, samples in source.samples(step, names).items()}
+
+    def active_tasks(fraction: float) -> tuple:
+        """The tasks of a step at ``fraction`` of the budget (staged training: ``tasks.start``)."""
+        return tuple(t for t in run.tasks if fraction >= t.start)
 
     # Data for step s + 1 is generated and collated in a background thread while step s computes (torch ops
-    # release the GIL); steps are still requested in order, so the data stream is unchanged.
+    # release the GIL), for the tasks of step s; a task that joins at step s + 1 is collated then, in the loop.
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="umm-data")
-    pending = prefetch.submit(make_batches, start_step)
+    start_fraction = max(start_step / cfg.steps, elapsed_before / budget if budget else 0.0)
+    pending = prefetch.submit(make_batches, start_step, tuple(t.name for t in active_tasks(start_fraction)))
 
     # ---- the loop ----------------------------------------------------------------------------------------
     try:
@@ -302,13 +310,16 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             generator = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, info.rank))
-            batches = {name: to_device(batch, device) for name, batch in pending.result().items()}
+            active = active_tasks(fraction)
+            names = tuple(t.name for t in active)
+            batches = pending.result()
+            joining = tuple(name for name in names if name not in batches)
+            if joining:  # a staged task starts at this step: its batch was not prefetched
+                batches.update(make_batches(step, joining))
+            batches = {name: to_device(batches[name], device) for name in names}
             if step + 1 < cfg.steps:
-                pending = prefetch.submit(make_batches, step + 1)
+                pending = prefetch.submit(make_batches, step + 1, names)
             logged: dict[str, torch.Tensor] = {}
-            # staged training (tasks.start): the tasks in this step; every task's data is still drawn, so the
-            # stream of each task is the same whatever the stages
-            active = tuple(t for t in run.tasks if fraction >= t.start)
             if active != counted_tasks:  # the FLOPs and samples of a step change with its tasks: count again
                 flops_per_step = 0 if counted_tasks is not None else flops_per_step
                 counted_tasks, samples_per_step = active, sum(t.batch_size for t in active)
