@@ -63,6 +63,16 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
+def agree_max(value: float, device: torch.device) -> float:
+    """The largest of every rank's ``value``: one number all ranks act on (e.g. the budget fraction that sets the
+    learning rate and the staged tasks, which each rank's own clock would put a little apart)."""
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -305,7 +305,9 @@ def train(
         step = start_step
         while step < cfg.steps:
             elapsed = elapsed_before + clock() - run_start
-            fraction = max(step / cfg.steps, elapsed / budget if budget else 0.0)
+            # every rank takes the same fraction: by its own clock a rank could set another learning rate, or
+            # start a staged task one step before the others (a backward the others never run)
+            fraction = dist_utils.agree_max(max(step / cfg.steps, elapsed / budget if budget else 0.0), device)
             lr = lr_at(fraction, step, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
