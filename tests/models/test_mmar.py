@@ -303,6 +303,19 @@ def test_vae_latents_are_the_image_tokens(tokenizer, samples, tmp_path):
     loaded, loaded_system = load_system(tmp_path / "m")
     again = loaded_system.losses(loaded, batch, torch.Generator().manual_seed(0))
     assert all(torch.equal(losses[k], again[k]) for k in losses), "the VAE is saved with the system"
+    # MAR's patch over latents: a 2x2 block of latents a token, a 2x2 grid of 16-d tokens, decoded back exactly
+    blocks = build_model(model_config("test_mmar", {**overrides, "latent_patch": 2}))
+    block_system = MMARSystem(tokenizer, blocks.config, MMAROptions(image_tokenizer="test_vae", latent_scale=0.5,
+                                                                     iterations=4))
+    block_tokens = block_system.image_tokens(images)  # (B, 4 blocks, 4 channels x 2 x 2)
+    assert block_tokens.shape == (4, 4, 16) and torch.allclose(block_tokens[0, 3].view(4, 2, 2), 0.5 * latents[0, :, 2:, 2:])
+    assert torch.allclose(block_system.tokens_to_images(block_tokens), decoded, atol=1e-6)
+    block_batch = block_system.collate(samples, "t2i", torch.Generator().manual_seed(0))
+    assert int(block_batch["image_loss"][0].sum()) == 4
+    assert torch.isfinite(block_system.losses(blocks, block_batch, torch.Generator().manual_seed(0))["diffusion_loss"])
+    assert block_system.generate_images(blocks, ["a red circle"], steps=2, precision="fp32").shape == (1, 3, 16, 16)
+    with pytest.raises(UmmError, match="latent_patch must divide"):
+        MMARSystem(tokenizer, model_config("test_mmar", {**overrides, "latent_patch": 3}), MMAROptions(image_tokenizer="test_vae"))
     with pytest.raises(UmmError, match="is a 'vq'; diffusion needs continuous latents"):
         MMARSystem.model_overrides(tokenizer, MMAROptions(image_tokenizer="test_vq"))
     with pytest.raises(UmmError, match="image_tokenizer is unset"):

@@ -68,6 +68,9 @@ class MMARConfig:
     head_depth: int = 3  # residual AdaLN blocks of the head (MAR: 3-12)
     latent_channels: int = 0  # > 0: tokens are VAE latents of this width (set from system_args.image_tokenizer)
     latent_grid: int = 0  # the VAE's latent grid side
+    # latents per token side (MAR's patch size over the VAE's latents: 1 on its 16-channel KL-16, 2 on a 4-channel
+    # KL-8): 2 makes each token a 2x2 block of latents, a 4x shorter image span whose tokens each hold more
+    latent_patch: int = 1
     transformer: TransformerConfig = field(default_factory=lambda: TransformerConfig(rope_axes=2))
     # add the pooled text before an image to every one of its slots (GLIDE/Imagen's pooled-text conditioning, as
     # Transfusion's pooled_text does; off in MAR and MMAR, where the caption reaches the image only through
@@ -76,12 +79,12 @@ class MMARConfig:
 
     @property
     def grid(self) -> int:
-        return self.latent_grid if self.latent_channels else self.image_size // self.patch
+        return self.latent_grid // self.latent_patch if self.latent_channels else self.image_size // self.patch
 
     @property
     def patch_dim(self) -> int:
-        """Width P of one image token: a flattened pixel patch, or one latent vector."""
-        return self.latent_channels or self.channels * self.patch**2
+        """Width P of one image token: a flattened pixel patch, or a flattened block of latent vectors."""
+        return self.latent_channels * self.latent_patch**2 if self.latent_channels else self.channels * self.patch**2
 
 
 class HeadInput(NamedTuple):
@@ -232,6 +235,9 @@ class MMARSystem(SystemBase):
                                f"{config.latent_channels}, {config.latent_grid}, {config.image_size}")
         elif config.latent_channels:
             raise UmmError("the model reads VAE latents (latent_channels > 0) but system_args.image_tokenizer is unset")
+        if config.latent_channels and (config.latent_patch < 1 or config.latent_grid % config.latent_patch):
+            raise UmmError(f"model_args.latent_patch must divide the VAE's {config.latent_grid}-latent grid, got "
+                           f"{config.latent_patch}")
         if opts.order not in ("masked", "raster"):
             raise UmmError(f"system_args.order must be 'masked' or 'raster', got {opts.order!r}")
         if not 0.0 <= opts.mask_ratio_min <= 1.0 or opts.mask_ratio_std <= 0:
@@ -273,7 +279,7 @@ class MMARSystem(SystemBase):
         if self.image_tokenizer is None:
             return patchify(images * 2 - 1, config.patch)
         latents = image_tokenizers.vae_latents(self.image_tokenizer, images, self.options.latent_scale)  # (B, C, h, w)
-        return patchify(latents, 1)  # (B, h*w, C): one token per latent position (MAR)
+        return patchify(latents, config.latent_patch)  # (B, h*w / p^2, C*p^2): a p x p block of latents a token (MAR)
 
     def tokens_to_images(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, P) image tokens -> (B, 3, H, W) in [0, 1]; the inverse of :meth:`image_tokens`."""
@@ -281,7 +287,8 @@ class MMARSystem(SystemBase):
         if self.image_tokenizer is None:
             pixels = unpatchify(tokens.float(), config.patch, config.channels, config.image_size, config.image_size)
             return pixels * 0.5 + 0.5
-        latents = unpatchify(tokens.float(), 1, config.latent_channels, config.grid, config.grid)
+        latents = unpatchify(tokens.float(), config.latent_patch, config.latent_channels, config.latent_grid,
+                             config.latent_grid)
         return image_tokenizers.vae_images(self.image_tokenizer, latents, self.options.latent_scale)
 
     def t2i_prompt(self, caption: str | None) -> Sequence:
