@@ -42,6 +42,11 @@ if rank == 0:
     torch.save(out, sys.argv[1])
 dist.barrier()
 dist.destroy_process_group()  # a gloo group left open can abort the process at exit
+# even destroyed, gloo's worker threads can still hold tensors when the interpreter finalises, which aborts the
+# process now and then ("terminate called without an active exception", pytorch/pytorch#179291): the results are
+# saved, so leave without finalising
+import os
+os._exit(0)
 """
 
 
