@@ -308,14 +308,16 @@ def test_vae_latents_are_the_image_tokens(tokenizer, samples, tmp_path):
     block_system = MMARSystem(tokenizer, blocks.config, MMAROptions(image_tokenizer="test_vae", latent_scale=0.5,
                                                                      iterations=4))
     block_tokens = block_system.image_tokens(images)  # (B, 4 blocks, 4 channels x 2 x 2)
-    assert block_tokens.shape == (4, 4, 16) and torch.allclose(block_tokens[0, 3].view(4, 2, 2), 0.5 * latents[0, :, 2:, 2:])
+    assert block_tokens.shape == (4, 4, 16)
+    assert torch.allclose(block_tokens[0, 3].view(4, 2, 2), 0.5 * latents[0, :, 2:, 2:])  # the bottom-right block
     assert torch.allclose(block_system.tokens_to_images(block_tokens), decoded, atol=1e-6)
     block_batch = block_system.collate(samples, "t2i", torch.Generator().manual_seed(0))
     assert int(block_batch["image_loss"][0].sum()) == 4
     assert torch.isfinite(block_system.losses(blocks, block_batch, torch.Generator().manual_seed(0))["diffusion_loss"])
     assert block_system.generate_images(blocks, ["a red circle"], steps=2, precision="fp32").shape == (1, 3, 16, 16)
     with pytest.raises(UmmError, match="latent_patch must divide"):
-        MMARSystem(tokenizer, model_config("test_mmar", {**overrides, "latent_patch": 3}), MMAROptions(image_tokenizer="test_vae"))
+        MMARSystem(tokenizer, model_config("test_mmar", {**overrides, "latent_patch": 3}),
+                   MMAROptions(image_tokenizer="test_vae"))
     with pytest.raises(UmmError, match="is a 'vq'; diffusion needs continuous latents"):
         MMARSystem.model_overrides(tokenizer, MMAROptions(image_tokenizer="test_vq"))
     with pytest.raises(UmmError, match="image_tokenizer is unset"):

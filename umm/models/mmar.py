@@ -160,7 +160,8 @@ class MMAR(nn.Module):
 # MMAR builds on Qwen2 LLMs (0.5B and 7B), which have no QK-norm; umm's trunk keeps Chameleon's QK-norm by default
 # (model_args.transformer.qk_norm=false gives Qwen2's). Without it, mmar_l1 drew 0.589 / 0.622 test / held-out in
 # one 10-minute run and 0.311 / 0.400 and 0.589 / 0.511 (mask_ratio_min 0) in two more, against 0.578, 0.611 and
-# 0.700 (mask_ratio_min 0) with it (benchmarks/RESULTS.md, "Fifteenth round"): a step ~5% cheaper is not worth a wider spread.
+# 0.700 (mask_ratio_min 0) with it (benchmarks/RESULTS.md, "Fifteenth round"): a step ~5% cheaper is not worth a
+# wider spread.
 
 
 @register_model

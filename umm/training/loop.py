@@ -287,8 +287,11 @@ def train(
         """This rank's collated batches of the tasks ``names`` at ``step`` (on CPU). Each task's batch is a pure
         function of (seed, step, rank, task), whichever other tasks are collated with it, so a staged task's
         data is neither drawn nor collated before it starts (EMU3's video tokenizer is half of its step)."""
-        return {name: system.collate(samples, name, torch.Generator().manual_seed(step_seed(cfg.seed, step, info.rank, name)))
-                for name, samples in source.samples(step, names).items()}
+        batches = {}
+        for name, samples in source.samples(step, names).items():
+            generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, info.rank, name))
+            batches[name] = system.collate(samples, name, generator)
+        return batches
 
     def active_tasks(fraction: float) -> tuple:
         """The tasks of a step at ``fraction`` of the budget (staged training: ``tasks.start``)."""
