@@ -101,6 +101,23 @@ def _pids_running(text: str) -> list[int]:
     return pids
 
 
+def _still_running(pids: list[int], grace: float = 10.0) -> list[int]:
+    """The pids still alive after up to ``grace`` seconds; an exited child not yet reaped (a zombie) counts as gone."""
+    deadline = time.time() + grace
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                alive.append(pid)
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
 def test_stopping_the_bench_stops_its_training_and_leaves_the_row_to_the_next_run(tmp_path):
     """SIGTERM to ``umm bench``: the training it started stops too (a signal to the bench does not reach it), and
     the interrupted row writes no result.json, so the next run trains it instead of reusing a failed row."""
@@ -115,7 +132,7 @@ def test_stopping_the_bench_stops_its_training_and_leaves_the_row_to_the_next_ru
     assert training, "the bench never started its training process"
     bench.send_signal(signal.SIGTERM)
     assert bench.wait(timeout=60) == 128 + signal.SIGTERM
-    assert not [pid for pid in training if Path(f"/proc/{pid}").exists()]
+    assert not _still_running(training), "the training outlived the bench"
     assert not (out / "chameleon" / "result.json").exists()
     # Ctrl-C: SIGINT to the bench's process group, the training included; the row is left unfinished too
     bench = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
