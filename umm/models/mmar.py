@@ -25,10 +25,11 @@ One transformer reads text tokens and *continuous* image tokens (pixel patches h
 
 Image tokens are 4x4x3 pixel patches of a 32x32 image (an 8x8 grid) with 2D RoPE over the grid, or, with
 ``system_args.image_tokenizer=runs/vae_s/model``, the latent vectors of a frozen continuous VAE
-(``umm.tokenizers.image``), one token per latent position as MAR does with its KL-16 VAE; the VAE runs in
-``collate`` and is copied into the saved system.
+(``umm.tokenizers.image``): one token per latent position as MAR does with its KL-16 VAE, or a p x p block of
+latents per token (``model_args.latent_patch``, as MAR does with its 4-channel KL-8; mmar_l1 uses 2). The VAE runs
+in ``collate`` and is copied into the saved system.
 
-Shapes: B batch, T slots, N patches per image, P = channels * patch^2, D model width, V vocabulary,
+Shapes: B batch, T slots, N patches per image, P token width (channels * patch^2), D model width, V vocabulary,
 M head rows (tokens the head is trained on), K noise draws per token.
 """
 
