@@ -170,6 +170,7 @@ def test_claims_read_reused_tokenizers_and_give_verdicts_with_their_figures():
     rows = [{"system": "vae", "status": "reused", "metrics": {"recon/mse": 0.0004}},
             {"system": "vq", "status": "reused", "metrics": {"recon/mse": 0.0006}},
             {"system": "rq", "status": "ok", "metrics": {"recon/mse": 0.0009}},
+            {"system": "vqvideo", "status": "ok", "metrics": {"recon/mse": 0.0001, "recon/direction_accuracy": 0.9}},
             {"system": "transfusion", "status": "ok", "samples_per_second": 50.0, "metrics": {"geneval/overall": 0.6}},
             {"system": "chameleon", "status": "ok", "samples_per_second": 100.0, "metrics": {"geneval/overall": 0.1}},
             {"system": "emu3", "status": "train failed"}]
@@ -177,6 +178,7 @@ def test_claims_read_reused_tokenizers_and_give_verdicts_with_their_figures():
                {"method": "diffusion", "tokens": 64, "ms_per_image": 30.0}]
     claims = {c.statement.split()[0] + " " + c.statement.split()[1]: c for c in evaluate_claims(rows, latency, 60)}
     assert claims["Continuous tokens"].verdict == "supported" and "vq 0.0006" in claims["Continuous tokens"].evidence
+    assert "vqvideo 0.0001 over clips, not compared" in claims["Continuous tokens"].evidence  # clips are not images
     assert claims["AR+diffusion gives"].verdict == "supported"  # 0.6 vs 0.1 over 60 prompts each
     assert claims["Diffusion inference"].verdict == "supported"
     assert claims["Autoregressive models"].verdict == "supported" and "2.00x" in claims["Autoregressive models"].evidence
@@ -377,6 +379,8 @@ def test_the_systems_table_shows_both_splits_and_skips_an_attribute_the_level_ne
     assert _headline({"system": "vq", "metrics": {"recon/mse": 0.01}})["GenEval test / held-out"] == "–"
     video = {"t2v/direction_accuracy": 0.25, "v2t/direction_accuracy": 0.75}
     assert _headline({"system": "emu3", "metrics": video})["video dir."] == "0.250 / 0.750"
+    both = {**video, "t2v_test/direction_accuracy": 0.5, "v2t_test/direction_accuracy": 1.0}
+    assert _headline({"system": "lwm", "metrics": both})["video dir."] == "0.500 / 1.000"  # the test split's
     assert _headline({"system": "vqvideo", "metrics": {"recon/direction_accuracy": 0.35}})["video dir."] == "0.350"
 
 

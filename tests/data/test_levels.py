@@ -3,6 +3,7 @@ held-out pairs, makes every object readable at the default canvas, and L4 is the
 
 import hashlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from umm.data.shapes import ShapesWorld
 from umm.data.shapes.levels import DEFAULT_CANVAS, LEVELS, get_level
 from umm.data.shapes.render import render_scene
 from umm.eval.judge import geneval_prompts, level_categories, oracle_scene, parse_caption, parse_image, satisfies
-from umm.eval.judge import scene_key, scene_of
+from umm.eval.judge import parse_video, scene_key, scene_of
 from umm.training.recipe import load_recipe
 
 
@@ -79,6 +80,37 @@ def test_l1_text_never_names_the_cell_but_the_object_stands_anywhere():
     assert parse_caption(ShapesWorld("train", level="L2")[0]["caption_full"]).objects[0].row is not None
     with pytest.raises(ValueError, match="names_cell"):
         type(get_level("L1"))("bad", 2, ("large",), ("circle",), "two objects, no places", names_cell=False)
+
+
+def test_l1_clips_glide_from_cell_centre_to_cell_centre_so_their_end_frames_are_l1_images():
+    world = ShapesWorld("train", level="L1", modalities=("video",))
+    directions, hops = set(), set()
+    for i in range(120):
+        s = world[i]
+        (mover,) = s["motion"]
+        frames, path = s["video"], mover["path"]
+        ends = []
+        for t in (0, len(frames) - 1):  # the end frames are L1 scenes, pixel for pixel
+            (obj,) = scene_of(parse_image(frames[t]))  # the judge reads each as the mover, exactly
+            assert (obj["shape"], obj["colour"], obj["size"]) == (mover["shape"], mover["colour"], "large")
+            x, y = path[t]
+            assert x in (8, 24, 40) and y in (8, 24, 40)
+            scene = [{**{k: mover[k] for k in ("shape", "colour", "size")}, "row": (y - 8) // 16, "col": (x - 8) // 16}]
+            assert np.array_equal(frames[t].numpy(), render_scene(scene, DEFAULT_CANVAS))
+            ends.append((obj["row"], obj["col"]))
+        cells = abs(ends[1][0] - ends[0][0]) + abs(ends[1][1] - ends[0][1])
+        assert cells in (1, 2)
+        hops.add(cells)
+        moves = [math.dist(a, b) for a, b in zip(path, path[1:])]
+        assert min(moves) >= 2 and max(moves) - min(moves) <= 1  # every frame moves, evenly
+        directions.add(mover["direction"])
+        (track,) = parse_video(s["video"])
+        assert track.direction == mover["direction"]
+    assert hops == {1, 2} and directions == {"left", "right", "up", "down"}
+    # from L2 on objects glide from any start: some clips start and end off every cell centre
+    glide = ShapesWorld("train", level="L2", modalities=("video",))
+    centres = {8, 24, 40}
+    assert any(x not in centres or y not in centres for i in range(20) for x, y in glide[i]["motion"][0]["path"][::7])
 
 
 def test_every_object_is_at_least_8_px_across_at_the_default_canvas():

@@ -160,6 +160,8 @@ def test_tiny_recipe_trains_saves_and_runs_every_capability(tmp_path):
     metrics = evaluate(model, system, EvalConfig(n_prompts=6, n_images=4, n_videos=3, batch_size=8)).metrics
     assert {"geneval/overall", "caption/exact", "qa/accuracy", "t2v/score", "t2v/object_accuracy",
             "v2t/direction_accuracy", "v2t/colour"} <= set(metrics)
+    # video on the in-distribution test split too, as images and captions (the default split is held-out)
+    assert {"t2v_test/direction_accuracy", "t2v_test/object_accuracy", "v2t_test/direction_accuracy"} <= set(metrics)
 
 
 def test_frames_keep_their_grid_for_2d_rope_in_training_and_sampling(tiny):
@@ -193,3 +195,29 @@ def test_frames_keep_their_grid_for_2d_rope_in_training_and_sampling(tiny):
         make = lambda **k: system2.generate_videos(model, ["a red circle moves up"], frames=3, cfg_scale=cfg_scale,
                                                    seed=1, precision="fp32", return_codes=True, **k)  # noqa: E731
         assert torch.equal(make(use_cache=True), make(use_cache=False))
+
+
+def test_video_temperature_samples_clips_on_their_own_and_zero_is_greedy(tiny):
+    """``video_temperature`` sets generate_videos' default temperature only: at 0 a clip is the greedy one whatever
+    the seed, while images keep ``temperature`` and still vary with it; a negative value is a config error."""
+    from dataclasses import replace
+
+    model, system, _ = tiny
+    greedy = LWMSystem(system.tokenizer, system.config, replace(system.options, video_temperature=0.0),
+                       system.image_tokenizer)
+    assert greedy.sampling_defaults("generate_videos")["temperature"] == 0.0
+    assert greedy.sampling_defaults("generate_images")["temperature"] == system.options.temperature == 1.0
+    assert system.sampling_defaults("generate_videos")["temperature"] == 1.0  # unset: the one temperature
+    clip = lambda s, seed: s.generate_videos(model, ["a red circle moves up"], frames=2, seed=seed, precision="fp32",
+                                             return_codes=True)  # noqa: E731
+    assert torch.equal(clip(greedy, 1), clip(greedy, 2))
+    explicit = system.generate_videos(model, ["a red circle moves up"], frames=2, seed=5, temperature=0.0,
+                                      precision="fp32", return_codes=True)
+    assert torch.equal(clip(greedy, 1), explicit)  # the default is what an explicit temperature 0 gives
+    assert not torch.equal(clip(system, 1), clip(system, 2))  # sampled at 1.0: the seed matters
+    image = lambda seed: greedy.generate_images(model, ["a red circle"], seed=seed, precision="fp32",
+                                                return_codes=True)  # noqa: E731
+    assert not torch.equal(image(1), image(2))
+    with pytest.raises(UmmError, match="video_temperature must be >= 0"):
+        LWMSystem(system.tokenizer, system.config, replace(system.options, video_temperature=-1.0),
+                  system.image_tokenizer)

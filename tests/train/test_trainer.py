@@ -154,7 +154,14 @@ def test_a_process_clock_budget_stops_on_cpu_time(tmp_path):
     cpu_spent = time.process_time() - cpu_before
     assert result.stopped == "time budget" and 0 < result.step < 100000
     assert 1.2 <= result.seconds <= cpu_spent, (result.seconds, cpu_spent)
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == result.step
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == result.step
+    # resumed once the budget has run out (the bench re-scoring a finished row): no further step, same throughput
+    again = train(recipe("train.steps=100000", "train.time_budget_minutes=0.02", "train.budget_clock=process",
+                         "train.threads=1"), tmp_path / "run", resume=True, show_progress=False)
+    assert (again.stopped, again.step, again.losses) == ("time budget", result.step, [])
+    resumed = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert resumed["steps"] == result.step and resumed["samples_per_second"] == summary["samples_per_second"] > 0
     with pytest.raises(ConfigError, match="wall"):
         recipe("train.budget_clock=cpu")
 

@@ -6,7 +6,8 @@
 - ``caption``: ShapesWorld images -> captions -> parsed and checked against the true scene (exact and per
   attribute).
 - ``qa``: (image, question) -> answer -> normalised match, overall and per kind.
-- ``t2v`` / ``v2t``: video prompts -> clips -> judge's tracks; clips -> captions -> direction accuracy.
+- ``t2v`` / ``v2t``: video prompts -> clips -> judge's tracks; clips -> captions -> direction accuracy (and
+  ``t2v_test/*`` / ``v2t_test/*`` on the test split).
 - ``embed``: the all-pairs retrieval matrix (see :mod:`umm.eval.retrieval`).
 - ``reconstruct``: tokenizers: pixel error, codebook usage, the judge on reconstructions (:mod:`umm.eval.reconstruction`).
 
@@ -174,11 +175,15 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
     if "t2v" in wanted or "v2t" in wanted:  # video systems: the judge's tracks (umm.eval.video_eval)
         from umm.eval.video_eval import evaluate_video
 
-        metrics, seconds = evaluate_video(model, system, tuple(t for t in ("t2v", "v2t") if t in wanted), config.split,
-                                          config.seed, config.n_videos, config.batch_size, config.cfg_scale,
-                                          config.level)
+        video_tasks = tuple(t for t in ("t2v", "v2t") if t in wanted)
+        metrics, seconds = evaluate_video(model, system, video_tasks, config.split, config.seed, config.n_videos,
+                                          config.batch_size, config.cfg_scale, config.level)
         result.metrics.update(metrics)
         result.seconds.update(seconds)
+        if config.test_split and config.split != "test":  # in distribution too, as images and captions
+            metrics, _ = evaluate_video(model, system, video_tasks, "test", config.seed, config.n_videos,
+                                        config.batch_size, config.cfg_scale, config.level)
+            result.metrics.update({key.replace("/", "_test/", 1): value for key, value in metrics.items()})
 
     if "embed" in wanted:  # embedding systems: all-pairs retrieval matrix, zero-shot (umm.eval.retrieval)
         from umm.eval.retrieval import evaluate_embeddings

@@ -150,6 +150,10 @@ class LWMOptions:
     temperature: float = 1.0  # sampling defaults of generate_images / generate_videos
     top_k: int = 0  # LWM: 8192 (all codes) for images, 1000 for video
     top_p: float = 1.0
+    # generate_videos' temperature (None: ``temperature``); LWM samples video with its own settings (top_k above).
+    # 0 is greedy: lwm_l1 draws the direction of 0.86 of validation prompts greedily, 0.46 at 1.0 (RESULTS.md,
+    # "Sixteenth round"): a clip's codes after its first frame follow from the prompt and that frame
+    video_temperature: float | None = None
 
 
 @SYSTEMS.register("lwm")
@@ -168,6 +172,9 @@ class LWMSystem(SystemBase):
         if options.frames < 1 or options.frame_stride < 1:
             raise UmmError(f"system_args.frames and frame_stride must be >= 1, got {options.frames}, "
                            f"{options.frame_stride}")
+        if options.video_temperature is not None and options.video_temperature < 0:
+            raise UmmError(f"system_args.video_temperature must be >= 0 (0: greedy) or unset, got "
+                           f"{options.video_temperature}")
         super().__init__(tokenizer, config, options, image_tokenizer=image_tokenizer)
         codes, size = self.image_tokenizer.codebook_size, self.image_tokenizer.config.image_size
         if (codes, size) != (config.vision_codes, config.image_size):
@@ -284,12 +291,14 @@ class LWMSystem(SystemBase):
     # -- capabilities (the loops: umm/pipelines/ar_video.py) ----------------------------------------------
 
     def sampling_defaults(self, capability: str) -> dict:
-        """The code sampler's temperature and top-k/p from the options; LWM's guidance: 5.0 for images, 1.0 for video."""
+        """The code sampler's temperature and top-k/p from the options (a clip's temperature is ``video_temperature``
+        where set); LWM's guidance: 5.0 for images, 1.0 for video."""
         if capability not in ("generate_images", "generate_videos"):
             return {}
         o = self.options
-        return {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p,
-                "cfg_scale": 5.0 if capability == "generate_images" else 1.0}
+        video = capability == "generate_videos"
+        temperature = o.video_temperature if video and o.video_temperature is not None else o.temperature
+        return {"temperature": temperature, "top_k": o.top_k, "top_p": o.top_p, "cfg_scale": 1.0 if video else 5.0}
 
     def vision_prompts(self, prompts: list[str], video: bool, frames: int | None = None):
         """Prompts, their unconditional twins ``[BOS] <vision>``, the plan and the (frames, h, w) grid: one frame for

@@ -252,13 +252,20 @@ def train(
     clock = time.process_time if cfg.budget_clock == "process" else time.perf_counter  # the budget's clock
     run_start = clock()
     budget = cfg.time_budget_minutes * 60
+    if checkpoint is not None:  # the last throughput measured, until this run measures its own
+        result.samples_per_second, result.mfu = ckpt_meta.get("samples_per_second", 0.0), ckpt_meta.get("mfu", 0.0)
+    # a run resumed after its time budget ran out (a bench re-scoring a finished row) trains no further step
+    spent = budget > 0 and elapsed_before >= budget
+    if spent:
+        result.stopped = "time budget"
 
     def save(step: int) -> None:
         # under FSDP every rank takes part in gathering the full state; rank 0 writes it
         weights, moments = parallel.full_state(model, optimizer) if sharded else (model, optimizer)
         if info.is_main:
             elapsed = elapsed_before + clock() - run_start
-            extra = {"elapsed": elapsed, "flops_per_step": flops_per_step}
+            extra = {"elapsed": elapsed, "flops_per_step": flops_per_step,
+                     "samples_per_second": result.samples_per_second, "mfu": result.mfu}
             save_checkpoint(ckpt_dir, step, weights, moments, ema, extra, keep=cfg.keep_checkpoints)
         dist_utils.barrier()
 
@@ -306,7 +313,7 @@ def train(
     # ---- the loop ----------------------------------------------------------------------------------------
     try:
         step = start_step
-        while step < cfg.steps:
+        while step < cfg.steps and not spent:
             elapsed = elapsed_before + clock() - run_start
             # every rank takes the same fraction: by its own clock a rank could set another learning rate, or
             # start a staged task one step before the others (a backward the others never run)

@@ -21,6 +21,15 @@ words of L1 by 10 minutes (read 0.98 and 1.00) but not the place words (cell rea
 Without it the reference scores 0.83 at L1 after 10 minutes ("Third round"); the cell is the first thing L2
 adds.
 
+How a clip's object moves: at L1 it glides from one cell centre to the cell centre 1 or 2 cells along its
+direction, evenly over the clip, so the clip's first and last frames are L1 images and every frame moves
+(2.3 or 4.6 px a frame at 48 px); from L2 on it glides 1-2 px a frame (x canvas / 32) from any start.
+Why: with free starts an L1 clip was a far larger distribution than any image level, and LWM, which draws
+a clip frame by frame, drew no motion (RESULTS.md "Thirteenth round"). Clips that hop between cells taught
+it motion, but their still frames inside a video tower's tubelets hid the direction from the binders
+("Fourteenth round"). Cell to cell keeps both: LWM takes the end frames, and every tubelet holds motion
+("Sixteenth round").
+
 Every level keeps the world's determinism (``world[i]`` is a function of split, seed, index and level),
 its splits, and the compositional held-out split: a level's held-out pairs are the world's
 ``HELDOUT_COMBINATIONS`` whose shape the level draws (L1: green circle, blue triangle, purple square,
@@ -47,7 +56,9 @@ DEFAULT_CANVAS = 48  # smallest canvas whose small objects are >= 8 px across (0
 class Level:
     """What a level's scenes may hold. ``max_objects`` objects at most (at least one), of ``sizes`` and
     ``shapes``; colours are always all eight. ``names_cell`` False: no caption or question says where the
-    (single) object is."""
+    (single) object is. ``clip_cells`` True: a clip's object glides from a cell centre to the cell centre 1 or
+    2 cells along its direction (``video.sample_motion``), so its first and last frames are scenes of the
+    level."""
 
     name: str
     max_objects: int
@@ -55,6 +66,7 @@ class Level:
     shapes: tuple[str, ...]
     description: str
     names_cell: bool = True
+    clip_cells: bool = False
 
     def __post_init__(self) -> None:
         if not self.names_cell and self.max_objects != 1:
@@ -78,13 +90,14 @@ class Level:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "max_objects": self.max_objects, "sizes": list(self.sizes),
-                "shapes": list(self.shapes), "description": self.description, "names_cell": self.names_cell}  # fmt: skip
+                "shapes": list(self.shapes), "description": self.description, "names_cell": self.names_cell,
+                "clip_cells": self.clip_cells}  # fmt: skip
 
 
 LEVELS: dict[str, Level] = {
     "L1": Level("L1", 1, ("large",), ("circle", "square", "triangle", "cross"),
                 "one large object anywhere, its cell never named; four shapes (circle, square, triangle, cross)",
-                names_cell=False),
+                names_cell=False, clip_cells=True),
     "L2": Level("L2", 1, SIZES, SHAPES, "one object, small or large, its cell named; all six shapes"),
     "L3": Level("L3", 2, ("large",), SHAPES, "one or two large objects; all six shapes"),
     "L4": Level("L4", 3, SIZES, SHAPES, "one to three objects, small or large; all six shapes (the original world)"),

@@ -1,7 +1,9 @@
 """Short clips of 1-2 ShapesWorld objects moving in straight lines (left, right, up or down).
 
 Each object moves ``speed`` pixels per frame along its direction and stays fully inside the canvas for
-all frames; two objects keep their outlines apart on every frame, so the judge can track them.
+all frames; two objects keep their outlines apart on every frame, so the judge can track them. At a level
+with ``clip_cells`` (L1) the object instead glides from a cell centre to the cell centre 1 or 2 cells along
+its direction, so the first and last frames are scenes of the level (``levels`` says why).
 Shapes are centred on integer pixel corners so cached patches can be pasted without re-rendering.
 """
 
@@ -15,7 +17,7 @@ import numpy as np
 from umm.data.shapes.render import centred_patch, colour_rgb, paste
 from umm.data.shapes.scene import ShapeObject
 from umm.data.shapes.levels import DEFAULT_LEVEL, Level, get_level
-from umm.data.shapes.vocab import COLOUR_NAMES, DIRECTION_VECTORS, DIRECTIONS, cell_of, radius_px
+from umm.data.shapes.vocab import COLOUR_NAMES, DIRECTION_VECTORS, DIRECTIONS, cell_centre, cell_of, radius_px
 
 
 def sample_motion(
@@ -38,6 +40,11 @@ def sample_motion(
                 colour, shape = rng.choice(level.seen_combinations)
             size = rng.choice(level.sizes)
             direction = rng.choice(DIRECTIONS)
+            if level.clip_cells:
+                path = _cell_to_cell_path(rng, direction, canvas, frames)
+                speed = round(math.dist(path[0], path[-1]) / (frames - 1), 3)  # mean px/frame
+                movers.append(dict(shape=shape, colour=colour, size=size, direction=direction, speed=speed, path=path))
+                continue
             half = int(math.ceil(radius_px(size, canvas))) + 1
             lo, hi = half, canvas - half  # centre range that keeps the whole patch on the canvas
             # 1 or 2 px/frame (scaled with the canvas); slower when a long clip would not fit, in which
@@ -57,6 +64,23 @@ def sample_motion(
         if n == 1 or _apart(movers[0], movers[1], canvas):
             return movers
     return movers[:1]  # two objects that cannot be kept apart (tiny canvas): keep the first
+
+
+def _cell_to_cell_path(rng: random.Random, direction: str, canvas: int, frames: int) -> list[list[int]]:
+    """Centres [[x, y]] per frame of an object that glides from a cell centre to the cell centre ``hops`` (1 or 2)
+    cells along ``direction``, the same distance every frame up to rounding: frame 0 and frame ``frames - 1``
+    stand at cell centres, the frames between do not."""
+    hops = rng.choice((1, 2))
+    dx, dy = DIRECTION_VECTORS[direction]
+    sign = dx + dy
+    start_along = rng.randint(0, 2 - hops) if sign > 0 else rng.randint(hops, 2)
+    start_across = rng.randint(0, 2)
+    row, col = (start_across, start_along) if dx else (start_along, start_across)
+    x0, y0 = cell_centre(row, col, canvas)
+    travel = hops * canvas / 3.0
+    # integer centres (cached patches); the ends are exact at canvases divisible by 6
+    return [[round(x0 + dx * travel * t / (frames - 1)), round(y0 + dy * travel * t / (frames - 1))]
+            for t in range(frames)]
 
 
 def _apart(a: dict, b: dict, canvas: int) -> bool:
