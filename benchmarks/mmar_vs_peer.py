@@ -17,9 +17,10 @@ What each row does per training step (forward, backward, AdamW step), all under 
 
 The ratio column is umm's samples/s over the peer's; ``raster, mul 1, no caption, head <matched>, no QK-norm`` is
 the like-for-like row: no caption, one draw, no QK-norm (the peer has none; umm's MMAR keeps Chameleon's)
-and umm's head narrowed to the peer's parameter count.
+and umm's head narrowed to the peer's parameter count. The ``GELU MLP`` rows also take the peer's (and MAR's)
+feed-forward, ``model_args.transformer.mlp=gelu``, in place of MMAR's SwiGLU: the same architecture as the peer's.
 The machine may be shared, so the systems take turns step by step (``--rounds`` times) and each reports
-its median step time.
+its median step time, and the median and quartiles over rounds of its ratio to the peer's step in that round.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def import_peer():
     return ImageAutoregressiveDiffusion
 
 
-def median_step_seconds(steps: list, rounds: int, warmup: int) -> list[float]:
-    """Median seconds per call of each ``steps[i]()``, calling them in turn so that load drift hits all alike."""
+def step_seconds(steps: list, rounds: int, warmup: int) -> list[list[float]]:
+    """Seconds of each call of each ``steps[i]()`` (a list per step, a value per round), calling them in turn so
+    that load drift hits all alike."""
     for step in steps:
         for _ in range(warmup):
             step()
@@ -68,7 +70,7 @@ def median_step_seconds(steps: list, rounds: int, warmup: int) -> list[float]:
             start = time.perf_counter()
             step()
             times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+    return times
 
 
 def train_step(model, loss_fn, optimizer, precision: str):
@@ -111,10 +113,10 @@ def main() -> None:
 
     tokenizer = TextTokenizer.train(shapes_corpus(2000), 512)
 
-    def overrides(head_width: int, qk_norm: bool = True) -> dict:
+    def overrides(head_width: int, qk_norm: bool = True, mlp: str = "swiglu") -> dict:
         return {"vocab_size": tokenizer.vocab_size, "head_width": head_width, "head_depth": args.head_depth,
                 "transformer": {"dim": args.dim, "depth": args.depth, "heads": args.heads, "rope_axes": 2,
-                                "qk_norm": qk_norm}}
+                                "qk_norm": qk_norm, "mlp": mlp}}
 
     # equal size: MAR's head (umm's) keeps its residual stream at the head width with W x 3W AdaLN projections,
     # the peer's at the token width (48) with W-wide hidden layers, so at equal width umm's model is ~1.3M
@@ -124,13 +126,15 @@ def main() -> None:
         return sum(p.numel() for p in build_model(model_config("mmar_s", overrides(head_width, False))).parameters())
 
     matched = min(range(16, args.dim + 1, 8), key=lambda w: abs(count(w) - params[0]))
-    rows = [("masked", 4, 0.1, args.dim), ("raster", 4, 0.1, args.dim), ("raster", 1, 0.1, args.dim),
-            ("raster", 1, 1.0, args.dim), ("raster", 1, 1.0, matched), ("masked", 1, 1.0, matched),
-            ("masked", 4, 0.1, matched)]
-    for order, mul, dropout, head_width in rows:
+    rows = [("masked", 4, 0.1, args.dim, "swiglu"), ("raster", 4, 0.1, args.dim, "swiglu"),
+            ("raster", 1, 0.1, args.dim, "swiglu"), ("raster", 1, 1.0, args.dim, "swiglu"),
+            ("raster", 1, 1.0, matched, "swiglu"), ("masked", 1, 1.0, matched, "swiglu"),
+            ("masked", 4, 0.1, matched, "swiglu"), ("raster", 1, 1.0, matched, "gelu"),
+            ("masked", 1, 1.0, matched, "gelu")]
+    for order, mul, dropout, head_width, mlp in rows:
         torch.manual_seed(0)
         qk_norm = head_width != matched
-        model = build_model(model_config("mmar_s", overrides(head_width, qk_norm))).train()
+        model = build_model(model_config("mmar_s", overrides(head_width, qk_norm, mlp))).train()
         system = MMARSystem(tokenizer, model.config, MMAROptions(order=order, diffusion_batch_mul=mul,
                                                                  cfg_dropout=dropout))
         batch = system.collate(samples, "t2i", torch.Generator().manual_seed(0))
@@ -142,18 +146,24 @@ def main() -> None:
 
         caption = "no caption" if dropout == 1.0 else "t2i"
         names.append(f"umm mmar ({order}, mul {mul}, {caption}, {batch['tokens'].shape[1]} slots, head {head_width}"
-                     f"{'' if qk_norm else ', no QK-norm'})")
+                     f"{'' if qk_norm else ', no QK-norm'}{', GELU MLP' if mlp == 'gelu' else ''})")
         params.append(sum(p.numel() for p in model.parameters()))
         steps.append(train_step(model, loss_fn, torch.optim.AdamW(model.parameters(), lr=1e-4), args.precision))
 
-    rates = [args.batch / s for s in median_step_seconds(steps, args.rounds, args.warmup)]
+    times = step_seconds(steps, args.rounds, args.warmup)
+    rates = [args.batch / statistics.median(t) for t in times]
+    # the ratio to the peer per round (the peer stepped just before), then its median and quartiles: a drift in
+    # the machine's speed between rounds moves both sides of a round's ratio alike
+    ratios = [[peer / own for peer, own in zip(times[0], t)] for t in times]
+    quartiles = [statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3 for r in ratios]
     print(f"training samples/s, 32x32 images as 64 patches of 48, dim {args.dim}, depth {args.depth}, heads "
           f"{args.heads}, head depth {args.head_depth}, batch {args.batch}, {args.precision}, "
           f"{torch.get_num_threads()} thread(s)")
-    print(f"| {'system':<72} | {'params':>9} | {'samples/s':>9} | {'vs peer':>7} |")
-    print(f"|{'-' * 74}|{'-' * 11}|{'-' * 11}|{'-' * 9}|")
-    for name, size, rate in zip(names, params, rates):
-        print(f"| {name:<72} | {size / 1e6:>8.2f}M | {rate:>9.1f} | {rate / rates[0]:>6.2f}x |")
+    print(f"| {'system':<84} | {'params':>9} | {'samples/s':>9} | {'vs peer':>7} | {'per round: median [quartiles]':>29} |")
+    print(f"|{'-' * 86}|{'-' * 11}|{'-' * 11}|{'-' * 9}|{'-' * 31}|")
+    for name, size, rate, (low, mid, high) in zip(names, params, rates, quartiles):
+        print(f"| {name:<84} | {size / 1e6:>8.2f}M | {rate:>9.1f} | {rate / rates[0]:>6.2f}x | "
+              f"{f'{mid:.2f}x [{low:.2f}, {high:.2f}]':>29} |")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ CASES = [
     (["train", "test_transfusion", "train.lr=-1"], "'train.lr' = -1.0 is out of range; allowed: 0 < value"),
     (["train", "test_transfusion", "train.ema_decay=1.5"], "'train.ema_decay' = 1.5 is out of range"),
     (["train", "test_transfusion", "train.precision=fp64"], "choose one of ['bf16', 'fp32']"),
+    (["train", "test_mmar_guard", "model_args.transformer.mlp=relu"], "choose one of ['swiglu', 'gelu']"),
     (["train", "test_transfusion", "train.stepz=3"], "unknown config key 'train.stepz'"),
     (["train", "test_transfusion", "tasks=5"], "'tasks' expects a list of tasks"),
     (["train", "test_transfusion", "tasks=[{name: frob}]"], "has no task 'frob'"),

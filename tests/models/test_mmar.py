@@ -9,7 +9,7 @@ import torch
 
 import umm.models  # noqa: F401  (registers every family)
 from umm import UmmError
-from umm.data.sequence import PATCH, collate
+from umm.data.sequence import PATCH, Sequence, batch_rng, collate, drop_final_slot
 from umm.data.shapes import ShapesWorld
 from umm.models.factory import build_model, model_config
 from umm.models.mmar import MMAROptions, MMARSystem
@@ -135,6 +135,29 @@ def test_scoring_only_text_target_slots_gives_the_full_next_token_loss(tokenizer
     torch.testing.assert_close(rows, full[text])
     lm = system.losses(model, batch, torch.Generator().manual_seed(0))["lm_loss"]
     torch.testing.assert_close(lm, next_token_loss(full, batch["text_targets"]))
+
+
+@pytest.mark.parametrize("task", ["t2i", "caption"])
+def test_the_final_eos_slot_is_not_fed_and_no_output_changes(tokenizer, samples, task):
+    """Training batches drop the last slot ([EOS] or padding: no target, and no causal slot reads it), so every
+    kept slot's hidden state is the one of the full sequence, and a batch whose last slot is read is refused."""
+    model, system = make(tokenizer, order="raster")
+    tokens = system.image_tokens(torch.stack([s["image"] for s in samples]))
+    rng = batch_rng(torch.Generator().manual_seed(0))
+    seqs = [system.build(s, x, task, rng) for s, x in zip(samples, tokens)]
+    config = system.config
+    full = collate(seqs, None, config.patch_dim, config.transformer.rope_axes, pad_id=tokenizer.pad_id)
+    full["masked"] = torch.zeros_like(full["image_loss"])
+    trimmed = drop_final_slot(full)
+    assert trimmed["tokens"].shape[1] == max(len(s) for s in seqs) - 1
+    assert system.collate(samples, task, torch.Generator().manual_seed(0))["tokens"].shape == trimmed["tokens"].shape
+    torch.testing.assert_close(forward(model, trimmed).hidden, forward(model, full).hidden[:, :-1])
+    # a sequence that ends inside an image span (its last patch carries a loss) cannot lose its last slot
+    open_image = Sequence(pad_id=tokenizer.pad_id).text([tokenizer.bos_id, tokenizer.boi_id], loss=True)
+    open_image.image(tokens[0], (config.grid, config.grid), loss=True)
+    batch = collate([open_image], None, config.patch_dim, config.transformer.rope_axes, pad_id=tokenizer.pad_id)
+    with pytest.raises(ValueError, match="cannot be dropped"):
+        drop_final_slot(batch)
 
 
 def test_masked_training_hides_a_truncated_normal_share_of_each_target_image(tokenizer, samples):

@@ -180,3 +180,15 @@ def collate(seqs: list[Sequence], length: int | None = None, patch_dim: int = 0,
         "image_loss": image_loss, "block": layout.block, "positions": layout.positions, "valid": layout.valid,
         "next_position": layout.next_position,
     }
+
+
+def drop_final_slot(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A collated training batch without its last slot, when that slot only ends text: a decoder LM is trained
+    on ``inputs = sequence[:-1]`` because the final token ([EOS] or padding) predicts nothing and, in a causal
+    stretch, no earlier slot reads it. Raises if some row's last slot carries a loss of its own or sits in a
+    bidirectional span, which earlier slots would read.
+    """
+    if batch["image_loss"][:, -1].any() or (batch["valid"][:, -1] & (batch["block"][:, -1] >= 0)).any():
+        raise ValueError("the last slot carries an image loss or a bidirectional span: it cannot be dropped")
+    trimmed = {key: value[:, :-1] for key, value in batch.items() if key != "next_position"}
+    return {**trimmed, "next_position": batch["next_position"]}

@@ -36,7 +36,9 @@ class CPURMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
         stats = torch.promote_types(x.dtype, torch.float32)  # bf16 statistics accumulate in fp32
-        rstd = torch.rsqrt(x.to(stats).pow(2).mean(-1, keepdim=True) + eps).to(x.dtype)  # (..., 1)
+        # mean(x^2) as a norm: one read of x and no (..., D) temporary
+        square_mean = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=stats).square_().div_(x.shape[-1])
+        rstd = square_mean.add_(eps).rsqrt_().to(x.dtype)  # (..., 1)
         normed = x * rstd  # (..., D)
         ctx.save_for_backward(normed, rstd, weight)
         return normed if weight is None else normed * weight
@@ -44,15 +46,23 @@ class CPURMSNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, None]:
         # y = n * w with n = x * r, r = (mean(x^2) + eps)^-1/2:
-        # dL/dx = r * (g_n - n * mean(g_n * n)) with g_n = g * w;  dL/dw = sum over rows of g * n
+        # dL/dx = r * (g_n - n * mean(g_n * n)) with g_n = g * w;  dL/dw = sum over rows of g * n.
+        # Both come from one product p = g * n: mean(g_n * n) = p @ w / D, a matrix-vector product with no
+        # (..., D) temporary. Every (..., D) temporary is a fresh allocation, which on CPU costs as much as a pass.
         normed, rstd, weight = ctx.saved_tensors
-        grad_normed = grad if weight is None else grad * weight  # (..., D)
         stats = torch.promote_types(grad.dtype, torch.float32)
-        dot = (grad_normed * normed).to(stats).mean(-1, keepdim=True).to(grad.dtype)  # (..., 1)
-        grad_x = torch.addcmul(grad_normed, normed, dot, value=-1).mul_(rstd)
+        dim = grad.shape[-1]
         grad_weight = None
-        if weight is not None and ctx.needs_input_grad[1]:
-            grad_weight = (grad * normed).flatten(0, -2).sum(0, dtype=stats).to(weight.dtype)  # (D,)
+        if weight is None:
+            dot = (grad * normed).to(stats).mean(-1, keepdim=True)  # (..., 1)
+            grad_normed = grad.clone()
+        else:
+            product = grad * normed  # (..., D)
+            if ctx.needs_input_grad[1]:
+                grad_weight = product.flatten(0, -2).sum(0, dtype=stats).to(weight.dtype)  # (D,)
+            dot = (product.to(stats) @ weight.to(stats)).unsqueeze(-1).div_(dim)  # (..., 1)
+            grad_normed = torch.mul(grad, weight, out=product)  # reuses p's memory
+        grad_x = grad_normed.addcmul_(normed, dot.to(grad.dtype), value=-1).mul_(rstd)
         return grad_x, grad_weight, None
 
 

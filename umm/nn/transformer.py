@@ -1,4 +1,4 @@
-"""The shared transformer trunk: pre-norm blocks (RMSNorm, attention, SwiGLU), optional AdaLN.
+"""The shared transformer trunk: pre-norm blocks (RMSNorm, attention, SwiGLU or GELU MLP), optional AdaLN.
 
 The trunk takes embedded tokens and a :class:`~umm.nn.layout.Layout` and returns normalised hidden
 states; embeddings and output heads belong to each system, which is what lets one trunk serve causal LMs,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ from umm.nn.adaln import AdaLNModulation, modulate
 from umm.nn.attention import Attention
 from umm.nn.kv_cache import KVCache, LayerCache
 from umm.nn.layout import Layout, attention_mask
-from umm.nn.mlp import SwiGLU, swiglu_hidden
+from umm.nn.mlp import GELUFeedForward, SwiGLU, swiglu_hidden
 from umm.nn.norm import RMSNorm
 from umm.nn.rope import RotaryEmbedding
 
@@ -30,6 +31,9 @@ class TransformerConfig:
     heads: int = 4
     kv_heads: int | None = None  # grouped-query attention when < heads (EMU3 uses 8 KV heads)
     mlp_ratio: float = 8 / 3  # SwiGLU hidden = mlp_ratio * dim, ~ the FLOPs of a 4x GELU MLP
+    # "swiglu": LLaMA's feed-forward (Chameleon, EMU3, MMAR's Qwen2). "gelu": the GPT-2 / ViT one of MAR's blocks,
+    # at hidden 1.5 * mlp_ratio * dim (4 * dim by default: the SwiGLU's parameters and FLOPs)
+    mlp: Literal["swiglu", "gelu"] = "swiglu"
     qk_norm: bool = True
     rope_axes: int = 1  # 1: 1D RoPE; 2: (row, col) for image grids; 3: (time, row, col) for video
     rope_theta: float = 10000.0
@@ -50,7 +54,10 @@ class Block(nn.Module):
         self.attn_norm = RMSNorm(dim, affine=not adaln)
         self.attn = Attention(dim, config.heads, config.kv_heads, config.qk_norm)
         self.mlp_norm = RMSNorm(dim, affine=not adaln)
-        self.mlp = SwiGLU(dim, swiglu_hidden(dim, config.mlp_ratio))
+        if config.mlp == "gelu":
+            self.mlp = GELUFeedForward(dim, swiglu_hidden(dim, 1.5 * config.mlp_ratio))
+        else:
+            self.mlp = SwiGLU(dim, swiglu_hidden(dim, config.mlp_ratio))
         self.modulation = AdaLNModulation(config.cond_dim, dim, 6) if adaln else None
         if adaln and config.adaln_gate_init:
             with torch.no_grad():  # chunks: shift1, scale1, gate1, shift2, scale2, gate2
