@@ -113,6 +113,20 @@ def test_l1_clips_glide_from_cell_centre_to_cell_centre_so_their_end_frames_are_
     assert any(x not in centres or y not in centres for i in range(20) for x, y in glide[i]["motion"][0]["path"][::7])
 
 
+def test_l1_two_frame_clips_are_the_end_frames_and_the_judge_reads_their_direction():
+    """At L1 a world of 2-frame clips gives each clip's end frames (the same draws as 8 frames): what EMU3's and
+    the video tokenizer's end-frame recipes train on. Gliding levels keep 8..16 frames."""
+    ends, full = (ShapesWorld("train", level="L1", modalities=("video",), frames=n) for n in (2, 8))
+    for i in range(40):
+        a, b = ends[i], full[i]
+        assert a["video_caption"] == b["video_caption"] and a["video"].shape[0] == 2
+        assert torch.equal(a["video"][0], b["video"][0]) and torch.equal(a["video"][1], b["video"][-1])
+        (track,) = parse_video(a["video"])
+        assert track.direction == a["motion"][0]["direction"]
+    with pytest.raises(ValueError, match=r"frames must be in 8\.\.16 at level L2, got 2"):
+        ShapesWorld("train", level="L2", frames=2)
+
+
 def test_every_object_is_at_least_8_px_across_at_the_default_canvas():
     """Every shape's outer extent (tip to tip, edge to edge) covers >= 8 px at 48 px; a small circle,
     triangle, cross or diamond is 8 px wide where at least half of each pixel is covered (the square is
