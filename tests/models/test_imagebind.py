@@ -137,6 +137,11 @@ def test_tiny_recipe_trains_evaluates_and_serves_the_cli(tmp_path, capsys):
     model, system = load_system(tmp_path / "run" / "model")
     metrics = evaluate(model, system, EvalConfig(split="test", n_images=12, batch_size=8)).metrics
     assert metrics["retrieval/chance/R@1"] == pytest.approx(1 / 12)
+    assert not any(k.startswith("retrieval_test/") for k in metrics)  # the test split is the split asked for
+    heldout = evaluate(model, system, EvalConfig(split="heldout", n_images=12, batch_size=8)).metrics
+    # held out, the in-distribution test split is scored too, as the same numbers a test-split evaluation gives
+    assert heldout["retrieval_test/paired/mean_R@1"] == pytest.approx(metrics["retrieval/paired/mean_R@1"])
+    assert heldout["retrieval_test/emergent/mean_R@1"] == pytest.approx(metrics["retrieval/emergent/mean_R@1"])
     for pair in ("image->text", "text->image", "image->audio", "video->image"):
         assert f"retrieval/paired/{pair}/R@1" in metrics
     for pair in ("audio->text", "text->audio", "video->audio", "text->video", "audio->video", "video->text"):
