@@ -395,3 +395,21 @@ def test_the_bench_names_unknown_systems_and_the_claim_runs_in_one_error_line(ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("umm: error: unknown system(s) nonesuch")
     assert "claim runs: imagebind_extend" in err[0]
+
+
+def test_survey_systems_train_the_bench_budget_and_the_others_their_recipes_capped_at_it(tmp_path):
+    """The bench budget is every survey system's; a tokenizer keeps its recipe's steps (capped at the budget) and a
+    claim run its recipe's own, shorter budget."""
+    from umm.bench.plan import plan
+    from umm.bench.runner import BenchConfig, train_command
+    from umm.recipes import RECIPES_DIR
+
+    config = BenchConfig(tmp_path, budget_minutes=10)
+    entries = {entry.name: entry for entry in plan(["chameleon", "imagebind_extend"], RECIPES_DIR, quick=False, level="L1")}
+    assert list(entries) == ["vq", "chameleon", "imagebind", "imagebind_extend"]
+    commands = {name: " ".join(train_command(e, config, tmp_path / name)) for name, e in entries.items()}
+    assert "train.time_budget_minutes=10" in commands["chameleon"] and "train.steps=1000000" in commands["chameleon"]
+    assert "train.time_budget_minutes=10" in commands["vq"] and "train.steps=" not in commands["vq"]
+    assert "train.time_budget_minutes=5" in commands["imagebind_extend"]
+    assert all("train.budget_clock=process" in c for c in commands.values())
+    assert "train.time_budget_minutes=3" in " ".join(train_command(entries["imagebind_extend"], BenchConfig(tmp_path, 3), tmp_path))

@@ -124,7 +124,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                "  umm bench --level L1 --budget-minutes 10 --jobs 2 --reuse-from runs   # the bench level, two at a time\n"
                "re-running the same command resumes: finished systems are not retrained.",
     )
-    p.add_argument("--budget-minutes", type=positive_float, default=5.0, help="training wall-clock per system")
+    p.add_argument("--budget-minutes", type=positive_float, default=5.0, help="training CPU-minutes of each survey system; tokenizers, decoders and claim runs train as "
+                        "their recipe says, capped at this")
     p.add_argument("--systems", help="comma-separated families (default: every registered one)")
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--quick-steps", type=int, default=0, help="> 0: tiny test recipes for this many steps")
