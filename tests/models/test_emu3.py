@@ -322,3 +322,24 @@ def test_shared_tokenizer_codes_images_as_still_clips_in_the_video_codebook(tiny
                    video_tokenizer=shared.video_tokenizer)
     with pytest.raises(UmmError, match="system_args.image_tokenizer is unset"):
         Emu3System(tok, system.config, Emu3Options(**video), video_tokenizer=shared.video_tokenizer)
+
+
+def test_video_temperature_samples_clips_on_their_own_and_zero_is_greedy(tiny):
+    """``video_temperature`` (as LWM's) sets generate_videos' default temperature only: at 0 a clip is the greedy one
+    whatever the seed, while images keep ``temperature`` and still vary with it; a negative value is refused."""
+    from dataclasses import replace
+
+    model, system, _ = tiny
+    greedy = Emu3System(system.tokenizer, system.config, replace(system.options, video_temperature=0.0))
+    assert greedy.sampling_defaults("generate_videos")["temperature"] == 0.0
+    assert greedy.sampling_defaults("generate_images")["temperature"] == system.options.temperature == 1.0
+    assert system.sampling_defaults("generate_videos")["temperature"] == 1.0  # unset: the one temperature
+    clip = lambda s, seed: s.generate_videos(model, ["a red circle moves up"], frames=4, seed=seed, precision="fp32",
+                                             return_codes=True)  # noqa: E731
+    assert torch.equal(clip(greedy, 1), clip(greedy, 2))
+    assert not torch.equal(clip(system, 1), clip(system, 2))  # sampled at 1.0: the seed matters
+    image = lambda seed: greedy.generate_images(model, ["a red circle"], seed=seed, precision="fp32",
+                                                return_codes=True)  # noqa: E731
+    assert not torch.equal(image(1), image(2))
+    with pytest.raises(UmmError, match="video_temperature must be >= 0"):
+        Emu3System(system.tokenizer, system.config, replace(system.options, video_temperature=-1.0))

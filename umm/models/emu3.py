@@ -191,6 +191,9 @@ class Emu3Options:
     temperature: float = 1.0  # sampling defaults of generate_images / generate_videos
     top_k: int = 0  # EMU3 samples with top-k 2048 of 32768 codes
     top_p: float = 1.0
+    # generate_videos' temperature (None: ``temperature``), as LWM's option; 0 is greedy: emu3_l1 draws the direction
+    # of 0.74 of validation prompts greedily, 0.52 at 1.0 (RESULTS.md, "Seventeenth round")
+    video_temperature: float | None = None
 
 
 @SYSTEMS.register("emu3")
@@ -211,6 +214,9 @@ class Emu3System(SystemBase):
         options = options if options is not None else Emu3Options()
         if not options.canvas_scales or min(options.canvas_scales) < 1:
             raise UmmError(f"system_args.canvas_scales must list positive integers, got {list(options.canvas_scales)}")
+        if options.video_temperature is not None and options.video_temperature < 0:
+            raise UmmError(f"system_args.video_temperature must be >= 0 (0: greedy) or unset, got "
+                           f"{options.video_temperature}")
         if options.shared_tokenizer and image_tokenizer is not None:
             raise UmmError("EMU3 with shared_tokenizer codes images with its video tokenizer; "
                            "it takes no image tokenizer")
@@ -347,11 +353,14 @@ class Emu3System(SystemBase):
     # -- capabilities (the loops: umm/pipelines/ar_video.py) ----------------------------------------------
 
     def sampling_defaults(self, capability: str) -> dict:
-        """The code sampler's temperature and top-k/p from the options; EMU3's guidance 3.0 (its README)."""
+        """The code sampler's temperature (a clip's: ``video_temperature`` where set) and top-k/p from the options;
+        EMU3's guidance 3.0 (its README)."""
         if capability not in ("generate_images", "generate_videos"):
             return {}
         o = self.options
-        return {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, "cfg_scale": 3.0}
+        video = capability == "generate_videos"
+        temperature = o.video_temperature if video and o.video_temperature is not None else o.temperature
+        return {"temperature": temperature, "top_k": o.top_k, "top_p": o.top_p, "cfg_scale": 3.0}
 
     def vision_prompts(self, prompts: list[str], video: bool, scale: int = 1, frames: int | None = None,
                        negative_prompt: str | None = None):
