@@ -224,7 +224,7 @@ def test_a_bench_level_trains_each_familys_level_recipe_after_its_inherited_depe
     from umm.recipes import RECIPES_DIR
 
     entries = {e.name: e for e in plan(["chameleon", "vila_u", "emu3", "fsq"], RECIPES_DIR, quick=False, level="L1")}
-    # vq: runs/vq_l1/model; EMU3 reads vq_l1 and the video tokenizer vqvideo_l1
+    # vq: runs/vq_l1/model; EMU3 reads the video tokenizer vqvideo_l1, which starts from vq_l1
     assert list(entries) == ["vq", "chameleon", "vila_u_tower", "vila_u", "vqvideo", "emu3", "fsq"]
     assert entries["vq"].recipe.name == "vq_l1.yaml" and entries["vila_u_tower"].recipe.name == "vila_u_tower_l1.yaml"
     assert entries["chameleon"].recipe.name == "chameleon_l1.yaml"  # its system_args come partly from base/bench_l1
