@@ -98,12 +98,14 @@ def test_judge_accepts_a_clean_render_and_rejects_the_wrong_prompt():
 def test_the_recipes_sampling_settings_are_the_defaults(tmp_path):
     """A recipe's ``eval_args.steps`` / ``cfg_scale`` (the demo samples in 10 steps) and its precision are how
     ``umm.load`` samples unless a call says otherwise; ``umm eval`` starts from the same settings."""
-    from umm.eval.harness import training_sampling
+    from umm.eval.harness import EVAL_SAMPLING_KEYS, training_sampling
 
     run_dir = umm.train("test_transfusion", tmp_path / "run", train={"steps": 3, "precision": "fp32"},
-                        eval_args={"steps": 2, "cfg_scale": 1.0})
+                        eval_args={"steps": 2, "cfg_scale": 1.0, "video_cfg_scale": 2.0})
     pipe = umm.load(run_dir / "model")
     assert pipe.defaults == training_sampling(run_dir / "model") == {"steps": 2, "cfg_scale": 1.0, "precision": "fp32"}
+    # the clips' guidance is umm eval's (generate() draws images only)
+    assert training_sampling(run_dir / "model", EVAL_SAMPLING_KEYS)["video_cfg_scale"] == 2.0
     implied = pipe.generate("a red circle", seed=3, output="tensor")[0]
     assert torch.equal(implied, pipe.generate("a red circle", seed=3, steps=2, cfg=1.0, output="tensor")[0])
     assert not torch.equal(implied, pipe.generate("a red circle", seed=3, steps=5, output="tensor")[0])

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from umm.eval.harness import EvalConfig, evaluate
 from umm.eval.video_eval import align, caption_motion_scores, evaluate_video, video_samples
 
 SWAP = {"left": "right", "right": "left", "up": "down", "down": "up", "upwards": "downwards", "downwards": "upwards"}
@@ -19,12 +20,16 @@ class Canvas:
 class ReplaySystem:
     """Answers with ShapesWorld's own clips and captions, optionally spoiled, so the scores have known values."""
 
+    capabilities = ("t2v", "v2t")
+
     def __init__(self, samples: list[dict], freeze: bool = False):
         self.config = Canvas()
         self.by_caption = {s["video_caption"]: s for s in samples}
         self.freeze = freeze
+        self.guidance = []  # the cfg_scale of each generate_videos call
 
     def generate_videos(self, model, prompts, cfg_scale, seed, batch_size):
+        self.guidance.append(cfg_scale)
         clips = torch.stack([self.by_caption[p]["video"] for p in prompts])
         return clips[:, :1].expand_as(clips) if self.freeze else clips  # frozen: the first frame held still
 
@@ -69,3 +74,15 @@ def test_replayed_clips_score_one_and_frozen_clips_lose_the_direction(samples):
     frozen, _ = evaluate_video(None, ReplaySystem(samples, freeze=True), tasks=("t2v",), n=24)
     assert frozen["t2v/direction_accuracy"] == 0.0 and frozen["t2v/score"] == 0.0
     assert frozen["t2v/object_accuracy"] == 1.0 and "v2t/exact" not in frozen
+
+
+def test_clips_take_their_own_guidance_where_the_eval_sets_one(samples):
+    """``video_cfg_scale`` (eval_args / ``umm eval --video-cfg``) guides generated clips; unset, they take
+    ``cfg_scale`` as images do."""
+    system = ReplaySystem(samples + video_samples(ReplaySystem([]), "test", 1234, 24))
+    result = evaluate(torch.nn.Identity(), system, EvalConfig(n_videos=24, cfg_scale=1.0, video_cfg_scale=2.0))
+    assert system.guidance == [2.0, 2.0]  # the eval split's clips and the test split's
+    assert result.metrics["t2v/direction_accuracy"] == result.metrics["t2v_test/direction_accuracy"] == 1.0
+    system.guidance.clear()
+    evaluate(torch.nn.Identity(), system, EvalConfig(n_videos=24, cfg_scale=1.5, test_split=False))
+    assert system.guidance == [1.5]

@@ -59,18 +59,20 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from umm.data.shapes.levels import LEVELS
-    from umm.eval.harness import EvalConfig, evaluate, training_level, training_sampling
+    from umm.eval.harness import EVAL_SAMPLING_KEYS, EvalConfig, evaluate, training_level, training_sampling
 
     model, system = _load(args.model)
     level = args.level or training_level(args.model)
     if level not in LEVELS:
         raise UmmError(f"unknown ShapesWorld level {level!r}; choose one of {list(LEVELS)}")
-    given = {"steps": args.steps, "cfg_scale": args.cfg, "sampler": args.sampler, "cfg_interval": args.cfg_interval}
+    given = {"steps": args.steps, "cfg_scale": args.cfg, "sampler": args.sampler, "cfg_interval": args.cfg_interval,
+             "video_cfg_scale": args.video_cfg}
     given = {k: v for k, v in given.items() if v is not None}
     config = EvalConfig(split=args.split, n_prompts=args.n_prompts, n_images=args.n_images, seed=args.seed, level=level,
                         diagnostics=not args.no_diagnostics, fidelity=not args.no_fidelity,
-                        **{**training_sampling(args.model), **given})
+                        **{**training_sampling(args.model, EVAL_SAMPLING_KEYS), **given})
     print(f"level {level}, split {args.split}, precision {config.precision}, {config.steps} steps, CFG {config.cfg_scale:g}"
+          + (f", clips CFG {config.video_cfg_scale:g}" if config.video_cfg_scale is not None else "")
           + (f", sampler {config.sampler}" if config.sampler else "")
           + (f", guided for t in {list(config.cfg_interval)}" if config.cfg_interval else ""))
     result = evaluate(model, system, config)
@@ -134,6 +136,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=positive_int, default=100)
     p.add_argument("--steps", type=positive_int, default=None, help="default: the recipe's eval_args.steps, else 25")
     p.add_argument("--cfg", type=float, default=None, help="default: the recipe's eval_args.cfg_scale, else 3")
+    p.add_argument("--video-cfg", type=float, default=None,
+                   help="guidance of generated clips (default: the recipe's eval_args.video_cfg_scale, else --cfg)")
     p.add_argument("--sampler", default=None, choices=SAMPLERS,
                    help="diffusion sampler (default: the recipe's eval_args.sampler, else the path's natural one)")
     p.add_argument("--cfg-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),

@@ -45,6 +45,9 @@ class EvalConfig:
     n_videos: int = 50  # clips to generate (t2v) and to caption (v2t)
     steps: int = 25  # diffusion / MaskGIT steps
     cfg_scale: float = 3.0
+    # guidance of generated clips (t2v); None: cfg_scale. A clip's direction and an image's object need not want the
+    # same scale: EMU3 draws directions best at 2 where its images want 1 (RESULTS.md, "Eighteenth round")
+    video_cfg_scale: float | None = None
     sampler: str | None = None  # diffusion sampler (ddim, dpm++, ...); None: the system's own choice
     cfg_interval: tuple[float, float] | None = None  # diffusion LMs: guide only the steps with t in [lo, hi]
     batch_size: int = 32
@@ -110,14 +113,16 @@ def training_tasks(model_dir: str | Path) -> tuple[str, ...] | None:
     return tuple(t["name"] if isinstance(t, dict) else str(t) for t in recipe["tasks"])
 
 
-SAMPLING_KEYS = ("steps", "cfg_scale", "sampler", "cfg_interval")
+SAMPLING_KEYS = ("steps", "cfg_scale", "sampler", "cfg_interval")  # how images are sampled
+EVAL_SAMPLING_KEYS = SAMPLING_KEYS + ("video_cfg_scale",)  # and clips, where umm eval generates them
 
 
-def training_sampling(model_dir: str | Path) -> dict:
+def training_sampling(model_dir: str | Path, keys: tuple[str, ...] = SAMPLING_KEYS) -> dict:
     """How the model in ``model_dir`` is meant to be sampled: ``precision`` (its run's ``train.precision``) and
-    the ``steps`` / ``cfg_scale`` / ``sampler`` that its recipe's ``eval_args`` sets, if any (the demo recipe samples in 10
-    steps). ``umm eval``, ``umm sample`` and ``umm.load`` start from these; their own flags win."""
-    chosen = {k: v for k, v in (_recipe_beside(model_dir).get("eval_args") or {}).items() if k in SAMPLING_KEYS}
+    the ``keys`` (``steps`` / ``cfg_scale`` / ``sampler`` ...) that its recipe's ``eval_args`` sets, if any (the demo
+    recipe samples in 10 steps). ``umm eval`` (``EVAL_SAMPLING_KEYS``), ``umm sample`` and ``umm.load`` start from
+    these; their own flags win."""
+    chosen = {k: v for k, v in (_recipe_beside(model_dir).get("eval_args") or {}).items() if k in keys}
     return {**chosen, "precision": training_precision(model_dir)}
 
 
@@ -177,13 +182,14 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
         from umm.eval.video_eval import evaluate_video
 
         video_tasks = tuple(t for t in ("t2v", "v2t") if t in wanted)
+        video_cfg = config.cfg_scale if config.video_cfg_scale is None else config.video_cfg_scale
         metrics, seconds = evaluate_video(model, system, video_tasks, config.split, config.seed, config.n_videos,
-                                          config.batch_size, config.cfg_scale, config.level)
+                                          config.batch_size, video_cfg, config.level)
         result.metrics.update(metrics)
         result.seconds.update(seconds)
         if config.test_split and config.split != "test":  # in distribution too, as images and captions
             metrics, _ = evaluate_video(model, system, video_tasks, "test", config.seed, config.n_videos,
-                                        config.batch_size, config.cfg_scale, config.level)
+                                        config.batch_size, video_cfg, config.level)
             result.metrics.update({key.replace("/", "_test/", 1): value for key, value in metrics.items()})
 
     if "embed" in wanted:  # embedding systems: all-pairs retrieval matrix, zero-shot (umm.eval.retrieval)
