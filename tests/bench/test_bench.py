@@ -164,6 +164,27 @@ def test_bench_two_systems_quick(tmp_path):
     assert [p["fraction"] for p in curve] == [0.25, 0.5] and all("geneval/overall" in p["metrics"] for p in curve)
     assert "## Time to quality" in report and (out / "time_to_quality.png").is_file()
     assert "vq" not in {r["system"] for r in json.loads((out / "results.json").read_text())["rows"] if r.get("curve")}
+    # wall time: each row's training and scoring, and the span of the systems run side by side
+    for row in rows.values():
+        assert row["finished"] > row["started"] and row["train_wall_seconds"] > 0 and row["eval_wall_seconds"] > 0
+    assert "## Wall time" in report and "This invocation took" in report and "2 at a time" in report
+
+
+def test_the_wall_time_spans_the_stamped_rows_and_names_the_ones_without():
+    from umm.bench.report import markdown, wall_span
+
+    rows = [{"system": "vq", "status": "ok", "started": 100.0, "finished": 460.0, "train_wall_seconds": 300.0,
+             "eval_wall_seconds": 60.0},
+            {"system": "chameleon", "status": "ok", "started": 400.0, "finished": 1300.0, "train_wall_seconds": 600.0,
+             "eval_wall_seconds": 300.0},
+            {"system": "vae", "status": "ok"}]  # finished by a runner that kept no stamps
+    assert wall_span(rows) == 20.0 and wall_span(rows[2:]) is None
+    meta = {"command": "umm bench", "budget": "10 min", "split": "heldout", "n_prompts": 6, "n_images": 2,
+            "machine": "cpu", "out": "/nonexistent", "jobs": 2, "wall_minutes": 21.5}
+    report = markdown(rows, [], [], meta, [])
+    assert "took 21.5 wall-clock minutes; its systems ran 20.0 minutes" in report
+    assert "1 rows finished by an earlier runner" in report and "| chameleon | 10.0 | 5.0 |" in report
+    assert "| vae | – | – |" in report
 
 
 def test_claims_read_reused_tokenizers_and_give_verdicts_with_their_figures():

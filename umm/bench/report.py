@@ -142,6 +142,36 @@ def _curve_rows(rows: list[dict]) -> list[dict[str, str]]:
     return out
 
 
+def _wall_rows(rows: list[dict]) -> list[dict[str, str]]:
+    """Each system's wall-clock minutes: training (its CPU budget, on its own core) and scoring (snapshots and the
+    final eval); rows reused from an earlier bench or trained before the runner kept these read "–"."""
+    def minutes(seconds: Any) -> str:
+        return _num(seconds / 60, 1) if isinstance(seconds, (int, float)) else "–"
+
+    return [{"system": r["system"], "train (min)": minutes(r.get("train_wall_seconds")),
+             "scoring (min)": minutes(r.get("eval_wall_seconds"))} for r in rows]
+
+
+def wall_span(rows: list[dict]) -> float | None:
+    """Minutes from the first system's start to the last one's end, over the rows this bench ran (None without)."""
+    stamped = [r for r in rows if isinstance(r.get("started"), (int, float)) and isinstance(r.get("finished"), (int, float))]
+    if not stamped:
+        return None
+    return (max(r["finished"] for r in stamped) - min(r["started"] for r in stamped)) / 60
+
+
+def _wall_line(rows: list[dict], meta: dict) -> str:
+    span = wall_span(rows)
+    line = f"This invocation took {meta['wall_minutes']:.1f} wall-clock minutes" if "wall_minutes" in meta else ""
+    if span is not None:
+        line += (f"; its systems ran {span:.1f} minutes from the first start to the last end, "
+                 f"{meta.get('jobs', 1)} at a time")
+    unstamped = sum(1 for r in rows if r.get("status") in ("ok", "reused") and "finished" not in r)
+    if unstamped:
+        line += f" ({unstamped} rows finished by an earlier runner without wall-clock stamps are not in that span)"
+    return line + "." if line else ""
+
+
 def plots(rows: list[dict], latency: list[dict], out: Path, level: str | None = None) -> list[Path]:
     import matplotlib
 
@@ -253,6 +283,7 @@ def markdown(rows: list[dict], claims: list[Claim], latency: list[dict], meta: d
         "Each system's job score at fractions of its budget (`train.snapshots`) and at the end, against its own "
         "training CPU-minutes: the survey's training efficiency, measured as the compute to reach a score.", "",
         _md_table(_curve_rows(rows)), "",
+        "## Wall time", "", _wall_line(rows, meta), "", _md_table(_wall_rows(rows)), "",
         "## The survey's claims, measured", "",
     ]
     for c in claims:
@@ -297,6 +328,7 @@ def html_page(rows: list[dict], claims: list[Claim], meta: dict, figures: list[P
             f"{html.escape(meta['budget'])} per system; split {html.escape(meta['split'])}; {html.escape(meta['machine'])}</p>"
             f"<h2>Systems</h2>{table([_headline(r) for r in rows])}<h2>GenEval-like by category</h2>"
             f"{table(_geneval_rows(rows))}<h2>Diagnostics</h2>{table(_diagnostic_rows(rows))}"
+            f"<h2>Wall time</h2><p>{html.escape(_wall_line(rows, meta))}</p>{table(_wall_rows(rows))}"
             f"<h2>The survey's claims, measured</h2><ul>{claim_items}</ul>"
             f"<h2>Figures</h2>{figs}<h2>Samples</h2>{samples}</body></html>")
 

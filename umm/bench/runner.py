@@ -183,9 +183,11 @@ def run_entry(entry: Entry, config: BenchConfig, index: int, total: int, core: i
         summary = reused.parent / "summary.json"
         if summary.is_file():
             row.update(json.loads(summary.read_text()))
-        return _evaluate(row, config, reused, out, log, env, label, result_path)
+        row["started"] = time.time()
+        return _evaluate(row, config, reused, out, log, env, label, result_path, time.perf_counter())
     budget = f"{config.quick_steps} steps" if config.quick_steps else f"{config.budget_minutes:g} min"
     print(f"{label}: training {entry.recipe.name} ({budget})", flush=True)
+    row["started"] = time.time()  # wall-clock stamps: the report's per-system and whole-bench wall time
     start = time.perf_counter()
     code, tail = _run(train_command(entry, config, out / "run"), log, env)
     row["train_wall_seconds"] = time.perf_counter() - start
@@ -196,8 +198,9 @@ def run_entry(entry: Entry, config: BenchConfig, index: int, total: int, core: i
         return row
     row.update(json.loads((out / "run" / "summary.json").read_text()))
     print(f"{label}: evaluating", flush=True)
+    scoring = time.perf_counter()
     row["curve"] = _curve(config, out, log, env, label)
-    return _evaluate(row, config, out / "run" / "model", out, log, env, label, result_path)
+    return _evaluate(row, config, out / "run" / "model", out, log, env, label, result_path, scoring)
 
 
 def _curve(config: BenchConfig, out: Path, log: Path, env: dict[str, str], label: str) -> list[dict[str, Any]]:
@@ -219,8 +222,10 @@ def _curve(config: BenchConfig, out: Path, log: Path, env: dict[str, str], label
 
 
 def _evaluate(row: dict[str, Any], config: BenchConfig, model: Path, out: Path, log: Path, env: dict[str, str],
-              label: str, result_path: Path) -> dict[str, Any]:
+              label: str, result_path: Path, scoring: float) -> dict[str, Any]:
+    """The final ``umm eval`` of ``model``; ``scoring``: when its scoring began (perf_counter, snapshots included)."""
     code, tail = _run(eval_command(config, model, out), log, env)
+    row["eval_wall_seconds"], row["finished"] = time.perf_counter() - scoring, time.time()
     if code != 0:
         row.update(status="eval failed", error=tail)
         print(f"{label}: evaluation failed: {tail}", flush=True)
