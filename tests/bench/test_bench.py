@@ -403,6 +403,8 @@ def test_the_systems_table_shows_both_splits_and_skips_an_attribute_the_level_ne
     both = {**video, "t2v_test/direction_accuracy": 0.5, "v2t_test/direction_accuracy": 1.0}
     assert _headline({"system": "lwm", "metrics": both})["video dir."] == "0.500 / 1.000"  # the test split's
     assert _headline({"system": "vqvideo", "metrics": {"recon/direction_accuracy": 0.35}})["video dir."] == "0.350"
+    recon = {"recon/direction_accuracy": 0.0, "recon_test/direction_accuracy": 1.0}  # held-out pairs never seen
+    assert _headline({"system": "vqvideo", "metrics": recon})["video dir."] == "1.000 / 0.000"
     binder = {"retrieval/paired/mean_R@1": 1.0, "retrieval/emergent/mean_R@1": 0.48,
               "retrieval_test/paired/mean_R@1": 0.95, "retrieval_test/emergent/mean_R@1": 0.6}
     cells = _headline({"system": "imagebind", "metrics": binder})

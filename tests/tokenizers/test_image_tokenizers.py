@@ -274,6 +274,10 @@ def test_eval_harness_scores_the_reconstruct_capability(trained_vq):
                 "recon/judge_objects", "recon/bits_per_image"):
         assert key in metrics and math.isfinite(metrics[key]), key
     assert metrics["recon/bits_per_image"] == 16 * 6  # 4x4 codes of log2(64) bits
+    # held out, then in distribution (the tokenizer never saw the held-out colour-shape pairs either)
+    assert metrics["recon_test/bits_per_image"] == 16 * 6 and metrics["recon_test/mse"] != metrics["recon/mse"]
+    alone = evaluate(model, system, EvalConfig(n_images=8, test_split=False), tasks=("reconstruct",)).metrics
+    assert not any(key.startswith("recon_test/") for key in alone) and alone["recon/mse"] == metrics["recon/mse"]
 
 
 @pytest.mark.slow

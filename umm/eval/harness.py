@@ -177,6 +177,11 @@ def evaluate(model: torch.nn.Module, system, config: EvalConfig = EvalConfig(), 
 
         result.metrics.update(evaluate_reconstruction(model, system, config.split, config.seed, config.n_images,
                                                       config.batch_size, config.level))
+        if config.test_split and config.split != "test":  # the ceiling in distribution: held-out pairs were never
+            # seen by the tokenizer either (an L1 video VQ reconstructs test clips' directions, not held-out ones)
+            test = evaluate_reconstruction(model, system, "test", config.seed, config.n_images, config.batch_size,
+                                           config.level)
+            result.metrics.update({key.replace("/", "_test/", 1): value for key, value in test.items()})
 
     if "t2v" in wanted or "v2t" in wanted:  # video systems: the judge's tracks (umm.eval.video_eval)
         from umm.eval.video_eval import evaluate_video
