@@ -148,7 +148,7 @@ def test_stopping_the_bench_stops_its_training_and_leaves_the_row_to_the_next_ru
 def test_bench_two_systems_quick(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "umm.cli", "bench", "--quick-steps", "2", "--systems", "transfusion,vq", "--out",
-           str(out), "--n-prompts", "6", "--n-images", "2", "--no-latency", "--jobs", "2"]
+           str(out), "--n-prompts", "6", "--n-images", "2", "--jobs", "2"]
     proc = subprocess.run(cmd + ["--publish", str(tmp_path / "docs")], capture_output=True, text=True, cwd=ROOT,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -168,6 +168,10 @@ def test_bench_two_systems_quick(tmp_path):
     for row in rows.values():
         assert row["finished"] > row["started"] and row["train_wall_seconds"] > 0 and row["eval_wall_seconds"] > 0
     assert "## Wall time" in report and "This invocation took" in report and "2 at a time" in report
+    # the latency sweep ran in the pool beside the rows (its own process and log), and the report reads it
+    assert "latency: running beside the rows" in proc.stdout and (out / "latency.log").is_file()
+    assert {r["method"] for r in json.loads((out / "latency.json").read_text())} >= {"ar_cached", "diffusion"}
+    assert "## Sampling latency" in report
 
 
 def test_the_wall_time_spans_the_stamped_rows_and_names_the_ones_without():
@@ -267,6 +271,28 @@ def test_the_survey_table_claims_read_both_jobs():
     rows[0] = row("chameleon", 0.95, 0.2, 0.2)  # AR now better on images and worse on captions
     claims = {c.statement.split()[0] + " " + c.statement.split()[1]: c for c in evaluate_claims(rows, [], 90)}
     assert claims["AR is"].verdict == "not supported"
+
+
+def test_the_token_and_image_claim_reads_each_half_against_its_spread():
+    """L3's figures: AR captions 0.651 vs 0.694 (within two standard errors over 60 captions: the text half holds),
+    images 0.19 vs 0.27 with bootstrap intervals that overlap: not established, so the verdict is mixed."""
+    def row(system, geneval, low, high, caption):
+        return {"system": system, "status": "ok", "metrics": {
+            "geneval/overall": geneval, "geneval/overall_ci_low": low, "geneval/overall_ci_high": high,
+            "caption/shape": caption, "caption/colour": caption}}
+
+    rows = [row("chameleon", 0.167, 0.09, 0.25, 0.37), row("mmar", 0.211, 0.13, 0.30, 0.933),
+            row("showo", 0.122, 0.06, 0.20, 0.472), row("transfusion", 0.422, 0.32, 0.52, 0.916)]
+    claim = next(c for c in evaluate_claims(rows, [], 90, 60) if c.statement.startswith("AR is"))
+    assert claim.verdict == "mixed" and "the text half holds" in claim.evidence
+    # AR+diffusion's interval wholly above AR's: the image half holds too
+    rows[2] = row("showo", 0.80, 0.72, 0.88, 0.472)
+    rows[3] = row("transfusion", 0.85, 0.77, 0.92, 0.916)
+    assert next(c for c in evaluate_claims(rows, [], 90, 60) if c.statement.startswith("AR is")).verdict == "supported"
+    # AR's captions far worse (more than two standard errors): the text half fails
+    rows[0], rows[1] = row("chameleon", 0.167, 0.09, 0.25, 0.2), row("mmar", 0.211, 0.13, 0.30, 0.3)
+    claim = next(c for c in evaluate_claims(rows, [], 90, 60) if c.statement.startswith("AR is"))
+    assert claim.verdict == "mixed" and "AR's captions are worse" in claim.evidence
 
 
 def test_a_job_the_system_never_trained_is_unmeasured_not_zero():
@@ -418,6 +444,24 @@ def test_the_bench_names_unknown_systems_and_the_claim_runs_in_one_error_line(ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("umm: error: unknown system(s) nonesuch")
     assert "claim runs: imagebind_extend" in err[0]
+
+
+def test_the_pool_starts_the_longest_chain_first():
+    """Critical-path order: ImageBind heads the longest chain at L1 (its decoder, then the bridges), so it starts
+    before the tokenizers that fewer rows wait for; a short claim run and the latency sweep fill in late."""
+    from umm.bench.runner import BenchConfig, critical_paths, latency_job
+    from umm.recipes import RECIPES_DIR
+
+    entries = plan(["chameleon", "textbind", "unibind", "imagebind_extend"], RECIPES_DIR, quick=False, level="L1")
+    config = BenchConfig(Path("/tmp/unused"), budget_minutes=10, level="L1")
+    chains = critical_paths(entries, config)
+    # a row's budget and a minute of scoring, plus its slowest dependent's chain (not the 5-minute claim run's)
+    assert chains == {"vq": 22.0, "chameleon": 11.0, "imagebind": 33.0, "cond_decoder": 22.0, "textbind": 11.0,
+                      "unibind": 11.0, "imagebind_extend": 6.0}
+    assert latency_job(config).minutes < chains["imagebind_extend"]
+    # quick mode: every row the same length, so ready rows start in plan order
+    quick = plan(["chameleon", "transfusion", "vq"], RECIPES_DIR, quick=True)
+    assert set(critical_paths(quick, BenchConfig(Path("/tmp/unused"), quick_steps=3)).values()) == {1.0}
 
 
 def test_survey_systems_train_the_bench_budget_and_the_others_their_recipes_capped_at_it(tmp_path):

@@ -94,3 +94,28 @@ def measure_latency(sizes: tuple[int, ...] = (16, 32, 64), dim: int = 256, depth
             rows.append({"method": name, "size": size, "tokens": tokens, "ms_per_image": 1000 * seconds / images,
                          "nfe_per_image": nfe, "token_steps": tokens * steps_per_image})
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m umm.bench.latency --out latency.json [--quick]``: the sweep as its own process, so ``umm bench``
+    runs it in its pool, pinned to a free core beside a training row (``umm.bench.runner.latency_job``)."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    import umm.models  # noqa: F401  (registers every family: the MaskGIT method needs Show-o)
+
+    parser = argparse.ArgumentParser(prog="python -m umm.bench.latency", description=main.__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="the JSON file of rows to write")
+    parser.add_argument("--quick", action="store_true", help="tiny and fast (the quick bench)")
+    args = parser.parse_args(argv)
+    rows = measure_latency(quick=args.quick)
+    out = Path(args.out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=2))
+    tmp.replace(out)  # atomic: a sweep cut off leaves no half-written file to be reused
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,6 +5,11 @@ failed row, peak memory is that system's own, and a run that was cut off resumes
 system whose ``result.json`` exists is not retrained: re-running the bench finishes what is missing. Stopping the
 bench (SIGTERM or Ctrl-C) stops the processes it started too, and the rows they were running write no ``result.json``
 (a failed row would be reused as done), so the next run trains them again from their checkpoints.
+
+With ``jobs`` > 1 the rows run side by side, one per core, and a free core takes the ready row with the longest
+chain of expected minutes still behind it (its own and its dependents'): list scheduling by critical path (Hu 1961;
+"HLFET" in Kwok & Ahmad 1999). A chain such as ImageBind -> its decoder -> the bridges then starts early instead of
+leaving one core idle at the end. Side jobs (the sampling-latency sweep) queue in the same pool by their length.
 """
 
 from __future__ import annotations
@@ -115,6 +120,65 @@ def own_budget(recipe: Path, cap: float) -> float:
     return min(own, cap) if own > 0 else cap
 
 
+def expected_minutes(entry: Entry, config: BenchConfig) -> float:
+    """What a row is expected to hold its core: its training budget and about a minute of scoring (snapshots and the
+    final eval: 0.4-0.8 min at L3); in quick mode every row the same."""
+    if entry.recipe is None:
+        return 0.0
+    if config.quick_steps:
+        return 1.0
+    train = config.budget_minutes if entry.name in SURVEY_ORDER else own_budget(entry.recipe, config.budget_minutes)
+    return train + 1.0
+
+
+def critical_paths(entries: list[Entry], config: BenchConfig) -> dict[str, float]:
+    """Each entry's longest chain of expected minutes to the end of the bench: its own and its slowest dependents'
+    (the rows that wait for it), the order in which the pool starts ready rows."""
+    dependents = {e.name: [d for d in entries if any(dependency_name(x, config.level) == e.name for x in d.dependencies)]
+                  for e in entries}
+    chains: dict[str, float] = {}
+
+    def chain(entry: Entry) -> float:  # the plan has no cycles (plan() refuses them)
+        if entry.name not in chains:
+            chains[entry.name] = expected_minutes(entry, config) + max((chain(d) for d in dependents[entry.name]), default=0.0)
+        return chains[entry.name]
+
+    return {e.name: chain(e) for e in entries}
+
+
+@dataclass(frozen=True)
+class SideJob:
+    """A command the bench runs in its pool beside the rows, pinned to a free core as a row is, and makes no row
+    (the sampling-latency sweep). It writes ``done``; a later run finds it there and does not run it again."""
+    name: str
+    cmd: list[str]
+    done: Path
+    minutes: float  # expected length: its place in the queue (a short job fills a core late in the bench)
+
+
+def latency_job(config: BenchConfig) -> SideJob:
+    """The sampling-latency sweep (``umm.bench.latency``) as a side job: ~3 minutes, tiny in quick mode."""
+    out = config.out / "latency.json"
+    cmd = [sys.executable, "-m", "umm.bench.latency", "--out", str(out)] + (["--quick"] if config.quick_steps else [])
+    return SideJob("latency", cmd, out, 0.1 if config.quick_steps else 3.0)
+
+
+def run_side(job: SideJob, config: BenchConfig, core: int | None = None) -> bool:
+    """Run a side job (output in ``<out>/<name>.log``); True when it wrote its file."""
+    env = dict(os.environ)
+    if config.threads:
+        env["OMP_NUM_THREADS"] = str(config.threads)
+    if core is not None:
+        env["UMM_BENCH_CORE"] = str(core)
+    print(f"{job.name}: running beside the rows", flush=True)
+    code, tail = _run(job.cmd, config.out / f"{job.name}.log", env)
+    if code != 0 or not job.done.is_file():
+        print(f"{job.name}: failed: {tail}", flush=True)
+        return False
+    print(f"{job.name}: wrote {job.done}", flush=True)
+    return True
+
+
 def train_command(entry: Entry, config: BenchConfig, run_dir: Path) -> list[str]:
     cmd = [sys.executable, "-m", "umm.cli", "train", str(entry.recipe)]
     if config.quick_steps:
@@ -139,12 +203,13 @@ def train_command(entry: Entry, config: BenchConfig, run_dir: Path) -> list[str]
 
 
 def eval_command(config: BenchConfig, model_dir: Path, out: Path, curve_point: bool = False) -> list[str]:
-    """``umm eval`` of a trained model (a curve point: no fidelity, diagnostics or sample grid)."""
+    """``umm eval`` of a trained model (a curve point: the bench's split only, as the time-to-quality curves and the
+    claims read them, with no fidelity, diagnostics or sample grid)."""
     steps = 2 if config.quick_steps else config.eval_steps
     cmd = [sys.executable, "-m", "umm.cli", "eval", str(model_dir), "--split", config.split,
            "--n-prompts", str(config.n_prompts), "--n-images", str(config.n_images), "--out", str(out / "eval.json")]
     cmd += ["--steps", str(steps)] if steps else []  # else the recipe's own eval_args (Show-o 16, diffusion 8, ...)
-    return cmd + (["--no-fidelity", "--no-diagnostics"] if curve_point else ["--samples", str(out / "samples.png")])
+    return cmd + (["--no-fidelity", "--no-diagnostics", "--no-test-split"] if curve_point else ["--samples", str(out / "samples.png")])
 
 
 def run_entry(entry: Entry, config: BenchConfig, index: int, total: int, core: int | None = None) -> dict[str, Any]:
@@ -239,41 +304,52 @@ def _evaluate(row: dict[str, Any], config: BenchConfig, model: Path, out: Path, 
     return row
 
 
-def run_all(entries: list[Entry], config: BenchConfig, jobs: int = 1) -> list[dict[str, Any]]:
-    """Every entry's row, in plan order. Up to ``jobs`` entries run at a time, each pinned to its own core when
-    jobs > 1, and an entry starts only once the entries it depends on have finished (their models exist)."""
+def run_all(entries: list[Entry], config: BenchConfig, jobs: int = 1, side: tuple[SideJob, ...] = ()) -> list[dict[str, Any]]:
+    """Every entry's row, in plan order. Up to ``jobs`` entries (and ``side`` jobs) run at a time, each pinned to its
+    own core when jobs > 1; an entry starts only once the entries it depends on have finished (their models exist),
+    the ready one with the longest chain behind it first (:func:`critical_paths`)."""
     _STOPPING.clear()
     # signal handlers belong to the main thread; Ctrl-C (SIGINT) reaches the children as well, but without the
     # handler the rows it cut would be written as failed
     stops = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
     previous = {signum: signal.signal(signum, _stop) for signum in stops}
     try:
-        return _run_all(entries, config, jobs)
+        return _run_all(entries, config, jobs, side)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def _run_all(entries: list[Entry], config: BenchConfig, jobs: int) -> list[dict[str, Any]]:
+def _run_all(entries: list[Entry], config: BenchConfig, jobs: int, side: tuple[SideJob, ...]) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
-    pending = list(enumerate(entries))
+    chains = critical_paths(entries, config)
+    pending: list[tuple[int, Entry | SideJob]] = list(enumerate(entries))
+    pending += [(len(entries) + k, job) for k, job in enumerate(side) if not job.done.is_file()]
     free = list(range(jobs))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        running: dict[Any, tuple[Entry, int]] = {}
+        running: dict[Any, tuple[Entry | SideJob, int]] = {}
         while pending or running:
-            ready = [(i, e) for i, e in pending if all(dependency_name(d, config.level) in rows for d in e.dependencies)]
-            for i, entry in ready[: len(free)]:
-                pending.remove((i, entry))
+            ready = [(i, item) for i, item in pending if isinstance(item, SideJob)
+                     or all(dependency_name(d, config.level) in rows for d in item.dependencies)]
+            # the longest chain of minutes first (a side job: its own length), then plan order
+            ready.sort(key=lambda t: (-(t[1].minutes if isinstance(t[1], SideJob) else chains[t[1].name]), t[0]))
+            for i, item in ready[: len(free)]:
+                pending.remove((i, item))
                 core = free.pop(0)
-                running[pool.submit(run_entry, entry, config, i + 1, len(entries), core if jobs > 1 else None)] = (entry, core)
+                pinned = core if jobs > 1 else None
+                future = (pool.submit(run_side, item, config, pinned) if isinstance(item, SideJob)
+                          else pool.submit(run_entry, item, config, i + 1, len(entries), pinned))
+                running[future] = (item, core)
             if not running:
-                names = ", ".join(e.name for _, e in pending)
+                names = ", ".join(item.name for _, item in pending)
                 raise RuntimeError(f"bench entries whose dependencies are not in the plan: {names}")
             # wake twice a second: a signal may be delivered to a worker thread, and the main thread runs its
             # handler (_stop) only between waits, not while blocked until a row finishes
             finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in finished:
-                entry, core = running.pop(future)
-                rows[entry.name] = future.result()
+                item, core = running.pop(future)
+                result = future.result()
+                if isinstance(item, Entry):
+                    rows[item.name] = result
                 free.append(core)
     return [rows[e.name] for e in entries]

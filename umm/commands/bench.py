@@ -56,7 +56,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from umm.bench.claims import evaluate_claims
     from umm.bench.plan import CLAIM_RUNS, default_systems, plan
     from umm.bench.report import readme_markers, readme_table, update_readme, write_report
-    from umm.bench.runner import BenchConfig, run_all
+    from umm.bench.runner import BenchConfig, latency_job, run_all
     from umm.recipes import RECIPES_DIR
     from umm.registry import SYSTEMS
 
@@ -74,20 +74,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config.out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()  # the report's wall time of this invocation (a resumed bench: of the resume)
     entries = plan(systems, RECIPES_DIR, quick=args.quick_steps > 0, level=args.level)
-    rows = run_all(entries, config, args.jobs)
-    latency: list[dict] = []
     latency_path = config.out / "latency.json"
+    side = ()
     if args.latency and latency_path.is_file():
         print(f"sampling latency: measured before, reusing {latency_path}", flush=True)
-        latency = json.loads(latency_path.read_text())
-    elif args.latency:
-        from umm.bench.latency import measure_latency
-
-        print("measuring sampling latency vs tokens per image ...", flush=True)
-        if args.threads:  # the same thread count the systems trained with (and no oversubscription)
-            torch.set_num_threads(args.threads)
-        latency = measure_latency(quick=args.quick_steps > 0)
-        latency_path.write_text(json.dumps(latency, indent=2))
+    elif args.latency:  # in the pool, on a free core beside a row (the same thread count the systems train with)
+        side = (latency_job(config),)
+    rows = run_all(entries, config, args.jobs, side)
+    latency: list[dict] = json.loads(latency_path.read_text()) if args.latency and latency_path.is_file() else []
     budget = f"{args.quick_steps} steps (quick)" if args.quick_steps else f"{args.budget_minutes:g} min"
     threads = args.threads or torch.get_num_threads()
     machine = f"{_cpu_name()}, {threads} thread(s) per system" + (
@@ -97,7 +91,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "split": args.split, "n_prompts": args.n_prompts, "n_images": args.n_images, "machine": machine,
             "out": str(config.out), "report": str(config.out / "report.md"),
             "wall_minutes": (time.perf_counter() - began) / 60}
-    claims = evaluate_claims(rows, latency, args.n_prompts)
+    claims = evaluate_claims(rows, latency, args.n_prompts, args.n_images)
     md, page = write_report(config.out, rows, claims, latency, meta)
     print(f"bench report: {md} and {page}")
     for c in claims:

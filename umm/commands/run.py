@@ -70,7 +70,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     given = {k: v for k, v in given.items() if v is not None}
     config = EvalConfig(split=args.split, n_prompts=args.n_prompts, n_images=args.n_images, seed=args.seed, level=level,
                         diagnostics=not args.no_diagnostics, fidelity=not args.no_fidelity,
-                        **{**training_sampling(args.model, EVAL_SAMPLING_KEYS), **given})
+                        test_split=not args.no_test_split, **{**training_sampling(args.model, EVAL_SAMPLING_KEYS), **given})
     print(f"level {level}, split {args.split}, precision {config.precision}, {config.steps} steps, CFG {config.cfg_scale:g}"
           + (f", clips CFG {config.video_cfg_scale:g}" if config.video_cfg_scale is not None else "")
           + (f", sampler {config.sampler}" if config.sampler else "")
@@ -148,6 +148,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fidelity", action="store_true", help="skip FID / KID against real scenes (faster)")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="skip prompt adherence, tokenizer ceiling and denoise check (faster)")
+    p.add_argument("--no-test-split", action="store_true",
+                   help="score --split only, not the test split beside it (faster; the bench's curve points)")
     p.add_argument("--out", help="write the metrics (and seconds per generated item) as JSON")
     p.add_argument("--samples", help="write a PNG grid of the generated images, marked by the judge")
     p.set_defaults(func=cmd_eval)
