@@ -172,6 +172,13 @@ def test_bench_two_systems_quick(tmp_path):
     assert "latency: running beside the rows" in proc.stdout and (out / "latency.log").is_file()
     assert {r["method"] for r in json.loads((out / "latency.json").read_text())} >= {"ar_cached", "diffusion"}
     assert "## Sampling latency" in report
+    # run again: every row and the sweep are reused, and the report keeps the first invocation's minutes
+    first = json.loads((out / "results.json").read_text())["meta"]["wall_minutes"]
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert again.returncode == 0 and "latency: running" not in again.stdout and again.stdout.count("done before") == 2
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert meta["invocations"] == 2 and meta["total_wall_minutes"] == pytest.approx(first + meta["wall_minutes"])
+    assert "over the 2 invocations that wrote this report" in (out / "report.md").read_text()
 
 
 def test_the_wall_time_spans_the_stamped_rows_and_names_the_ones_without():

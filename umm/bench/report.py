@@ -165,6 +165,8 @@ def wall_span(rows: list[dict]) -> float | None:
 def _wall_line(rows: list[dict], meta: dict) -> str:
     span = wall_span(rows)
     line = f"This invocation took {meta['wall_minutes']:.1f} wall-clock minutes" if "wall_minutes" in meta else ""
+    if "total_wall_minutes" in meta:  # a resume: the bench's minutes over every invocation that wrote this directory
+        line += f" ({meta['total_wall_minutes']:.1f} over the {meta['invocations']} invocations that wrote this report)"
     if span is not None:
         line += (f"; its systems ran {span:.1f} minutes from the first start to the last end, "
                  f"{meta.get('jobs', 1)} at a time")

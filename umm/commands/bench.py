@@ -91,6 +91,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "split": args.split, "n_prompts": args.n_prompts, "n_images": args.n_images, "machine": machine,
             "out": str(config.out), "report": str(config.out / "report.md"),
             "wall_minutes": (time.perf_counter() - began) / 60}
+    # a resumed bench adds to the invocations before it in this directory: the bench's own minutes, all told
+    earlier = config.out / "results.json"
+    if earlier.is_file():
+        before = json.loads(earlier.read_text()).get("meta", {})
+        meta["invocations"] = before.get("invocations", 1) + 1
+        meta["total_wall_minutes"] = before.get("total_wall_minutes", before.get("wall_minutes", 0.0)) + meta["wall_minutes"]
     claims = evaluate_claims(rows, latency, args.n_prompts, args.n_images)
     md, page = write_report(config.out, rows, claims, latency, meta)
     print(f"bench report: {md} and {page}")
