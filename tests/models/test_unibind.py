@@ -163,3 +163,23 @@ def test_frozen_minilm_centres(tokenizer, samples):
     losses = system.losses(model, batch, torch.Generator())
     losses["centre_loss"].backward()
     assert model.encoders["text"].head.weight.grad.abs().sum() > 0
+
+
+def test_caption_pairs_bind_each_sample_to_its_own_caption(tokenizer, samples):
+    """``caption_pairs`` (umm's departure, off by default): beside the centre loss, each clip's InfoNCE against its own
+    caption among the batch's, weighted, with gradients into both towers; without the option there is no pair term.
+    (What it does for retrieval is measured at the bench size: benchmarks/RESULTS.md, nineteenth round.)"""
+    from umm.objectives.contrastive import infonce_loss
+
+    model, system = make(tokenizer)
+    assert "pair_loss" not in system.losses(model, system.collate(samples, "video", torch.Generator()), torch.Generator())
+    model, system = make(tokenizer, caption_pairs=0.5)
+    model.eval()  # no dropout: the loss's embeddings are the embed capability's
+    out = system.losses(model, system.collate(samples, "video", torch.Generator().manual_seed(0)), torch.Generator())
+    clips = system.embed(model, "video", [s["video"] for s in samples])
+    captions = system.embed(model, "text", [s["video_caption"] for s in samples])
+    expected = 0.5 * infonce_loss(clips, captions, model.logit_scale()[0])
+    assert torch.allclose(out["pair_loss"], expected, atol=1e-5)
+    out["pair_loss"].backward()
+    grads = {n.split(".")[1] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert {"video", "text"} <= grads and "image" not in grads
