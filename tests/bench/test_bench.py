@@ -162,6 +162,9 @@ def test_bench_two_systems_quick(tmp_path):
     # time to quality: the snapshots at 0.25 and 0.5 of the budget were scored, then the final model
     curve = rows["transfusion"]["curve"]
     assert [p["fraction"] for p in curve] == [0.25, 0.5] and all("geneval/overall" in p["metrics"] for p in curve)
+    # a curve point reads the bench's split only (umm eval --no-test-split); the final eval reads both
+    assert not any(k.startswith("geneval_test/") for p in curve for k in p["metrics"])
+    assert "geneval_test/overall" in rows["transfusion"]["metrics"]
     assert "## Time to quality" in report and (out / "time_to_quality.png").is_file()
     assert "vq" not in {r["system"] for r in json.loads((out / "results.json").read_text())["rows"] if r.get("curve")}
     # wall time: each row's training and scoring, and the span of the systems run side by side
