@@ -8,6 +8,7 @@ import torch
 
 import umm.models  # noqa: F401  (registers every family)
 from umm import UmmError
+from umm.config import ConfigError
 from umm.data.shapes import COLOUR_NAMES, SHAPES, ShapesWorld
 from umm.eval.judge import parse_caption
 from umm.eval.retrieval import evaluate_embeddings
@@ -171,6 +172,8 @@ def test_caption_pairs_bind_each_sample_to_its_own_caption(tokenizer, samples):
     (What it does for retrieval is measured at the bench size: benchmarks/RESULTS.md, nineteenth round.)"""
     from umm.objectives.contrastive import infonce_loss
 
+    with pytest.raises(ConfigError, match="caption_pairs must be >= 0"):
+        make(tokenizer, caption_pairs=-1.0)
     model, system = make(tokenizer)
     assert "pair_loss" not in system.losses(model, system.collate(samples, "video", torch.Generator()), torch.Generator())
     model, system = make(tokenizer, caption_pairs=0.5)

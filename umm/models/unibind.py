@@ -251,6 +251,8 @@ class UniBindSystem(SystemBase):
         if (self.options.text_encoder == "minilm") != bool(config.text_features):
             raise ConfigError(f"system_args.text_encoder={self.options.text_encoder!r} but the model's text_features is "
                               f"{config.text_features} (minilm needs {FrozenTextEncoder.dim}, bpe needs 0)")
+        if self.options.caption_pairs < 0:
+            raise ConfigError(f"system_args.caption_pairs must be >= 0 (0 = the paper's centres alone), got {self.options.caption_pairs}")
         if knowledge is None:
             knowledge = (load_knowledge_base(self.options.knowledge_base) if self.options.knowledge_base
                          else build_knowledge_base(self.options.descriptions, self.options.seed))
