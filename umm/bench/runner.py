@@ -163,13 +163,19 @@ def latency_job(config: BenchConfig) -> SideJob:
     return SideJob("latency", cmd, out, 0.1 if config.quick_steps else 3.0)
 
 
-def run_side(job: SideJob, config: BenchConfig, core: int | None = None) -> bool:
-    """Run a side job (output in ``<out>/<name>.log``); True when it wrote its file."""
+def _child_env(config: BenchConfig, core: int | None) -> dict[str, str]:
+    """The environment of a row's or a side job's processes: the bench's thread count and, side by side, its core."""
     env = dict(os.environ)
     if config.threads:
         env["OMP_NUM_THREADS"] = str(config.threads)
     if core is not None:
         env["UMM_BENCH_CORE"] = str(core)
+    return env
+
+
+def run_side(job: SideJob, config: BenchConfig, core: int | None = None) -> bool:
+    """Run a side job (output in ``<out>/<name>.log``); True when it wrote its file."""
+    env = _child_env(config, core)
     print(f"{job.name}: running beside the rows", flush=True)
     code, tail = _run(job.cmd, config.out / f"{job.name}.log", env)
     if code != 0 or not job.done.is_file():
@@ -234,11 +240,7 @@ def run_entry(entry: Entry, config: BenchConfig, index: int, total: int, core: i
         row["status"] = "no recipe"
         result_path.write_text(json.dumps(row, indent=2))
         return row
-    env = dict(os.environ)
-    if config.threads:
-        env["OMP_NUM_THREADS"] = str(config.threads)
-    if core is not None:
-        env["UMM_BENCH_CORE"] = str(core)
+    env = _child_env(config, core)
     log = out / "bench.log"
     reused = reused_model(entry, config)
     if reused is not None:
