@@ -181,7 +181,8 @@ def test_bench_two_systems_quick(tmp_path):
     assert again.returncode == 0 and "latency: running" not in again.stdout and again.stdout.count("done before") == 2
     meta = json.loads((out / "results.json").read_text())["meta"]
     assert meta["invocations"] == 2 and meta["total_wall_minutes"] == pytest.approx(first + meta["wall_minutes"])
-    assert "over the 2 invocations that wrote this report" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "over the 2 invocations that wrote this report" in report and "(the time between them included)" in report
 
 
 def test_the_wall_time_spans_the_stamped_rows_and_names_the_ones_without():

@@ -168,7 +168,8 @@ def _wall_line(rows: list[dict], meta: dict) -> str:
     if "total_wall_minutes" in meta:  # a resume: the bench's minutes over every invocation that wrote this directory
         line += f" ({meta['total_wall_minutes']:.1f} over the {meta['invocations']} invocations that wrote this report)"
     if span is not None:
-        line += (f"; its systems ran {span:.1f} minutes from the first start to the last end, "
+        across = " across the invocations (the time between them included)" if meta.get("invocations", 1) > 1 else ""
+        line += (f"; its systems ran {span:.1f} minutes from the first start to the last end{across}, "
                  f"{meta.get('jobs', 1)} at a time")
     unstamped = sum(1 for r in rows if r.get("status") in ("ok", "reused") and "finished" not in r)
     if unstamped:
