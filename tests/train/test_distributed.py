@@ -39,7 +39,7 @@ distributed.cleanup()  # as `umm train` does: a gloo group left open can abort t
 def torchrun(tmp_path, out_name, overrides):
     """Run SCRIPT under ``torchrun --nproc_per_node=2``; returns (its run directory, rank 0's losses).
 
-    A gloo rank has twice (in ~35 CI runs, never in 55 local ones) aborted at exit, 'terminate called without an
+    A gloo rank has twice aborted in CI (never in 55 local launches) at exit, 'terminate called without an
     active exception', after training had finished and rank 0 had printed its losses. That abort is in the gloo
     teardown, not in what this test checks, so such a run is tried once more in a fresh directory, with a
     warning that carries its stderr (Python's fault handler prints every thread's stack at the abort). Any other
